@@ -1,0 +1,87 @@
+"""The validated API usage event and the entity keys derived from it.
+
+`UsageEvent` is what every detector component consumes; `schemas.validation` is the only producer
+of it from untrusted bytes. It is a ``NamedTuple`` because the hot path creates one per request and
+tuples are the cheapest record CPython has.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import NamedTuple
+
+__all__ = ["UsageEvent", "ip_block"]
+
+
+class UsageEvent(NamedTuple):
+    """One served API request, normalised (times in Unix epoch milliseconds, UTC).
+
+    Examples
+    --------
+    >>> e = UsageEvent("e1", 1_700_000_000_000, "acct-1", "203.0.113.9", "203.0.113.0/24",
+    ...                "frontier-1", 120, 900)
+    >>> e.ip_block, e.status, e.cot_score is None
+    ('203.0.113.0/24', 200, True)
+    """
+
+    event_id: str
+    ts_ms: int
+    account_id: str
+    ip: str
+    ip_block: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    status: int = 200
+    latency_ms: float | None = None
+    prompt_fingerprint: int | None = None
+    cot_score: float | None = None
+    payment_fingerprint: str | None = None
+    account_created_ms: int | None = None
+    org_id: str | None = None
+    api_key_id: str | None = None
+    user_agent: str | None = None
+    endpoint: str | None = None
+
+
+_BLOCK_CACHE: dict[str, str] = {}
+# Gateways see the same client addresses over and over; parsing an address costs ~2 us, a dict
+# hit ~40 ns. The cache is cleared when full rather than made LRU: simpler, and refills in seconds.
+_BLOCK_CACHE_MAX = 1 << 20
+
+
+def ip_block(ip: str) -> str:
+    """The IP block an address belongs to: its /24 for IPv4, its /48 for IPv6, in CIDR form.
+
+    IPv4-mapped IPv6 addresses (``::ffff:a.b.c.d``) count as their IPv4 address, because a
+    dual-stack gateway may log the same client either way. Raises ``ValueError`` on anything
+    that is not an IP address.
+
+    Examples
+    --------
+    >>> ip_block("203.0.113.77")
+    '203.0.113.0/24'
+    >>> ip_block("2001:db8:1:2:3::9")
+    '2001:db8:1::/48'
+    >>> ip_block("::ffff:198.51.100.4")
+    '198.51.100.0/24'
+    >>> ip_block("not-an-ip")
+    Traceback (most recent call last):
+    ...
+    ValueError: 'not-an-ip' does not appear to be an IPv4 or IPv6 address
+    """
+    block = _BLOCK_CACHE.get(ip)
+    if block is not None:
+        return block
+    addr = ipaddress.ip_address(ip)
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    if isinstance(addr, ipaddress.IPv4Address):
+        a, b, c, _ = addr.packed
+        block = f"{a}.{b}.{c}.0/24"
+    else:
+        block = str(ipaddress.IPv6Network((int(addr) >> 80 << 80, 48)))
+    if len(_BLOCK_CACHE) >= _BLOCK_CACHE_MAX:
+        _BLOCK_CACHE.clear()
+    _BLOCK_CACHE[ip] = block
+    return block

@@ -1,0 +1,171 @@
+"""Graduated enforcement: calibrated scores to flag, throttle, suspend and release decisions.
+
+Rules, per entity, evaluated once per scored window (vectorised over all entities of a window):
+
+- **Budgets.** A window *strikes* when its calibrated score reaches the flag threshold. Flag,
+  throttle and suspend thresholds are false-positive budgets (defaults: top 0.1%, 0.02%, 0.005%
+  of ordinary windows).
+- **Minimum evidence.** A flag needs ``min_requests`` in the window; throttle needs
+  ``throttle_strikes`` striking windows in the episode, suspend ``suspend_strikes`` and an
+  existing throttle. A single odd minute never throttles anybody.
+- **Escalation only upward** while an episode lasts; a throttle or suspension that keeps
+  striking is renewed (a new event with a later ``expires_at``) once half its time has passed.
+- **Hysteresis.** Release needs ``release_windows`` consecutive windows below the release
+  threshold (well under the flag threshold), and at least ``min_hold_ms`` at the level.
+- **Expiry.** A level that is not renewed lapses at ``expires_at``; consumers see that time in
+  the event and need no further message.
+- **Cooldown.** After an episode ends, an entity is not flagged again for ``cooldown_ms``
+  unless it reaches the throttle threshold.
+- **Allowlist.** Allowlisted entities are scored and recorded but never enforced.
+
+This module decides; `models.detector` builds the enforcement events with their reasons.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from models.state import NO_TIME, EntityTable
+
+__all__ = ["ACTIONS", "Decision", "PolicyConfig", "decide"]
+
+ACTIONS = ("release", "flag", "throttle", "suspend")
+_MIN = 60_000
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Enforcement thresholds and timing. Budgets are shares of ordinary windows."""
+
+    flag_budget: float = 1e-3
+    throttle_budget: float = 2e-4
+    suspend_budget: float = 5e-5
+    release_budget: float = 2e-2
+    min_requests: int = 3
+    throttle_strikes: int = 2
+    suspend_strikes: int = 4
+    release_windows: int = 10
+    min_hold_ms: int = 10 * _MIN
+    cooldown_ms: int = 60 * _MIN
+    flag_ttl_ms: int = 6 * 60 * _MIN
+    throttle_ttl_ms: int = 60 * _MIN
+    suspend_ttl_ms: int = 24 * 60 * _MIN
+    max_level_account: int = 3
+    max_level_ip_block: int = 2
+    allowlist: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def thresholds(self) -> tuple[float, float, float, float]:
+        """Calibrated-score thresholds for (release, flag, throttle, suspend)."""
+        return (
+            1.0 - self.release_budget,
+            1.0 - self.flag_budget,
+            1.0 - self.throttle_budget,
+            1.0 - self.suspend_budget,
+        )
+
+    def ttl_ms(self, level: int) -> int:
+        return (0, self.flag_ttl_ms, self.throttle_ttl_ms, self.suspend_ttl_ms)[level]
+
+
+class Decision(NamedTuple):
+    """One enforcement decision: ``index`` is the entity's row in the scored window batch."""
+
+    index: int
+    action: str
+    level: int
+    threshold: float
+    expires_ms: int | None
+
+
+def decide(
+    table: EntityTable,
+    rows: npt.NDArray[np.intp],
+    ids: list[str],
+    score: npt.NDArray[np.float64],
+    requests: npt.NDArray[np.int64],
+    now_ms: int,
+    config: PolicyConfig,
+    max_level: int,
+    enabled: bool = True,
+) -> list[Decision]:
+    """Update the enforcement state of ``rows`` for one window and return the decisions.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> t = EntityTable(n_features=1)
+    >>> rows = t.rows(["good", "bad"])
+    >>> cfg = PolicyConfig()
+    >>> for minute in range(1, 4):
+    ...     out = decide(t, rows, ["good", "bad"], np.array([0.5, 0.99999]), np.array([50, 50]),
+    ...                  minute * 60_000, cfg, max_level=3)
+    ...     print(minute, [(d.index, d.action) for d in out])
+    1 [(1, 'flag')]
+    2 [(1, 'throttle')]
+    3 []
+    """
+    release_thr, flag_thr, throttle_thr, suspend_thr = config.thresholds
+    level = table.level[rows].astype(np.int64)
+
+    # Lapse what expired without renewal.
+    lapsed = (level > 0) & (table.expires_ms[rows] <= now_ms)
+    level[lapsed] = 0
+    table.level[rows[lapsed]] = 0
+    table.strikes[rows[lapsed]] = 0
+
+    striking = score >= flag_thr
+    strikes = np.where(striking, table.strikes[rows] + 1, table.strikes[rows]).astype(np.int64)
+    quiet = np.where(score < release_thr, table.quiet[rows] + 1, 0).astype(np.int64)
+    strikes = np.where((level == 0) & (quiet >= config.release_windows), 0, strikes)
+    table.strikes[rows] = np.minimum(strikes, np.iinfo(np.int16).max)
+    table.quiet[rows] = np.minimum(quiet, np.iinfo(np.int16).max)
+
+    evidence = requests >= config.min_requests
+    target = np.zeros(rows.size, dtype=np.int64)
+    target[striking & evidence] = 1
+    target[(score >= throttle_thr) & evidence & (strikes >= config.throttle_strikes)] = 2
+    target[
+        (score >= suspend_thr) & evidence & (strikes >= config.suspend_strikes) & (level >= 2)
+    ] = 3
+    target = np.minimum(target, max_level)
+    if not enabled or config.allowlist:
+        allowed = np.fromiter((e in config.allowlist for e in ids), np.bool_, count=len(ids))
+        target[allowed | (not enabled)] = 0
+
+    since_change = now_ms - table.changed_ms[rows]
+    in_cooldown = (level == 0) & (table.changed_ms[rows] != NO_TIME)
+    in_cooldown &= since_change < config.cooldown_ms
+    escalate = (target > level) & ~(in_cooldown & (target <= 1))
+    renew = (target >= level) & (level >= 2) & ~escalate
+    renew &= now_ms - table.renewed_ms[rows] >= config.ttl_ms(2) // 2
+    release = (level >= 1) & (quiet >= config.release_windows)
+    release &= since_change >= config.min_hold_ms
+
+    decisions: list[Decision] = []
+    thresholds = (release_thr, flag_thr, throttle_thr, suspend_thr)
+    for i in np.flatnonzero(escalate | renew | release).tolist():
+        r = rows[i]
+        if escalate[i] or renew[i]:
+            new = int(target[i]) if escalate[i] else int(level[i])
+            expires = now_ms + config.ttl_ms(new)
+            table.level[r] = new
+            table.expires_ms[r] = expires
+            table.renewed_ms[r] = now_ms
+            if escalate[i]:
+                table.changed_ms[r] = now_ms
+            decisions.append(Decision(i, ACTIONS[new], new, thresholds[new], expires))
+        else:
+            was = int(level[i])
+            table.level[r] = 0
+            table.strikes[r] = 0
+            table.changed_ms[r] = now_ms
+            table.expires_ms[r] = NO_TIME
+            # A flag is informational: it ends quietly. Throttles and suspensions are lifted.
+            if was >= 2:
+                decisions.append(Decision(i, "release", 0, release_thr, None))
+    return decisions

@@ -1,0 +1,147 @@
+"""Per-entity state in numpy columns: a few hundred bytes per account or IP block.
+
+One row per tracked entity holds everything the detector remembers about it between windows:
+its own feature baseline, its Page-Hinkley drift test, and its enforcement history. Rows live in
+preallocated numpy arrays that double when full, so the per-entity cost is the column widths
+plus one dict slot and the id string (see `EntityTable.bytes_per_entity`), not a Python object
+graph. Entities idle for longer than a retention period can be evicted (`EntityTable.evict_idle`);
+their row is reused.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import numpy.typing as npt
+
+from models.drift import PageHinkleyBank
+
+__all__ = ["EntityTable"]
+
+NO_TIME = np.iinfo(np.int64).min
+
+
+class EntityTable:
+    """Rows of per-entity state for one entity kind.
+
+    Examples
+    --------
+    >>> t = EntityTable(n_features=3)
+    >>> t.rows(["a", "b", "a"]).tolist()
+    [0, 1, 0]
+    >>> len(t), t.ids[1]
+    (2, 'b')
+    """
+
+    def __init__(self, n_features: int, capacity: int = 1024) -> None:
+        self.n_features = n_features
+        self.index: dict[str, int] = {}
+        self.ids: list[str | None] = []
+        self._free: list[int] = []
+        cap = capacity
+        # Own behaviour: EWMA of raw feature values (NaN = never observed) and windows seen.
+        self.baseline = np.full((cap, n_features), np.nan, dtype=np.float32)
+        self.windows = np.zeros(cap, dtype=np.int32)
+        self.last_seen_ms = np.full(cap, NO_TIME, dtype=np.int64)
+        self.last_score = np.zeros(cap, dtype=np.float32)
+        # Enforcement history: current level (0 none, 1 flag, 2 throttle, 3 suspend), when it
+        # lapses, when it last changed, windows over the flag threshold in this episode, and
+        # consecutive quiet windows (for hysteresis).
+        self.level = np.zeros(cap, dtype=np.int8)
+        self.expires_ms = np.full(cap, NO_TIME, dtype=np.int64)
+        self.changed_ms = np.full(cap, NO_TIME, dtype=np.int64)
+        self.renewed_ms = np.full(cap, NO_TIME, dtype=np.int64)
+        self.strikes = np.zeros(cap, dtype=np.int16)
+        self.quiet = np.zeros(cap, dtype=np.int16)
+        self.drift = PageHinkleyBank(min_instances=8, delta=0.01, threshold=1.0, capacity=cap)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def capacity(self) -> int:
+        return int(self.windows.size)
+
+    def _grow(self) -> None:
+        cap = self.capacity
+        for name in ("windows", "last_seen_ms", "last_score", "level", "expires_ms"):
+            self._extend(name, cap)
+        for name in ("changed_ms", "renewed_ms", "strikes", "quiet"):
+            self._extend(name, cap)
+        self.baseline = np.concatenate(
+            [self.baseline, np.full((cap, self.n_features), np.nan, dtype=np.float32)]
+        )
+        self.drift.grow(2 * cap)
+
+    def _extend(self, name: str, extra: int) -> None:
+        col: npt.NDArray[np.generic] = getattr(self, name)
+        fill = NO_TIME if col.dtype == np.int64 else 0
+        setattr(self, name, np.concatenate([col, np.full(extra, fill, dtype=col.dtype)]))
+
+    def row(self, entity_id: str) -> int:
+        """The row of an entity, allocating (or reusing an evicted) one if new."""
+        r = self.index.get(entity_id)
+        if r is not None:
+            return r
+        if self._free:
+            r = self._free.pop()
+            self.ids[r] = entity_id
+        else:
+            r = len(self.ids)
+            if r >= self.capacity:
+                self._grow()
+            self.ids.append(entity_id)
+        self.index[entity_id] = r
+        return r
+
+    def rows(self, entity_ids: list[str]) -> npt.NDArray[np.intp]:
+        index = self.index
+        return np.fromiter(
+            (index[e] if e in index else self.row(e) for e in entity_ids),
+            dtype=np.intp,
+            count=len(entity_ids),
+        )
+
+    def lookup(self, entity_id: str) -> int | None:
+        return self.index.get(entity_id)
+
+    def evict_idle(self, now_ms: int, retention_ms: int) -> int:
+        """Forget entities unseen for ``retention_ms`` and under no enforcement; returns count."""
+        n = len(self.ids)
+        idle = (self.last_seen_ms[:n] < now_ms - retention_ms) & (
+            (self.level[:n] == 0) | (self.expires_ms[:n] < now_ms)
+        )
+        idle &= self.last_seen_ms[:n] != NO_TIME
+        rows = np.flatnonzero(idle)
+        for r in rows.tolist():
+            entity = self.ids[r]
+            if entity is None:
+                continue
+            del self.index[entity]
+            self.ids[r] = None
+            self._free.append(r)
+        self.baseline[rows] = np.nan
+        for name in ("windows", "last_score", "level", "strikes", "quiet"):
+            getattr(self, name)[rows] = 0
+        for name in ("last_seen_ms", "expires_ms", "changed_ms", "renewed_ms"):
+            getattr(self, name)[rows] = NO_TIME
+        self.drift.reset(rows)
+        return int(rows.size)
+
+    def column_bytes_per_entity(self) -> int:
+        """Bytes of numpy state per row."""
+        per_row = self.baseline.itemsize * self.n_features
+        for name in ("windows", "last_seen_ms", "last_score", "level", "expires_ms"):
+            per_row += getattr(self, name).itemsize
+        for name in ("changed_ms", "renewed_ms", "strikes", "quiet"):
+            per_row += getattr(self, name).itemsize
+        return per_row + self.drift.nbytes_per_entity()
+
+    def bytes_per_entity(self) -> float:
+        """Measured bytes per tracked entity: columns at capacity, index dict, id list, ids."""
+        n = max(len(self), 1)
+        total = self.column_bytes_per_entity() * self.capacity
+        total += sys.getsizeof(self.index) + sys.getsizeof(self.ids)
+        total += sum(sys.getsizeof(e) for e in self.index)
+        return total / n
