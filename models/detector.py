@@ -83,7 +83,7 @@ class DetectorConfig:
     own_baseline_windows: int = 5
     new_model_ms: int = 48 * 60 * _MIN
     model_grace_ms: int = 15 * _MIN
-    member_score: float = 0.98
+    member_score: float = 0.995
     max_members: int = 200
     retention_ms: int = 7 * 24 * 60 * _MIN
     policy: PolicyConfig = field(default_factory=PolicyConfig)

@@ -38,6 +38,7 @@ I64 = npt.NDArray[np.int64]
 # SimHash fingerprints of near-identical prompts differ in a few of 64 bits; random ones in ~32.
 NEAR_DUPLICATE_BITS = 4
 NEW_ACCOUNT_DAYS = 7.0
+MIN_BLOCK_ACCOUNTS = 3
 _DAY_MS = 86_400_000
 
 
@@ -286,12 +287,15 @@ def block_windows(w: ClosedWindow, is_new_model: npt.NDArray[np.bool_]) -> Entit
     gk = g[pair_first]
     n_new = np.bincount(gk, new_acct[w.account[pair_first]].astype(np.float64), minlength=n)
     n_known = np.bincount(gk, known_acct[w.account[pair_first]].astype(np.float64), minlength=n)
+    # Shares of accounts say nothing about a block with one or two accounts in it (that is just
+    # an account, scored as such), so they stay unknown below MIN_BLOCK_ACCOUNTS.
+    crowd = n_accounts >= MIN_BLOCK_ACCOUNTS
     with np.errstate(invalid="ignore", divide="ignore"):
-        cols["new_account_share"] = np.where(n_known > 0, n_new / n_known, np.nan)
+        cols["new_account_share"] = np.where(crowd & (n_known > 0), n_new / n_known, np.nan)
         paid = w.payment_hash != 0
         n_pay = _distinct(g[paid], w.payment_hash[paid], n).astype(np.float64)
         n_acct_paid = _distinct(g[paid], acct[paid], n).astype(np.float64)
-        cols["accounts_per_payment"] = np.where(n_pay > 0, n_acct_paid / n_pay, np.nan)
+        cols["accounts_per_payment"] = np.where(crowd & (n_pay > 0), n_acct_paid / n_pay, np.nan)
     return _assemble("ip_block", w, w.blocks, g, cols)
 
 
