@@ -115,8 +115,10 @@ def decide(
     # Lapse what expired without renewal.
     lapsed = (level > 0) & (table.expires_ms[rows] <= now_ms)
     level[lapsed] = 0
-    table.level[rows[lapsed]] = 0
-    table.strikes[rows[lapsed]] = 0
+    ended = rows[lapsed]
+    table.changed_ms[ended] = table.expires_ms[ended]  # the episode ended when it lapsed
+    table.level[ended] = 0
+    table.strikes[ended] = 0
 
     striking = score >= flag_thr
     strikes = np.where(striking, table.strikes[rows] + 1, table.strikes[rows]).astype(np.int64)

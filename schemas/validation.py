@@ -21,6 +21,7 @@ __all__ = [
     "EPOCH_MS_MAX",
     "EPOCH_MS_MIN",
     "Rejection",
+    "parse_enforcement",
     "parse_event",
     "parse_timestamp",
     "validate_event",
@@ -49,7 +50,7 @@ class Rejection(NamedTuple):
         return f"{self.field}: {self.problem}"
 
 
-class _Invalid(Exception):
+class _Invalid(ValueError):
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(field, problem)
         self.rejection = Rejection(field, problem)
@@ -232,3 +233,66 @@ def parse_event(raw: bytes | str) -> UsageEvent | Rejection:
     except orjson.JSONDecodeError as exc:
         return Rejection("$", f"not valid JSON: {exc}")
     return validate_event(decoded)
+
+
+_ENTITY_KINDS = frozenset({"account", "ip_block", "campaign"})
+_ACTIONS = frozenset({"flag", "throttle", "suspend", "release"})
+_ENFORCEMENT_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def parse_enforcement(raw: bytes | str) -> dict[str, Any] | Rejection:
+    """An enforcement event (as a billing consumer receives it) to a dict, or why it is invalid.
+
+    Examples
+    --------
+    >>> parse_enforcement(b'{"enforcement_id": "x"}')
+    Rejection(field='enforcement_id', problem='expected 32 lowercase hex characters')
+    """
+    try:
+        d = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return Rejection("$", f"not valid JSON: {exc}")
+    if not isinstance(d, dict):
+        return Rejection("$", f"expected a JSON object, got {type(d).__name__}")
+    try:
+        eid = d.get("enforcement_id")
+        if not isinstance(eid, str) or not _ENFORCEMENT_ID.fullmatch(eid):
+            raise _Invalid("enforcement_id", "expected 32 lowercase hex characters")
+        for name in ("ts", "window_start", "window_end"):
+            value = d.get(name)
+            if not isinstance(value, str):
+                raise _Invalid(name, "expected RFC 3339 string")
+            parse_timestamp(value, name)
+        if d.get("entity_kind") not in _ENTITY_KINDS:
+            raise _Invalid("entity_kind", f"expected one of {sorted(_ENTITY_KINDS)}")
+        _required_str(d, "entity_id", 256)
+        if d.get("action") not in _ACTIONS:
+            raise _Invalid("action", f"expected one of {sorted(_ACTIONS)}")
+        for name in ("score", "threshold"):
+            if name not in d:
+                raise _Invalid(name, "missing required field")
+            _number(d[name], name, 0.0, 1.0)
+        reasons = d.get("reasons")
+        if not isinstance(reasons, list):
+            raise _Invalid("reasons", "expected a list")
+        for i, r in enumerate(reasons):
+            if not isinstance(r, dict) or not isinstance(r.get("feature"), str):
+                raise _Invalid(f"reasons[{i}]", "expected an object with a feature name")
+            _number(r.get("contribution"), f"reasons[{i}].contribution", 0.0, 1.0)
+            _number(r.get("value"), f"reasons[{i}].value", -math.inf, math.inf)
+        expires = d.get("expires_at", ...)
+        if expires is ...:
+            raise _Invalid("expires_at", "missing required field (null when not applicable)")
+        if expires is not None:
+            parse_timestamp(expires, "expires_at")
+        members = d.get("members", ...)
+        if members is ...:
+            raise _Invalid("members", "missing required field (null when not applicable)")
+        if members is not None and (
+            not isinstance(members, list) or not all(isinstance(m, str) for m in members)
+        ):
+            raise _Invalid("members", "expected a list of account ids or null")
+        _required_str(d, "detector_version", 128)
+    except _Invalid as bad:
+        return bad.rejection
+    return d

@@ -42,7 +42,7 @@ def evaluate(labels: dict[str, Any], actions: list[dict[str, Any]]) -> dict[str,
         level = LEVELS.get(a["action"], 0)
         if level == 0:
             continue
-        ts = parse_timestamp(a["ts"])
+        ts = a["ts"] if isinstance(a["ts"], int) else parse_timestamp(a["ts"])
         named = [a["entity_id"]] if a["entity_kind"] == "account" else list(a.get("members") or [])
         for acct in named:
             if acct not in accounts:

@@ -1,0 +1,104 @@
+"""The detector on simulated traffic: catches the obvious, spares the ordinary, explains itself."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from models.detector import Detector, DetectorConfig
+from schemas.validation import validate_event
+from tests.conftest import run_detector
+
+
+def _hits(traffic, actions):
+    labels = traffic.labels["accounts"]
+    hit: dict[str, set[str]] = defaultdict(set)
+    for a in actions:
+        if a.action == "release":
+            continue
+        named = [a.entity_id] if a.entity_kind == "account" else (a.members or [])
+        for acct in named:
+            hit[labels[acct]["label"]].add(acct)
+    return hit, labels
+
+
+def test_campaigns_are_caught_and_ordinary_accounts_left_alone(small_traffic, small_run) -> None:
+    hit, labels = _hits(small_traffic, small_run.actions)
+    campaigns = small_traffic.labels["campaigns"]
+    for cid, c in campaigns.items():
+        assert hit[cid], f"campaign {cid} not caught at all"
+        if c["archetype"] in ("blatant", "cot_elicitation", "hydra", "load_balanced"):
+            assert len(hit[cid]) / len(c["accounts"]) >= 0.95, cid
+    caught = sum(len(hit[cid]) for cid in campaigns)
+    assert caught / sum(len(c["accounts"]) for c in campaigns.values()) >= 0.85
+    benign = [a for a, lab in labels.items() if lab["label"] == "benign"]
+    assert len(hit["benign"]) / len(benign) <= 0.01
+    throttled = {
+        a.entity_id for a in small_run.actions
+        if a.entity_kind == "account" and a.action in ("throttle", "suspend")
+    }
+    assert not throttled & set(benign)
+
+
+def test_every_action_is_explained_largest_contribution_first(small_run) -> None:
+    for a in small_run.actions:
+        if a.action == "release":
+            continue
+        assert a.reasons, a
+        contrib = [r["contribution"] for r in a.reasons if r["feature"] != "behaviour_shift"]
+        assert contrib == sorted(contrib, reverse=True)
+        assert 0.5 <= sum(contrib) <= 1.001  # shares of the total, rounded to 4 places
+        assert a.score >= a.threshold
+        assert a.window_end_ms - a.window_start_ms == 60_000
+        if a.action in ("throttle", "suspend"):
+            assert a.expires_ms and a.expires_ms > a.ts_ms
+
+
+def test_replay_is_deterministic_including_enforcement_ids(small_traffic, small_run) -> None:
+    again = run_detector(small_traffic)
+    assert [a.to_dict() for a in again.actions] == [a.to_dict() for a in small_run.actions]
+    assert len({a.enforcement_id for a in small_run.actions}) == len(small_run.actions)
+
+
+def test_snapshot_restore_mid_stream_continues_exactly(small_traffic, small_run) -> None:
+    events = [validate_event(e) for e in small_traffic.events]
+    half = len(events) // 2
+    det = Detector()
+    actions = []
+    for i in range(0, half, 10_000):
+        actions += det.process(events[i : min(i + 10_000, half)]).actions
+    det = Detector.restore(det.snapshot())  # a worker restart
+    for i in range(half, len(events), 10_000):
+        actions += det.process(events[i : i + 10_000]).actions
+    actions += det.flush().actions
+    assert [a.enforcement_id for a in actions] == [a.enforcement_id for a in small_run.actions]
+
+
+def test_duplicated_deliveries_change_nothing(small_traffic, small_run) -> None:
+    events = [validate_event(e) for e in small_traffic.events]
+    det = Detector()
+    actions = []
+    for i in range(0, len(events), 10_000):
+        batch = events[i : i + 10_000]
+        actions += det.process(batch + batch[: len(batch) // 3]).actions  # redelivered part
+    actions += det.flush().actions
+    assert [a.enforcement_id for a in actions] == [a.enforcement_id for a in small_run.actions]
+    assert det.stats.duplicates > 0
+
+
+def test_allowlist_spares_an_abusive_account(small_traffic, small_run) -> None:
+    blatant = small_traffic.labels["campaigns"]["blatant-6"]["accounts"][0]
+    assert any(a.entity_id == blatant for a in small_run.actions)
+    cfg = DetectorConfig()
+    from dataclasses import replace
+
+    cfg = replace(cfg, policy=replace(cfg.policy, allowlist=frozenset({blatant})))
+    out = run_detector(small_traffic, Detector(cfg))
+    assert not any(a.entity_id == blatant for a in out.actions)
+
+
+def test_entity_state_is_small() -> None:
+    det = Detector()
+    table = det.accounts.table
+    rows = table.rows([f"acct-{i:07d}" for i in range(100_000)])
+    assert rows.max() == 99_999
+    assert table.bytes_per_entity() < 2048

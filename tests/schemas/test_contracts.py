@@ -1,0 +1,150 @@
+"""The published JSON Schemas, the validator and the faust Records agree on every example."""
+
+from __future__ import annotations
+
+import copy
+import json
+from importlib import resources
+from typing import Any
+
+import jsonschema
+import orjson
+import pytest
+
+from models.events import UsageEvent
+from schemas.records import EnforcementActionRecord, UsageEventRecord
+from schemas.validation import Rejection, parse_enforcement, parse_event, validate_event
+
+
+def _schema(name: str) -> dict[str, Any]:
+    text = resources.files("schemas.json").joinpath(name).read_text()
+    return json.loads(text)
+
+
+EVENT_SCHEMA = _schema("usage-event.schema.json")
+ACTION_SCHEMA = _schema("enforcement-action.schema.json")
+CHECKER = jsonschema.FormatChecker()
+
+MINIMAL = {
+    "event_id": "req-1",
+    "ts": "2026-11-22T14:41:27.123Z",
+    "account_id": "acct-42",
+    "ip": "203.0.113.9",
+    "model": "frontier-1",
+    "input_tokens": 120,
+    "output_tokens": 900,
+}
+EXAMPLES = [
+    MINIMAL,
+    {**MINIMAL, "ts": 1795358487123, "ip": "2001:db8:1:2::7"},
+    {**MINIMAL, "ts": "2026-11-22T15:41:27+01:00", "status": 429, "latency_ms": 812.5},
+    {
+        **MINIMAL,
+        "org_id": "org-1",
+        "api_key_id": "key-1",
+        "user_agent": "sdk/1.2",
+        "endpoint": "/v1/messages",
+        "prompt_fingerprint": "a3f09c11d2e4b5c6",
+        "cot_score": 0.93,
+        "payment_fingerprint": "pm_abc",
+        "account_created_at": "2026-11-20T00:00:00Z",
+        "some_future_field": {"ignored": True},
+    },
+    {**MINIMAL, "status": None, "cot_score": None, "prompt_fingerprint": None},
+    {**MINIMAL, "account_created_at": 1795000000000, "cot_score": 0, "input_tokens": 0},
+]
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_valid_examples_pass_schema_validator_and_record(example: dict[str, Any]) -> None:
+    jsonschema.validate(example, EVENT_SCHEMA, format_checker=CHECKER)
+    event = parse_event(orjson.dumps(example))
+    assert isinstance(event, UsageEvent), event
+    assert event.account_id == example["account_id"]
+    record = UsageEventRecord.from_data(copy.deepcopy(example))
+    assert record.event_id == example["event_id"]
+    assert record.input_tokens == example["input_tokens"]
+
+
+BAD = [
+    ({"event_id": None}, "event_id", "missing required field"),
+    ({"event_id": 7}, "event_id", "expected string"),
+    ({"ts": None}, "ts", "missing required field"),
+    ({"ts": "yesterday"}, "ts", "not an RFC 3339 timestamp"),
+    ({"ts": "2026-11-22T14:41:27"}, "ts", "needs a UTC offset"),
+    ({"ts": 1795358487}, "ts", "out of range"),
+    ({"ts": True}, "ts", "got boolean"),
+    ({"ts": 1.5}, "ts", "got float"),
+    ({"account_id": ""}, "account_id", "length must be 1-128"),
+    ({"account_id": "x" * 129}, "account_id", "length must be 1-128"),
+    ({"ip": "999.1.1.1"}, "ip", "not an IPv4 or IPv6 address"),
+    ({"ip": 3232235777}, "ip", "expected string"),
+    ({"model": None}, "model", "missing required field"),
+    ({"input_tokens": -1}, "input_tokens", "out of range"),
+    ({"input_tokens": "12"}, "input_tokens", "expected integer"),
+    ({"output_tokens": 1.5}, "output_tokens", "expected integer"),
+    ({"output_tokens": None}, "output_tokens", "missing required field"),
+    ({"status": 99}, "status", "out of range"),
+    ({"status": "200"}, "status", "expected integer"),
+    ({"latency_ms": -3}, "latency_ms", "out of range"),
+    ({"prompt_fingerprint": "abc"}, "prompt_fingerprint", "16 hex"),
+    ({"prompt_fingerprint": "zzzzzzzzzzzzzzzz"}, "prompt_fingerprint", "16 hex"),
+    ({"cot_score": 1.01}, "cot_score", "out of range"),
+    ({"cot_score": "high"}, "cot_score", "expected number"),
+    ({"payment_fingerprint": 5}, "payment_fingerprint", "expected string"),
+    ({"account_created_at": "soon"}, "account_created_at", "not an RFC 3339"),
+]
+
+
+@pytest.mark.parametrize(("change", "field", "phrase"), BAD)
+def test_each_bad_value_is_rejected_with_its_field_and_reason(
+    change: dict[str, Any], field: str, phrase: str
+) -> None:
+    bad = {**MINIMAL, **change}
+    bad = {k: v for k, v in bad.items() if not (v is None and k in MINIMAL)}
+    result = validate_event(bad)
+    assert isinstance(result, Rejection), result
+    assert result.field == field
+    assert phrase in result.problem
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, EVENT_SCHEMA, format_checker=CHECKER)
+
+
+@pytest.mark.parametrize(
+    ("raw", "phrase"),
+    [(b"", "not valid JSON"), (b"{oops", "not valid JSON"), (b"[1, 2]", "expected a JSON object"),
+     (b"\xff\xfe", "not valid JSON"), (b"null", "expected a JSON object")],
+)
+def test_unparseable_messages_are_rejected_as_a_whole(raw: bytes, phrase: str) -> None:
+    result = parse_event(raw)
+    assert isinstance(result, Rejection)
+    assert result.field == "$" and phrase in result.problem
+
+
+def test_enforcement_events_from_the_detector_match_schema_validator_and_record(
+    small_run: Any,
+) -> None:
+    actions = small_run.actions
+    assert actions, "the small scenario must produce enforcement events"
+    kinds = {a.action for a in actions}
+    assert {"flag", "throttle"} <= kinds
+    for action in actions[:300]:
+        raw = action.to_json()
+        doc = orjson.loads(raw)
+        jsonschema.validate(doc, ACTION_SCHEMA, format_checker=CHECKER)
+        assert parse_enforcement(raw) == doc
+        record = EnforcementActionRecord.from_data(copy.deepcopy(doc))
+        assert record.enforcement_id == doc["enforcement_id"]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [({"action": "ban"}, "action"), ({"score": 2}, "score"), ({"members": "a"}, "members"),
+     ({"entity_kind": "user"}, "entity_kind"), ({"ts": "noon"}, "ts")],
+)
+def test_bad_enforcement_events_are_rejected(small_run: Any, change: dict[str, Any], field: str) -> None:
+    doc = {**small_run.actions[0].to_dict(), **change}
+    result = parse_enforcement(orjson.dumps(doc))
+    assert isinstance(result, Rejection) and result.field == field
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(doc, ACTION_SCHEMA, format_checker=CHECKER)

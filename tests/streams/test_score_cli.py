@@ -1,0 +1,56 @@
+"""``distillguard score`` on a file written only from CONTRACTS.md, bad lines included."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import orjson
+import pytest
+
+from simulator.traffic import write_traffic
+from streams.cli import main
+
+
+@pytest.fixture(scope="module")
+def events_file(tmp_path_factory, small_traffic) -> Path:
+    path = tmp_path_factory.mktemp("score") / "events.jsonl.gz"
+    write_traffic(small_traffic, path, None, bad_line_rate=0.002)
+    with gzip.open(path, "ab") as f:  # a few more hand-written bad lines, and a blank one
+        f.write(b'{"event_id": "x", "ts": "2026-11-23T00:01:00Z"}\n\n')
+        f.write(b'{"event_id": "y", "ts": 1795392060000, "account_id": "a", "ip": "1.2.3.4",'
+                b' "model": "m", "input_tokens": 1, "output_tokens": "lots"}\n')
+    return path
+
+
+def test_score_writes_actions_and_dead_letters(tmp_path, events_file, capsys) -> None:
+    out, dead = tmp_path / "actions.jsonl", tmp_path / "dead.jsonl"
+    code = main(["score", "--input", str(events_file), "--output", str(out),
+                 "--dead-letter", str(dead)])
+    assert code == 0
+    actions = [orjson.loads(x) for x in out.read_bytes().splitlines()]
+    assert actions and {"flag", "throttle"} <= {a["action"] for a in actions}
+    dead_lines = [orjson.loads(x) for x in dead.read_bytes().splitlines()]
+    assert len(dead_lines) >= 3
+    reasons = {d["reason"] for d in dead_lines}
+    assert "account_id: missing required field" in reasons
+    assert "output_tokens: expected integer, got str" in reasons
+    assert all(d["line"] > 0 and d["raw"] for d in dead_lines)
+    summary = capsys.readouterr().err
+    assert f"{len(dead_lines)} rejected" in summary and "actions:" in summary
+
+
+def test_score_is_deterministic(tmp_path, events_file) -> None:
+    outs = []
+    for i in range(2):
+        out = tmp_path / f"a{i}.jsonl"
+        assert main(["score", "--input", str(events_file), "--output", str(out)]) == 0
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
+
+
+def test_missing_input_is_a_clear_error(tmp_path, capsys) -> None:
+    code = main(["score", "--input", str(tmp_path / "nope.jsonl"), "--output",
+                 str(tmp_path / "o.jsonl")])
+    assert code == 2
+    assert "No such file" in capsys.readouterr().err
