@@ -203,7 +203,7 @@ class _KindModel:
             anchors=cfg.calibration_anchors,
             min_count=cfg.calibration_warmup,
         )
-        self.adwin = drift.ADWIN()
+        self.adwin = drift.ADWIN()  # type: ignore[no-untyped-call]
         self.table = EntityTable(n_features=n)
         self.centre = np.full(len(self.columns), np.nan)  # population centre of model inputs
         self.typical = np.full(n, np.nan)  # population median of the raw features
@@ -242,8 +242,12 @@ class Detector:
     >>> det = Detector(DetectorConfig(window_ms=60_000, allowed_lateness_ms=0))
     >>> out = det.process([UsageEvent(f"e{i}", 60_000 * i, "acct-1", "10.0.0.1",
     ...                               "10.0.0.0/24", "m", 100, 300) for i in range(3)])
-    >>> [(s.kind, s.start_ms, s.ids) for s in out.scored]
-    [('account', 0, ['acct-1']), ('ip_block', 0, ['10.0.0.0/24']), ('account', 60000, ['acct-1']), ('ip_block', 60000, ['10.0.0.0/24'])]
+    >>> for s in out.scored:
+    ...     print(s.kind, s.start_ms, s.ids)
+    account 0 ['acct-1']
+    ip_block 0 ['10.0.0.0/24']
+    account 60000 ['acct-1']
+    ip_block 60000 ['10.0.0.0/24']
     >>> out.actions     # a cold detector never enforces
     []
     """
@@ -363,7 +367,7 @@ class Detector:
 
         actions = []
         for d in decisions:
-            i = d.index
+            i = d.position
             r = int(rows[i])
             own = table.baseline[r].astype(np.float64)
             if table.windows[r] < cfg.own_baseline_windows:
@@ -426,7 +430,7 @@ class Detector:
         if not km.forest._first_window:
             km.calibrator.update(novelty[ordinary])
         km._population_update(X[ordinary], ew.values[ordinary], cfg.centre_half_life)
-        km.adwin.update(float(np.median(novelty)))
+        km.adwin.update(float(np.median(novelty)))  # type: ignore[no-untyped-call]
         if km.adwin.drift_detected and km.calibrator.ready:
             km.calibrator.forget(0.25)
             self.population_shifts += 1

@@ -72,20 +72,20 @@ class HalfSpaceForest(base.AnomalyDetector):
         n_trees: int = 10,
         height: int = 8,
         window_size: int = 250,
-        limits: dict[str, tuple[float, float]] | None = None,
+        limits: dict[base.typing.FeatureName, tuple[float, float]] | None = None,
         seed: int | None = None,
     ) -> None:
         self.n_trees = n_trees
         self.height = height
         self.window_size = window_size
-        self.limits: collections.defaultdict[str, tuple[float, float]] = collections.defaultdict(
-            functools.partial(tuple, (0.0, 1.0))  # type: ignore[arg-type]
+        self.limits: collections.defaultdict[base.typing.FeatureName, tuple[float, float]] = (
+            collections.defaultdict(functools.partial(tuple, (0.0, 1.0)))  # type: ignore[arg-type]
         )
         if limits is not None:
             self.limits.update(limits)
         self.seed = seed
         self.rng = random.Random(seed)
-        self.features: list[str] = []
+        self.features: list[base.typing.FeatureName] = []
         self.counter = 0
         self._first_window = True
         n_nodes = 2 ** (height + 1) - 1
@@ -108,14 +108,16 @@ class HalfSpaceForest(base.AnomalyDetector):
     def is_built(self) -> bool:
         return bool(self.features)
 
-    def build(self, features: list[str]) -> None:
+    def build(self, features: list[base.typing.FeatureName]) -> None:
         """Grow the random trees over these feature names (done by the first learn)."""
-        self.features = sorted(features)
+        self.features = sorted(features)  # type: ignore[type-var]
         for t in range(self.n_trees):
             limits = {name: self.limits[name] for name in self.features}
             self._grow(t, 0, limits, self.height)
 
-    def _grow(self, t: int, node: int, limits: dict[str, tuple[float, float]], h: int) -> None:
+    def _grow(
+        self, t: int, node: int, limits: dict[base.typing.FeatureName, tuple[float, float]], h: int
+    ) -> None:
         # Same random calls in the same order as river.tree.padded.make_padded_tree.
         if h == 0:
             return
@@ -131,7 +133,7 @@ class HalfSpaceForest(base.AnomalyDetector):
         self._grow(t, 2 * node + 2, limits, h - 1)
         limits[on] = (a, b)
 
-    def _matrix(self, x: dict[str, Any]) -> F64:
+    def _matrix(self, x: dict[base.typing.FeatureName, Any]) -> F64:
         return np.array([[x.get(name, np.nan) for name in self.features]], dtype=np.float64)
 
     def _step(self, nodes: npt.NDArray[np.int64], X: F64) -> npt.NDArray[np.int64]:
@@ -190,12 +192,12 @@ class HalfSpaceForest(base.AnomalyDetector):
             nodes = self._step(nodes, X)
         np.add.at(self._l_mass, (trees, nodes), 1.0)
 
-    def learn_one(self, x: dict[str, Any]) -> None:
+    def learn_one(self, x: dict[base.typing.FeatureName, Any]) -> None:
         if not self.is_built:
             self.build(list(x))
         self.learn_many(self._matrix(x))
 
-    def score_one(self, x: dict[str, Any]) -> float:
+    def score_one(self, x: dict[base.typing.FeatureName, Any]) -> float:
         if not self.is_built:
             return 0.0
         return float(self.score_many(self._matrix(x))[0])

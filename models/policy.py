@@ -73,9 +73,9 @@ class PolicyConfig:
 
 
 class Decision(NamedTuple):
-    """One enforcement decision: ``index`` is the entity's row in the scored window batch."""
+    """One enforcement decision: ``position`` is the entity's place in the scored window batch."""
 
-    index: int
+    position: int
     action: str
     level: int
     threshold: float
@@ -104,7 +104,7 @@ def decide(
     >>> for minute in range(1, 4):
     ...     out = decide(t, rows, ["good", "bad"], np.array([0.5, 0.99999]), np.array([50, 50]),
     ...                  minute * 60_000, cfg, max_level=3)
-    ...     print(minute, [(d.index, d.action) for d in out])
+    ...     print(minute, [(d.position, d.action) for d in out])
     1 [(1, 'flag')]
     2 [(1, 'throttle')]
     3 []

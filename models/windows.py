@@ -84,9 +84,7 @@ class _Chunk:
             input_tokens=np.fromiter(cols[6], dtype=np.float64, count=n),
             output_tokens=np.fromiter(cols[7], dtype=np.float64, count=n),
             error=np.fromiter(cols[8], dtype=np.int64, count=n) >= 400,
-            fingerprint=np.fromiter(
-                (0 if f is None else f for f in fps), dtype=np.uint64, count=n
-            ),
+            fingerprint=np.fromiter((0 if f is None else f for f in fps), dtype=np.uint64, count=n),
             has_fingerprint=np.fromiter((f is not None for f in fps), dtype=np.bool_, count=n),
             cot=np.fromiter(
                 (np.nan if c is None else c for c in cols[11]), dtype=np.float64, count=n

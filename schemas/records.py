@@ -14,7 +14,7 @@ import faust
 __all__ = ["EnforcementActionRecord", "Reason", "UsageEventRecord"]
 
 
-class UsageEventRecord(faust.Record, serializer="json"):  # type: ignore[misc, call-arg]
+class UsageEventRecord(faust.Record, serializer="json"):
     """An API usage event as it travels on ``api-usage-events``."""
 
     event_id: str
@@ -36,7 +36,7 @@ class UsageEventRecord(faust.Record, serializer="json"):  # type: ignore[misc, c
     account_created_at: Any = None
 
 
-class Reason(faust.Record, serializer="json"):  # type: ignore[misc, call-arg]
+class Reason(faust.Record, serializer="json"):
     feature: str
     value: float
     baseline: float | None
@@ -44,7 +44,7 @@ class Reason(faust.Record, serializer="json"):  # type: ignore[misc, call-arg]
     population_baseline: float | None = None
 
 
-class EnforcementActionRecord(faust.Record, serializer="json"):  # type: ignore[misc, call-arg]
+class EnforcementActionRecord(faust.Record, serializer="json"):
     """An enforcement event as it travels on ``enforcement-actions``."""
 
     enforcement_id: str

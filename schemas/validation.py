@@ -223,8 +223,8 @@ def parse_event(raw: bytes | str) -> UsageEvent | Rejection:
     >>> parse_event(b'{"event_id": "r1", "ts": 1795358487123, "account_id": "a", "ip": "10.1.2.3",'
     ...             b' "model": "m", "input_tokens": 5, "output_tokens": 7}').ip_block
     '10.1.2.0/24'
-    >>> parse_event(b'{"event_id": ')
-    Rejection(field='$', problem='not valid JSON: unexpected end of data: line 1 column 14 (char 13)')
+    >>> print(parse_event(b'{"event_id": '))
+    $: not valid JSON: unexpected end of data: line 1 column 14 (char 13)
     >>> parse_event(b'{"event_id": "r1", "ts": 17, "account_id": "a"}')
     Rejection(field='ts', problem='out of range (years 2000-2099 in epoch milliseconds): 17')
     """

@@ -22,11 +22,18 @@ __all__ = ["main"]
 
 def _detector_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window-seconds", type=int, help="entity window length (default 60)")
-    p.add_argument("--lateness-seconds", type=int, dest="allowed_lateness_seconds",
-                   help="allowed lateness before a window closes (default 10)")
+    p.add_argument(
+        "--lateness-seconds",
+        type=int,
+        dest="allowed_lateness_seconds",
+        help="allowed lateness before a window closes (default 10)",
+    )
     p.add_argument("--seed", type=int, help="model seed (default 42)")
-    p.add_argument("--allowlist", dest="allowlist_file",
-                   help="file of account ids / CIDR blocks never to enforce")
+    p.add_argument(
+        "--allowlist",
+        dest="allowlist_file",
+        help="file of account ids / CIDR blocks never to enforce",
+    )
 
 
 def _settings(args: argparse.Namespace) -> Settings:

@@ -53,7 +53,9 @@ class Settings:
             try:
                 values[f.name] = kind(raw)
             except ValueError:
-                raise ValueError(f"{PREFIX}{f.name.upper()}={raw!r} is not a {kind.__name__}") from None
+                raise ValueError(
+                    f"{PREFIX}{f.name.upper()}={raw!r} is not a {kind.__name__}"
+                ) from None
         return cls(**values)  # type: ignore[arg-type]
 
     def with_overrides(self, **overrides: object) -> Settings:

@@ -9,8 +9,14 @@ from schemas.validation import validate_event
 from simulator.traffic import Scenario, SimulatedTraffic, simulate
 
 # Small enough for CI, large enough that the calibrator warms up before the campaigns start.
-SMALL = replace(Scenario(), seed=11, minutes=30, benign_accounts=1_500, campaign_start_minute=12,
-                new_model_minute=15)
+SMALL = replace(
+    Scenario(),
+    seed=11,
+    minutes=30,
+    benign_accounts=1_500,
+    campaign_start_minute=12,
+    new_model_minute=15,
+)
 
 
 @pytest.fixture(scope="session")

@@ -28,11 +28,24 @@ def window(events: list[UsageEvent]):
     return closed
 
 
-def ev(i, account, ip, ts=0, fp=None, cot=None, status=200, model="m", created=None, pay=None,
-       tin=100, tout=300):
+def ev(
+    i,
+    account,
+    ip,
+    ts=0,
+    fp=None,
+    cot=None,
+    status=200,
+    model="m",
+    created=None,
+    pay=None,
+    tin=100,
+    tout=300,
+):
     block = ip.rsplit(".", 1)[0] + ".0/24"
-    return UsageEvent(f"e{i}", T0 + ts, account, ip, block, model, tin, tout, status, None, fp,
-                      cot, pay, created)
+    return UsageEvent(
+        f"e{i}", T0 + ts, account, ip, block, model, tin, tout, status, None, fp, cot, pay, created
+    )
 
 
 def test_account_features_on_a_hand_made_window() -> None:
@@ -63,15 +76,22 @@ def test_account_features_on_a_hand_made_window() -> None:
     assert bot[A["timing_regularity"]] == 1.0  # gaps exactly 10 s
     assert math.isclose(bot[A["account_newness"]], math.exp(-(1 + 1 / 1440) / 7))
     # optional fields absent -> unknown, never an error
-    for name in ("prompt_repetition", "near_duplicate_rate", "cot_mean", "cot_p90",
-                 "timing_regularity", "account_newness"):
+    for name in (
+        "prompt_repetition",
+        "near_duplicate_rate",
+        "cot_mean",
+        "cot_p90",
+        "timing_regularity",
+        "account_newness",
+    ):
         assert math.isnan(human[A[name]]), name
     assert human[A["requests"]] == 2 and human[A["output_input_ratio"]] == 0.1
 
 
 def test_block_features_count_accounts_new_accounts_and_shared_payments() -> None:
-    events = [ev(i, f"new{i}", f"10.9.9.{i}", i * 1000, created=T0 - DAY, pay="card-1")
-              for i in range(4)]
+    events = [
+        ev(i, f"new{i}", f"10.9.9.{i}", i * 1000, created=T0 - DAY, pay="card-1") for i in range(4)
+    ]
     events += [ev(10, "old", "10.9.9.50", 100, created=T0 - 400 * DAY, pay="card-2")]
     events += [ev(20, "solo", "10.8.8.1", 0, created=T0 - DAY)]
     w = window(events)

@@ -14,8 +14,9 @@ def run(cfg: PolicyConfig, scores: list[float], requests: int = 50, ids=("x",)):
     rows = t.rows(list(ids))
     out = []
     for minute, s in enumerate(scores, start=1):
-        for d in decide(t, rows, list(ids), np.array([s]), np.array([requests]), minute * MIN,
-                        cfg, max_level=3):
+        for d in decide(
+            t, rows, list(ids), np.array([s]), np.array([requests]), minute * MIN, cfg, max_level=3
+        ):
             out.append((minute, d.action))
     return out
 
@@ -46,11 +47,14 @@ def test_expiry_lapses_without_renewal_and_renewal_extends() -> None:
             hits.append((minute, d.action, d.expires_ms))
     assert hits[:2] == [(1, "flag", 1 * MIN + cfg.flag_ttl_ms), (2, "throttle", 6 * MIN)]
     assert (4, "throttle", 8 * MIN) in hits  # renewed once half its time had passed
+
     # silence past expiry: the level lapses; within the cooldown a lone odd window is not
     # re-flagged, but renewed abuse goes straight back to throttle
     def at(minute: int, score: float) -> list[str]:
-        return [d.action for d in decide(t, rows, ["x"], np.array([score]), np.array([50]),
-                                         minute * MIN, cfg, 2)]
+        return [
+            d.action
+            for d in decide(t, rows, ["x"], np.array([score]), np.array([50]), minute * MIN, cfg, 2)
+        ]
 
     assert at(30, ODD) == [] and int(t.level[rows[0]]) == 0
     assert at(31, HIGH) == ["throttle"]
@@ -79,6 +83,17 @@ def test_ip_blocks_are_capped_at_throttle() -> None:
     rows = t.rows(["203.0.113.0/24"])
     actions = []
     for m in range(1, 10):
-        actions += [d.action for d in decide(t, rows, ["203.0.113.0/24"], np.array([HIGH]),
-                                             np.array([500]), m * MIN, PolicyConfig(), 2)]
+        actions += [
+            d.action
+            for d in decide(
+                t,
+                rows,
+                ["203.0.113.0/24"],
+                np.array([HIGH]),
+                np.array([500]),
+                m * MIN,
+                PolicyConfig(),
+                2,
+            )
+        ]
     assert "suspend" not in actions and "throttle" in actions

@@ -38,8 +38,15 @@ def test_large_windows_are_chunked_without_losing_or_mixing_rows() -> None:
     w = Windower(window_ms=60_000, allowed_lateness_ms=0)
     n = 2 * CHUNK + 17
     for i in range(n):
-        w.add(ev(i, i % 60_000, account=f"acct{i % 7}", ip=f"10.0.{i % 3}.{i % 250}",
-                 cot_score=None if i % 2 else 0.5))
+        w.add(
+            ev(
+                i,
+                i % 60_000,
+                account=f"acct{i % 7}",
+                ip=f"10.0.{i % 3}.{i % 250}",
+                cot_score=None if i % 2 else 0.5,
+            )
+        )
     (closed,) = w.flush()
     assert closed.n_events == n
     names = np.array(closed.accounts)[closed.account]

@@ -112,8 +112,13 @@ def test_each_bad_value_is_rejected_with_its_field_and_reason(
 
 @pytest.mark.parametrize(
     ("raw", "phrase"),
-    [(b"", "not valid JSON"), (b"{oops", "not valid JSON"), (b"[1, 2]", "expected a JSON object"),
-     (b"\xff\xfe", "not valid JSON"), (b"null", "expected a JSON object")],
+    [
+        (b"", "not valid JSON"),
+        (b"{oops", "not valid JSON"),
+        (b"[1, 2]", "expected a JSON object"),
+        (b"\xff\xfe", "not valid JSON"),
+        (b"null", "expected a JSON object"),
+    ],
 )
 def test_unparseable_messages_are_rejected_as_a_whole(raw: bytes, phrase: str) -> None:
     result = parse_event(raw)
@@ -139,10 +144,17 @@ def test_enforcement_events_from_the_detector_match_schema_validator_and_record(
 
 @pytest.mark.parametrize(
     ("change", "field"),
-    [({"action": "ban"}, "action"), ({"score": 2}, "score"), ({"members": "a"}, "members"),
-     ({"entity_kind": "user"}, "entity_kind"), ({"ts": "noon"}, "ts")],
+    [
+        ({"action": "ban"}, "action"),
+        ({"score": 2}, "score"),
+        ({"members": "a"}, "members"),
+        ({"entity_kind": "user"}, "entity_kind"),
+        ({"ts": "noon"}, "ts"),
+    ],
 )
-def test_bad_enforcement_events_are_rejected(small_run: Any, change: dict[str, Any], field: str) -> None:
+def test_bad_enforcement_events_are_rejected(
+    small_run: Any, change: dict[str, Any], field: str
+) -> None:
     doc = {**small_run.actions[0].to_dict(), **change}
     result = parse_enforcement(orjson.dumps(doc))
     assert isinstance(result, Rejection) and result.field == field

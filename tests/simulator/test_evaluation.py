@@ -19,8 +19,13 @@ LABELS = {
 
 
 def act(kind, entity, action, ts, members=None):
-    return {"entity_kind": kind, "entity_id": entity, "action": action, "ts": ts,
-            "members": members}
+    return {
+        "entity_kind": kind,
+        "entity_id": entity,
+        "action": action,
+        "ts": ts,
+        "members": members,
+    }
 
 
 def test_members_count_as_hit_and_time_to_detection_is_from_campaign_start() -> None:
@@ -36,8 +41,12 @@ def test_members_count_as_hit_and_time_to_detection_is_from_campaign_start() -> 
     assert a["accounts_caught"] == 2 and a["share_caught"] == 1.0
     assert a["minutes_to_first_action"] == 2.0
     assert r["campaigns"]["camp-b"] == {
-        "archetype": "blatant", "accounts": 1, "accounts_caught": 0, "share_caught": 0.0,
-        "caught": False, "minutes_to_first_action": None,
+        "archetype": "blatant",
+        "accounts": 1,
+        "accounts_caught": 0,
+        "share_caught": 0.0,
+        "caught": False,
+        "minutes_to_first_action": None,
     }
     assert r["benign"]["hit"] == {"flag": 2, "throttle": 1, "suspend": 1}
     assert r["benign"]["by_archetype"]["chat"] == {"accounts": 2, "hit": 1}

@@ -18,15 +18,18 @@ def events_file(tmp_path_factory, small_traffic) -> Path:
     write_traffic(small_traffic, path, None, bad_line_rate=0.002)
     with gzip.open(path, "ab") as f:  # a few more hand-written bad lines, and a blank one
         f.write(b'{"event_id": "x", "ts": "2026-11-23T00:01:00Z"}\n\n')
-        f.write(b'{"event_id": "y", "ts": 1795392060000, "account_id": "a", "ip": "1.2.3.4",'
-                b' "model": "m", "input_tokens": 1, "output_tokens": "lots"}\n')
+        f.write(
+            b'{"event_id": "y", "ts": 1795392060000, "account_id": "a", "ip": "1.2.3.4",'
+            b' "model": "m", "input_tokens": 1, "output_tokens": "lots"}\n'
+        )
     return path
 
 
 def test_score_writes_actions_and_dead_letters(tmp_path, events_file, capsys) -> None:
     out, dead = tmp_path / "actions.jsonl", tmp_path / "dead.jsonl"
-    code = main(["score", "--input", str(events_file), "--output", str(out),
-                 "--dead-letter", str(dead)])
+    code = main(
+        ["score", "--input", str(events_file), "--output", str(out), "--dead-letter", str(dead)]
+    )
     assert code == 0
     actions = [orjson.loads(x) for x in out.read_bytes().splitlines()]
     assert actions and {"flag", "throttle"} <= {a["action"] for a in actions}
@@ -50,7 +53,8 @@ def test_score_is_deterministic(tmp_path, events_file) -> None:
 
 
 def test_missing_input_is_a_clear_error(tmp_path, capsys) -> None:
-    code = main(["score", "--input", str(tmp_path / "nope.jsonl"), "--output",
-                 str(tmp_path / "o.jsonl")])
+    code = main(
+        ["score", "--input", str(tmp_path / "nope.jsonl"), "--output", str(tmp_path / "o.jsonl")]
+    )
     assert code == 2
     assert "No such file" in capsys.readouterr().err
