@@ -3,14 +3,13 @@
 The calibrated score of a window is ``1 - p``, where ``p`` estimates the share of ordinary windows
 that score at least as high. Thresholds then read as budgets: ``score >= 0.999`` is "top 0.1%".
 
-Estimating ``p`` from the plain empirical tail has a flaw that matters here: a large campaign
-*is* the top of the distribution, so the top 0.1% would be spent on it and the threshold would
-rise until part of the campaign looked normal. Instead the tail is extrapolated from the body,
-which ordinary traffic dominates: the scores at two anchor quantiles (by default the median and
-the 95th percentile) fix a normal (probit) tail, ``z(s) = z95 + (s - q95) * (z95 - z50) / (q95 -
-q50)``, and beyond the upper anchor ``p = 1 - Phi(z(s))``. A campaign can then be a few percent
-of all windows without moving the thresholds it is measured against. Below the upper anchor the
-empirical share is used as it is.
+Two things keep the estimate honest. First, a large campaign *is* the top of the distribution:
+if its windows were counted, the top 0.1% would be spent on it and the threshold would rise until
+part of the campaign looked normal, so `models.detector` feeds the calibrator only windows that
+did not strike. Second, budgets like 0.005% lie beyond what a histogram can resolve, so past the
+upper anchor quantile the tail is extrapolated: the scores at two anchors (by default the 90th
+and 99th percentiles) fix a normal (probit) tail, ``z(s) = z99 + (s - q99) * (z99 - z90) /
+(q99 - q90)``, and ``p = 1 - Phi(z(s))``. Below the upper anchor the empirical share is used.
 
 The distribution is a histogram with exponential forgetting, so it follows the daily cycle and
 slow growth; `TailCalibrator.forget` lets the detector forget faster when ADWIN sees the
@@ -57,12 +56,13 @@ class TailCalibrator:
     >>> rng = np.random.default_rng(0)
     >>> cal = TailCalibrator(min_count=1000)
     >>> cal.update(rng.beta(2, 8, size=50_000))           # ordinary windows
-    >>> cal.update(np.full(1_000, 0.9))                    # a 2% campaign, all scoring 0.9
-    >>> p = 1 - cal.calibrate(np.array([0.2, 0.5, 0.9]))
+    >>> p = 1 - cal.calibrate(np.array([0.2, 0.5, 0.7, 0.9]))
     >>> [f"{x:.1e}" for x in p]
-    ['4.5e-01', '3.4e-02', '1.7e-05']
+    ['4.4e-01', '2.0e-02', '6.1e-04', '5.3e-06']
 
-    The campaign's windows stay far out (an empirical tail would have said 2%, i.e. ordinary).
+    Up to the 99th percentile the shares are empirical (Beta(2, 8) exceeds 0.5 with probability
+    0.020); beyond it the normal tail takes over, where a histogram has too few windows to say.
+    The detector feeds it only windows that did not strike, so a campaign stays out of it.
     """
 
     def __init__(
