@@ -228,11 +228,18 @@ def parse_event(raw: bytes | str) -> UsageEvent | Rejection:
     >>> parse_event(b'{"event_id": "r1", "ts": 17, "account_id": "a"}')
     Rejection(field='ts', problem='out of range (years 2000-2099 in epoch milliseconds): 17')
     """
+    decoded = _decode_object(raw)
+    return decoded if isinstance(decoded, Rejection) else validate_event(decoded)
+
+
+def _decode_object(raw: bytes | str) -> dict[str, Any] | Rejection:
     try:
         decoded = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         return Rejection("$", f"not valid JSON: {exc}")
-    return validate_event(decoded)
+    if not isinstance(decoded, dict):
+        return Rejection("$", f"expected a JSON object, got {type(decoded).__name__}")
+    return decoded
 
 
 _ENTITY_KINDS = frozenset({"account", "ip_block", "campaign"})
@@ -248,12 +255,9 @@ def parse_enforcement(raw: bytes | str) -> dict[str, Any] | Rejection:
     >>> parse_enforcement(b'{"enforcement_id": "x"}')
     Rejection(field='enforcement_id', problem='expected 32 lowercase hex characters')
     """
-    try:
-        d = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        return Rejection("$", f"not valid JSON: {exc}")
-    if not isinstance(d, dict):
-        return Rejection("$", f"expected a JSON object, got {type(d).__name__}")
+    d = _decode_object(raw)
+    if isinstance(d, Rejection):
+        return d
     try:
         eid = d.get("enforcement_id")
         if not isinstance(eid, str) or not _ENFORCEMENT_ID.fullmatch(eid):
