@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -173,6 +174,31 @@ class ScoredWindows:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def rows(self, version: str) -> Iterator[dict[str, Any]]:
+        """One dict per entity window: the shape of ``entity_scores`` rows.
+
+        Unknown feature values are left out of ``features`` rather than written as NaN.
+        """
+        names = [f.name for f in features_for(self.kind)]
+        start, end = rfc3339(self.start_ms), rfc3339(self.end_ms)
+        values = self.values.tolist()
+        novelty, score = self.novelty.tolist(), self.score.tolist()
+        level, drifted, requests = self.level.tolist(), self.drift.tolist(), self.requests.tolist()
+        for i, entity in enumerate(self.ids):
+            yield {
+                "entity_kind": self.kind,
+                "entity_id": entity,
+                "window_start": start,
+                "window_end": end,
+                "requests": requests[i],
+                "features": {n: v for n, v in zip(names, values[i], strict=True) if v == v},
+                "novelty": round(novelty[i], 6),
+                "score": round(score[i], 6),
+                "level": level[i],
+                "drift": drifted[i],
+                "detector_version": version,
+            }
 
 
 @dataclass(slots=True)
@@ -349,7 +375,8 @@ class Detector:
             km._population_update(X, ew.values, cfg.centre_half_life)
         Xo = np.maximum(X, km.centre)
         novelty = km.forest.score_many(Xo)
-        score = km.calibrator.calibrate(novelty) if km.calibrator.seen else np.zeros(len(ew.ids))
+        # Until the forest and calibrator have warmed up a score means nothing: report 0.
+        score = km.calibrator.calibrate(novelty) if km.ready else np.zeros(len(ew.ids))
         rows = km.table.rows(ew.ids)
         table = km.table
         drifted = table.drift.update(rows, novelty)

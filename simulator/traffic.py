@@ -23,13 +23,32 @@ from typing import IO, Any
 import numpy as np
 import orjson
 
-__all__ = ["Scenario", "SimulatedTraffic", "simulate", "write_traffic"]
+__all__ = [
+    "ALL_CAMPAIGNS",
+    "SCENARIOS",
+    "Scenario",
+    "SimulatedTraffic",
+    "simulate",
+    "write_traffic",
+]
 
 _MIN = 60_000
 _DAY = 86_400_000
+DIURNAL_AMPLITUDE = 0.6
 MAIN_MODEL = "frontier-1"
 SMALL_MODEL = "frontier-1-mini"
 NEW_MODEL = "frontier-2"
+
+
+ALL_CAMPAIGNS = (
+    "hydra",
+    "load_balanced",
+    "cot_elicitation",
+    "rubric_grading",
+    "low_and_slow",
+    "model_pivot",
+    "blatant",
+)
 
 
 @dataclass(frozen=True)
@@ -42,17 +61,25 @@ class Scenario:
     benign_accounts: int = 4_000
     campaign_start_minute: int = 20
     new_model_minute: int = 30
-    campaigns: tuple[str, ...] = (
-        "hydra",
-        "load_balanced",
-        "cot_elicitation",
-        "rubric_grading",
-        "low_and_slow",
-        "model_pivot",
-        "blatant",
-    )
+    campaigns: tuple[str, ...] = ALL_CAMPAIGNS
     intensity: float = 1.0
     bad_line_rate: float = 0.0
+
+
+SCENARIOS: dict[str, Scenario] = {
+    # every campaign archetype once, in ~1.1M events
+    "default": Scenario(),
+    # CI-sized: the same mix in half the time and a third of the customers
+    "small": Scenario(
+        minutes=30, benign_accounts=1_500, campaign_start_minute=12, new_model_minute=15
+    ),
+    # no campaigns at all: every action is a false positive
+    "quiet": Scenario(campaigns=()),
+    # the proxy-reseller problem at three times the size
+    "hydra-heavy": Scenario(campaigns=("hydra", "low_and_slow"), intensity=3.0),
+    # only the campaigns built to stay under per-account thresholds
+    "stealth": Scenario(campaigns=("low_and_slow", "rubric_grading", "model_pivot"), intensity=0.5),
+}
 
 
 @dataclass
@@ -76,6 +103,8 @@ class _Account:
     synchronized: bool = False
     error_rate: float = 0.01
     org: str | None = None
+    diurnal: bool = False  # human-driven: busier in the local afternoon
+    utc_offset_h: float = 0.0
 
 
 @dataclass
@@ -163,6 +192,8 @@ class _Gen:
             payment=self._payment(),
             ips=[self._v4()],
             cot=(1.0, 8.0),
+            diurnal=archetype not in ("batch_job", "eval_harness"),
+            utc_offset_h=float(r.choice([-8.0, -5.0, 0.0, 1.0, 5.5, 8.0, 9.0])),
         )
         if archetype == "coding_agent":
             acc.rate_per_min = float(r.uniform(4, 12))
@@ -335,8 +366,8 @@ class _Gen:
         end = float(s.minutes if acc.end_min is None else min(acc.end_min, s.minutes))
         if end <= begin:
             return
-        # Mild diurnal swing on ordinary customers, none on scripted ones.
-        n = int(r.poisson(acc.rate_per_min * (end - begin)))
+        boost = 1.0 + DIURNAL_AMPLITUDE if acc.diurnal else 1.0
+        n = int(r.poisson(acc.rate_per_min * boost * (end - begin)))
         if n == 0:
             return
         if acc.synchronized:
@@ -347,6 +378,15 @@ class _Gen:
             n = times.size
         else:
             times = np.sort(r.uniform(begin, end, size=n))
+            if acc.diurnal:
+                # Thinning: keep a request with probability proportional to the local hour's
+                # activity, peaking at 15:00 local time (mean rate stays rate_per_min).
+                hour = (s.start_ms / 3_600_000 + times / 60 + acc.utc_offset_h) % 24
+                activity = 1 + DIURNAL_AMPLITUDE * np.cos(2 * np.pi * (hour - 15) / 24)
+                times = times[r.random(times.size) < activity / boost]
+                n = times.size
+                if n == 0:
+                    return
         ts = (s.start_ms + times * _MIN).astype(np.int64)
         names = [m for m, _ in acc.models]
         weights = np.array([w for _, w in acc.models])

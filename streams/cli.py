@@ -6,6 +6,8 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -13,8 +15,9 @@ from typing import Any
 import orjson
 
 from simulator.evaluation import evaluate, format_report
-from simulator.traffic import Scenario, simulate, write_traffic
-from streams.replay import replay
+from simulator.report import write_report
+from simulator.traffic import SCENARIOS, Scenario, simulate, write_traffic
+from streams.replay import open_lines, open_output, replay
 from streams.settings import Settings
 
 __all__ = ["main"]
@@ -43,14 +46,13 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_score(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    out_path = Path(args.output)
-    dead = open(args.dead_letter, "wb") if args.dead_letter else None  # noqa: SIM115
-    try:
-        with open(out_path, "wb") as out:
-            summary = replay(Path(args.input), out, settings.detector_config(), dead)
-    finally:
-        if dead is not None:
-            dead.close()
+    with ExitStack() as stack:
+        out = stack.enter_context(open_output(Path(args.output)))
+        dead = (
+            stack.enter_context(open_output(Path(args.dead_letter))) if args.dead_letter else None
+        )
+        scores = stack.enter_context(open_output(Path(args.scores))) if args.scores else None
+        summary = replay(Path(args.input), out, settings.detector_config(), dead, scores=scores)
     print(summary.line(), file=sys.stderr)
     if summary.rejected:
         by_field = ", ".join(f"{k} {v}" for k, v in summary.rejected_by_field.most_common())
@@ -60,7 +62,10 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def _scenario(args: argparse.Namespace) -> Scenario:
-    s = Scenario()
+    name = getattr(args, "scenario", None) or "default"
+    if name not in SCENARIOS:
+        raise ValueError(f"unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}")
+    s = SCENARIOS[name]
     overrides: dict[str, Any] = {}
     for name in ("seed", "minutes", "benign_accounts", "intensity"):
         value = getattr(args, name, None)
@@ -122,6 +127,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    for line in open_lines(path):
+        if line.strip():
+            yield orjson.loads(line)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    labels = orjson.loads(Path(args.labels).read_bytes())
+    actions = list(_read_jsonl(Path(args.actions)))
+    report = evaluate(labels, actions)
+    print(format_report(report))
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    if args.report:
+        rows = _read_jsonl(Path(args.scores)) if args.scores else None
+        path = write_report(Path(args.report), labels, report, actions, rows)
+        print(f"report: {path}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="distillguard",
@@ -133,10 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="events, JSONL or JSONL.gz ('-' for stdin)")
     p.add_argument("--output", required=True, help="enforcement events, JSONL")
     p.add_argument("--dead-letter", help="rejected lines with their reasons, JSONL")
+    p.add_argument("--scores", help="every scored entity window, JSONL(.gz) (for evaluate)")
     _detector_options(p)
     p.set_defaults(func=cmd_score)
 
     def scenario_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--scenario", help=f"named mix: {', '.join(SCENARIOS)} (default)")
         p.add_argument("--seed", type=int, help="traffic seed")
         p.add_argument("--minutes", type=int, help="simulated duration")
         p.add_argument("--benign-accounts", type=int, help="ordinary accounts")
@@ -149,6 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bad-lines", type=float, default=0.0, help="share of malformed lines")
     scenario_options(p)
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("evaluate", help="recall, false positives and time to detection")
+    p.add_argument("--labels", required=True, help="labels written by simulate")
+    p.add_argument("--actions", required=True, help="enforcement events, JSONL(.gz)")
+    p.add_argument("--scores", help="scored windows from score --scores (timeline plot)")
+    p.add_argument("--report", help="directory for index.html and report.json")
+    p.add_argument("--json", help="write the report as JSON to this file")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="simulated campaigns through the detector, with a summary")
     scenario_options(p)

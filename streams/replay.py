@@ -19,11 +19,11 @@ from typing import IO, Any
 import orjson
 from tqdm import tqdm
 
-from models.detector import Detector, DetectorConfig
+from models.detector import Detector, DetectorConfig, DetectorOutput
 from models.events import UsageEvent
 from schemas.validation import Rejection, parse_event
 
-__all__ = ["ReplaySummary", "open_lines", "replay"]
+__all__ = ["ReplaySummary", "open_lines", "open_output", "replay"]
 
 BATCH = 20_000
 
@@ -51,6 +51,13 @@ class ReplaySummary:
         )
 
 
+def open_output(path: Path) -> IO[bytes]:
+    """A binary file for writing, gzip-compressed if the name ends in .gz."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "wb", compresslevel=3)  # type: ignore[return-value]
+    return open(path, "wb")
+
+
 def open_lines(path: Path) -> Iterator[bytes]:
     """Lines of a JSONL file, gzip-compressed if it ends in .gz; ``-`` reads standard input."""
     if str(path) == "-":
@@ -67,8 +74,13 @@ def replay(
     config: DetectorConfig,
     dead_letter: IO[bytes] | None = None,
     progress: bool | None = None,
+    scores: IO[bytes] | None = None,
 ) -> ReplaySummary:
-    """Score every event of ``input_path``; write enforcement events (JSONL) to ``output``."""
+    """Score every event of ``input_path``; write enforcement events (JSONL) to ``output``.
+
+    With ``scores``, every scored entity window is written there too (JSONL, the shape of the
+    ``entity_scores`` table).
+    """
     started = time.perf_counter()
     summary = ReplaySummary()
     show = sys.stderr.isatty() if progress is None else progress
@@ -105,18 +117,26 @@ def replay(
     with tqdm(total=len(events), desc="scoring", unit=" events", disable=not show) as bar:
         for i in range(0, len(events), BATCH):
             batch = events[i : i + BATCH]
-            _emit(det.process(batch), output, summary)
+            _emit(det.process(batch), output, summary, scores, det.version)
             bar.update(len(batch))
-    _emit(det.flush(), output, summary)
+    _emit(det.flush(), output, summary, scores, det.version)
     summary.duplicates = det.stats.duplicates
     summary.late = det.stats.late
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _emit(out: Any, output: IO[bytes], summary: ReplaySummary) -> None:
+def _emit(
+    out: DetectorOutput,
+    output: IO[bytes],
+    summary: ReplaySummary,
+    scores: IO[bytes] | None,
+    version: str,
+) -> None:
     for scored in out.scored:
         summary.windows_scored += len(scored)
+        if scores is not None:
+            scores.writelines(orjson.dumps(row) + b"\n" for row in scored.rows(version))
     for action in out.actions:
         summary.actions[f"{action.entity_kind} {action.action}"] += 1
         output.write(action.to_json() + b"\n")
