@@ -29,6 +29,8 @@ __all__ = [
     "Scenario",
     "SimulatedTraffic",
     "simulate",
+    "traffic_lines",
+    "write_labels",
     "write_traffic",
 ]
 
@@ -500,21 +502,35 @@ def _ts_of(e: dict[str, Any]) -> int:
     return int(datetime.fromisoformat(ts).timestamp() * 1000)
 
 
+def traffic_lines(
+    traffic: SimulatedTraffic, bad_line_rate: float = 0.0
+) -> Iterator[tuple[bytes, bytes]]:
+    """(key, message) pairs as a gateway would write them, with malformed lines mixed in.
+
+    The key is the account id (the contract's message key); a malformed line's key is empty.
+    """
+    rng = np.random.default_rng(len(traffic.events))
+    for e in traffic.events:
+        if bad_line_rate and rng.random() < bad_line_rate:
+            yield b"", _BAD_LINES[int(rng.integers(0, len(_BAD_LINES)))]
+        yield e["account_id"].encode(), orjson.dumps(e)
+
+
 def write_traffic(
     traffic: SimulatedTraffic, events_path: Path, labels_path: Path | None, bad_line_rate: float
 ) -> int:
     """Write events as JSONL (gzip if the name ends in .gz) and labels as JSON; returns lines."""
-    rng = np.random.default_rng(len(traffic.events))
     opener: Any = gzip.open if events_path.suffix == ".gz" else open
     lines = 0
     with opener(events_path, "wb") as f:
         out: IO[bytes] = f
-        for e in traffic.events:
-            if bad_line_rate and rng.random() < bad_line_rate:
-                out.write(_BAD_LINES[int(rng.integers(0, len(_BAD_LINES)))] + b"\n")
-                lines += 1
-            out.write(orjson.dumps(e) + b"\n")
+        for _, line in traffic_lines(traffic, bad_line_rate):
+            out.write(line + b"\n")
             lines += 1
     if labels_path is not None:
-        labels_path.write_bytes(orjson.dumps(traffic.labels, option=orjson.OPT_INDENT_2))
+        write_labels(traffic, labels_path)
     return lines
+
+
+def write_labels(traffic: SimulatedTraffic, labels_path: Path) -> None:
+    labels_path.write_bytes(orjson.dumps(traffic.labels, option=orjson.OPT_INDENT_2))

