@@ -56,6 +56,7 @@ __all__ = [
     "DetectorConfig",
     "DetectorOutput",
     "EnforcementAction",
+    "EntityLinks",
     "ScoredWindows",
     "rfc3339",
 ]
@@ -202,13 +203,28 @@ class ScoredWindows:
 
 
 @dataclass(slots=True)
+class EntityLinks:
+    """Which accounts were seen behind which IP blocks in one window, with request counts."""
+
+    start_ms: int
+    accounts: list[str]
+    blocks: list[str]
+    requests: npt.NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return len(self.accounts)
+
+
+@dataclass(slots=True)
 class DetectorOutput:
     scored: list[ScoredWindows] = field(default_factory=list)
     actions: list[EnforcementAction] = field(default_factory=list)
+    links: list[EntityLinks] = field(default_factory=list)
 
     def extend(self, other: DetectorOutput) -> None:
         self.scored.extend(other.scored)
         self.actions.extend(other.actions)
+        self.links.extend(other.links)
 
 
 class _KindModel:
@@ -257,6 +273,18 @@ def _ewma(old: F64, new: F64, a: float) -> F64:
     """NaN-aware exponential moving average: a NaN on either side keeps the other."""
     out: F64 = np.where(np.isnan(old), new, np.where(np.isnan(new), old, old + a * (new - old)))
     return out
+
+
+def _links(w: ClosedWindow) -> EntityLinks:
+    n_blocks = max(len(w.blocks), 1)
+    pairs, counts = np.unique(w.account.astype(np.int64) * n_blocks + w.block, return_counts=True)
+    acct, block = np.divmod(pairs, n_blocks)
+    return EntityLinks(
+        start_ms=w.start_ms,
+        accounts=[w.accounts[a] for a in acct.tolist()],
+        blocks=[w.blocks[b] for b in block.tolist()],
+        requests=counts.astype(np.int64),
+    )
 
 
 class Detector:
@@ -345,6 +373,7 @@ class Detector:
         if w.n_events == 0:
             return out
         is_new_model = self._new_models(w)
+        out.links.append(_links(w))
         accounts = account_windows(w, is_new_model)
         account_scores, account_actions = self._score_kind(self.accounts, accounts, None)
         out.scored.append(account_scores)

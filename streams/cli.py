@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from simulator.traffic import (
     write_labels,
     write_traffic,
 )
+from streams.clickhouse import ClickHouseSink, Investigation, connect, migrate
 from streams.produce import produce
 from streams.replay import open_lines, open_output, replay
 from streams.settings import Settings
@@ -61,12 +63,109 @@ def cmd_score(args: argparse.Namespace) -> int:
             stack.enter_context(open_output(Path(args.dead_letter))) if args.dead_letter else None
         )
         scores = stack.enter_context(open_output(Path(args.scores))) if args.scores else None
-        summary = replay(Path(args.input), out, settings.detector_config(), dead, scores=scores)
+        sink = None
+        if args.clickhouse:
+            sink = _sink(args.clickhouse, settings)
+        summary = replay(
+            Path(args.input), out, settings.detector_config(), dead, scores=scores, sink=sink
+        )
     print(summary.line(), file=sys.stderr)
     if summary.rejected:
         by_field = ", ".join(f"{k} {v}" for k, v in summary.rejected_by_field.most_common())
         where = args.dead_letter or "nowhere (pass --dead-letter FILE to keep them)"
         print(f"rejected lines by field: {by_field}; written to {where}", file=sys.stderr)
+    return 0
+
+
+def _sink(url: str, settings: Settings) -> ClickHouseSink:
+    client = connect(url)
+    migrate(client, settings.clickhouse_database)
+    return ClickHouseSink(client, settings.clickhouse_database)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = Settings.from_env().with_overrides(
+        clickhouse_url=args.clickhouse, clickhouse_database=args.database
+    )
+    applied = migrate(connect(settings.clickhouse_url), settings.clickhouse_database)
+    print(
+        f"migrate: {settings.clickhouse_database} at {settings.clickhouse_url}: "
+        + (f"applied {', '.join(applied)}" if applied else "up to date")
+    )
+    return 0
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6f}" if value > 0.99 else f"{value:.3f}"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M")
+    return str(value)
+
+
+def _print_rows(title: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    print(f"\n{title} ({len(rows)})")
+    if not rows:
+        return
+    table = [[_fmt(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for t in table:
+        print("  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)))
+
+
+def cmd_investigate(args: argparse.Namespace) -> int:
+    settings = Settings.from_env().with_overrides(
+        clickhouse_url=args.clickhouse, clickhouse_database=args.database
+    )
+    inv = Investigation(connect(settings.clickhouse_url), settings.clickhouse_database)
+    if args.target == "top":
+        kind = "ip_block" if args.kind == "ip-block" else "account"
+        rows = inv.top(kind, args.since_minutes, args.limit)
+        if args.json:
+            print(orjson.dumps(rows, default=str, option=orjson.OPT_INDENT_2).decode())
+        else:
+            _print_rows(
+                f"top {kind}s, last {args.since_minutes} min of event time",
+                rows,
+                ["entity_id", "max_score", "at", "requests", "max_level"],
+            )
+        return 0
+    kind = "account" if args.target == "account" else "ip_block"
+    view = {
+        "entity_kind": kind,
+        "entity_id": args.entity,
+        "windows": inv.windows(kind, args.entity, args.limit),
+        "actions": inv.actions(kind, args.entity, args.limit),
+        "linked": inv.linked(kind, args.entity, args.limit),
+    }
+    if args.json:
+        print(orjson.dumps(view, default=str, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    print(f"{kind} {args.entity}")
+    _print_rows(
+        "recent windows",
+        view["windows"],
+        ["window_start", "requests", "score", "novelty", "level", "drift"],
+    )
+    print(f"\nactions ({len(view['actions'])})")
+    for a in view["actions"]:
+        via = f" (as member of {a['via']})" if a.get("via") else ""
+        print(
+            f"  {_fmt(a['ts'])}  {a['action']:8s} score {a['score']:.6f} >= "
+            f"{a['threshold']:.6f}{via}"
+        )
+        for r in a["reasons"]:
+            base = "-" if r.get("baseline") is None else f"{r['baseline']:g}"
+            print(
+                f"      {r['feature']:22s} {r['value']:>10g} vs baseline {base:>8s}  "
+                f"contribution {r['contribution']:.0%}"
+            )
+    _print_rows(
+        "linked " + ("IP blocks" if kind == "account" else "accounts"),
+        view["linked"],
+        ["entity", "requests", "first_seen", "last_seen"],
+    )
     return 0
 
 
@@ -206,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="enforcement events, JSONL")
     p.add_argument("--dead-letter", help="rejected lines with their reasons, JSONL")
     p.add_argument("--scores", help="every scored entity window, JSONL(.gz) (for evaluate)")
+    p.add_argument(
+        "--clickhouse", help="also write to ClickHouse at this URL (chdb:///path, http://host:8123)"
+    )
     _detector_options(p)
     p.set_defaults(func=cmd_score)
 
@@ -235,6 +337,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the report as JSON to this file")
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser("migrate", help="apply the ClickHouse DDL (schemas/ddl)")
+    p.add_argument("--clickhouse", help="ClickHouse URL (default: settings)")
+    p.add_argument("--database", help="database (default: distillguard)")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("investigate", help="why an entity was scored as it was (ClickHouse)")
+    p.add_argument("target", choices=["account", "ip-block", "top"])
+    p.add_argument("entity", nargs="?", help="account id or CIDR block")
+    p.add_argument(
+        "--kind", choices=["account", "ip-block"], default="account", help="for top: which entities"
+    )
+    p.add_argument("--since-minutes", type=int, default=60, help="for top: event-time range")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.add_argument("--clickhouse", help="ClickHouse URL (default: settings)")
+    p.add_argument("--database", help="database (default: distillguard)")
+    p.set_defaults(func=cmd_investigate)
+
     p = sub.add_parser("broker", help="start the embedded Kafka-API broker (Tansu) alone")
     p.add_argument("--port", type=int, help="port on 127.0.0.1 (default: a free one)")
     p.add_argument("--partitions", type=int, default=8, help="partitions of the main topics")
@@ -248,7 +368,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "investigate" and args.target != "top" and not args.entity:
+        parser.error(f"investigate {args.target} needs the entity id")
     try:
         code: int = args.func(args)
     except (OSError, ValueError) as exc:

@@ -21,7 +21,9 @@ from tqdm import tqdm
 
 from models.detector import Detector, DetectorConfig, DetectorOutput
 from models.events import UsageEvent
+from schemas.dead_letters import DeadLetter
 from schemas.validation import Rejection, parse_event
+from streams.clickhouse import ClickHouseSink
 
 __all__ = ["ReplaySummary", "open_lines", "open_output", "replay"]
 
@@ -75,12 +77,16 @@ def replay(
     dead_letter: IO[bytes] | None = None,
     progress: bool | None = None,
     scores: IO[bytes] | None = None,
+    sink: ClickHouseSink | None = None,
 ) -> ReplaySummary:
     """Score every event of ``input_path``; write enforcement events (JSONL) to ``output``.
 
     With ``scores``, every scored entity window is written there too (JSONL, the shape of the
-    ``entity_scores`` table).
+    ``entity_scores`` table). With ``sink``, scores, actions, links and dead letters are also
+    written to ClickHouse, one insert per table per batch.
     """
+    dead_rows: list[DeadLetter] = []
+    source = str(input_path)
     started = time.perf_counter()
     summary = ReplaySummary()
     show = sys.stderr.isatty() if progress is None else progress
@@ -96,6 +102,10 @@ def replay(
         if isinstance(parsed, Rejection):
             summary.rejected += 1
             summary.rejected_by_field[parsed.field] += 1
+            if sink is not None:
+                dead_rows.append(
+                    DeadLetter(int(time.time() * 1000), source, -1, line_no, parsed, bytes(text))
+                )
             if dead_letter is not None:
                 dead_letter.write(
                     orjson.dumps(
@@ -117,9 +127,11 @@ def replay(
     with tqdm(total=len(events), desc="scoring", unit=" events", disable=not show) as bar:
         for i in range(0, len(events), BATCH):
             batch = events[i : i + BATCH]
-            _emit(det.process(batch), output, summary, scores, det.version)
+            _emit(det.process(batch), output, summary, scores, det.version, sink)
             bar.update(len(batch))
-    _emit(det.flush(), output, summary, scores, det.version)
+    _emit(det.flush(), output, summary, scores, det.version, sink)
+    if sink is not None:
+        sink.write_dead_letters(dead_rows)
     summary.duplicates = det.stats.duplicates
     summary.late = det.stats.late
     summary.seconds = time.perf_counter() - started
@@ -132,7 +144,10 @@ def _emit(
     summary: ReplaySummary,
     scores: IO[bytes] | None,
     version: str,
+    sink: ClickHouseSink | None = None,
 ) -> None:
+    if sink is not None:
+        sink.write(out, version=version)
     for scored in out.scored:
         summary.windows_scored += len(scored)
         if scores is not None:

@@ -25,6 +25,7 @@ class Settings:
 
     kafka_bootstrap: str = ""  # empty: start the embedded broker
     clickhouse_url: str = "chdb:///var/tmp/distillguard-chdb"
+    clickhouse_database: str = "distillguard"
     window_seconds: int = 60
     allowed_lateness_seconds: int = 10
     seed: int = 42

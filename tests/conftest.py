@@ -37,3 +37,9 @@ def run_detector(traffic: SimulatedTraffic, detector: Detector | None = None) ->
 @pytest.fixture(scope="session")
 def small_run(small_traffic: SimulatedTraffic) -> DetectorOutput:
     return run_detector(small_traffic)
+
+
+@pytest.fixture(scope="session")
+def chdb_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One chDB path per test process (chDB allows one); tests isolate by database name."""
+    return f"chdb://{tmp_path_factory.mktemp('chdb')}"

@@ -1,0 +1,321 @@
+"""ClickHouse through clickhouse-connect only: chDB in-process by default, a server in production.
+
+- `connect` turns ``chdb:///path`` or ``http(s)://user:password@host:port`` into a client.
+- `migrate` applies the numbered DDL files of ``schemas/ddl`` once each, recording them in
+  ``schema_migrations``; the same files run against chDB and a server.
+- `ClickHouseSink` writes a batch of detector output as one column-oriented insert per table.
+- `Investigation` holds the parameterized queries behind ``distillguard investigate`` and the
+  worker's JSON views. Values never enter SQL text.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+import clickhouse_connect
+import orjson
+from clickhouse_connect.driver.client import Client
+
+from models.detector import DetectorOutput, EnforcementAction
+from models.features import features_for
+from schemas.dead_letters import DeadLetter
+
+__all__ = ["ClickHouseSink", "Investigation", "connect", "migrate"]
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _database(name: str) -> str:
+    if not _IDENT.fullmatch(name):
+        raise ValueError(f"not a valid ClickHouse database name: {name!r}")
+    return name
+
+
+def connect(url: str) -> Client:
+    """A clickhouse-connect client for ``chdb:///path`` (embedded) or ``http(s)://...``."""
+    if url.startswith("chdb://"):
+        return clickhouse_connect.get_client(dsn=url)
+    if url.startswith(("http://", "https://", "clickhouse://")):
+        return clickhouse_connect.get_client(dsn=url)
+    raise ValueError(f"ClickHouse URL must start with chdb://, http:// or https://, got {url!r}")
+
+
+def _migrations() -> list[tuple[int, str, str]]:
+    files = []
+    for entry in resources.files("schemas.ddl").iterdir():
+        m = re.fullmatch(r"(\d{4})_(\w+)\.sql", entry.name)
+        if m:
+            files.append((int(m.group(1)), m.group(2), entry.read_text()))
+    return sorted(files)
+
+
+def _statements(sql: str) -> list[str]:
+    lines = [ln for ln in sql.splitlines() if not ln.strip().startswith("--")]
+    return [stmt.strip() for stmt in "\n".join(lines).split(";") if stmt.strip()]
+
+
+def migrate(client: Client, database: str = "distillguard") -> list[str]:
+    """Apply every migration not yet applied; returns the names applied now."""
+    db = _database(database)
+    client.command(f"CREATE DATABASE IF NOT EXISTS {db}")
+    client.command(
+        f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations (version UInt32, name String, "
+        "applied_at DateTime64(3, 'UTC')) ENGINE = MergeTree ORDER BY version"
+    )
+    done = {
+        row[0] for row in client.query(f"SELECT version FROM {db}.schema_migrations").result_rows
+    }
+    applied = []
+    for version, name, sql in _migrations():
+        if version in done:
+            continue
+        for stmt in _statements(sql):
+            client.command(stmt.replace("{database}", db))
+        client.insert(
+            f"{db}.schema_migrations",
+            [[version, name, datetime.now(UTC)]],
+            column_names=["version", "name", "applied_at"],
+        )
+        applied.append(f"{version:04d}_{name}")
+    return applied
+
+
+def _dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+@dataclass
+class SinkStats:
+    inserts: int = 0
+    rows: int = 0
+    last_insert_seconds: float = 0.0
+    total_insert_seconds: float = 0.0
+    by_table: dict[str, int] = field(default_factory=dict)
+
+
+class ClickHouseSink:
+    """Batches detector output into one insert per table (blocking: run it off the event loop)."""
+
+    def __init__(self, client: Client, database: str = "distillguard") -> None:
+        self.client = client
+        self.db = _database(database)
+        self.stats = SinkStats()
+
+    def _insert(self, table: str, columns: Sequence[Sequence[Any]], names: list[str]) -> None:
+        if not columns or not len(columns[0]):
+            return
+        started = time.perf_counter()
+        self.client.insert(f"{self.db}.{table}", columns, column_names=names, column_oriented=True)
+        took = time.perf_counter() - started
+        self.stats.inserts += 1
+        self.stats.rows += len(columns[0])
+        self.stats.last_insert_seconds = took
+        self.stats.total_insert_seconds += took
+        self.stats.by_table[table] = self.stats.by_table.get(table, 0) + len(columns[0])
+
+    def write(
+        self, out: DetectorOutput, dead: Sequence[DeadLetter] = (), version: str = ""
+    ) -> None:
+        """Write scores, actions, links and dead letters of one batch."""
+        self.write_scores(out, version)
+        self.write_actions(out.actions)
+        self.write_links(out)
+        self.write_dead_letters(dead)
+
+    def write_scores(self, out: DetectorOutput, version: str) -> None:
+        cols: list[list[Any]] = [[] for _ in range(11)]
+        for sw in out.scored:
+            n = len(sw)
+            if n == 0:
+                continue
+            names = [f.name for f in features_for(sw.kind)]
+            start, end = _dt(sw.start_ms), _dt(sw.end_ms)
+            cols[0].extend([sw.kind] * n)
+            cols[1].extend(sw.ids)
+            cols[2].extend([start] * n)
+            cols[3].extend([end] * n)
+            cols[4].extend(sw.requests.tolist())
+            cols[5].extend(
+                {k: v for k, v in zip(names, row, strict=True) if v == v}
+                for row in sw.values.tolist()
+            )
+            cols[6].extend(sw.novelty.tolist())
+            cols[7].extend(sw.score.tolist())
+            cols[8].extend(sw.level.astype(int).tolist())
+            cols[9].extend(sw.drift.tolist())
+            cols[10].extend([version] * n)
+        self._insert(
+            "entity_scores",
+            cols,
+            [
+                "entity_kind",
+                "entity_id",
+                "window_start",
+                "window_end",
+                "requests",
+                "features",
+                "novelty",
+                "score",
+                "level",
+                "drift",
+                "detector_version",
+            ],
+        )
+
+    def write_actions(self, actions: Sequence[EnforcementAction]) -> None:
+        rows = [
+            [
+                a.enforcement_id,
+                _dt(a.ts_ms),
+                a.entity_kind,
+                a.entity_id,
+                a.action,
+                a.score,
+                a.threshold,
+                [r["feature"] for r in a.reasons],
+                [float(r["contribution"]) for r in a.reasons],
+                orjson.dumps(a.reasons).decode(),
+                _dt(a.window_start_ms),
+                _dt(a.window_end_ms),
+                None if a.expires_ms is None else _dt(a.expires_ms),
+                a.members or [],
+                a.detector_version,
+            ]
+            for a in actions
+        ]
+        self._insert(
+            "enforcement_actions",
+            [list(c) for c in zip(*rows, strict=True)] if rows else [],
+            [
+                "enforcement_id",
+                "ts",
+                "entity_kind",
+                "entity_id",
+                "action",
+                "score",
+                "threshold",
+                "reason_features",
+                "reason_contributions",
+                "reasons",
+                "window_start",
+                "window_end",
+                "expires_at",
+                "members",
+                "detector_version",
+            ],
+        )
+
+    def write_links(self, out: DetectorOutput) -> None:
+        cols: list[list[Any]] = [[], [], [], []]
+        for link in out.links:
+            cols[0].extend([_dt(link.start_ms)] * len(link))
+            cols[1].extend(link.accounts)
+            cols[2].extend(link.blocks)
+            cols[3].extend(link.requests.tolist())
+        self._insert("entity_links", cols, ["window_start", "account_id", "ip_block", "requests"])
+
+    def write_dead_letters(self, dead: Sequence[DeadLetter]) -> None:
+        rows = [
+            [
+                _dt(d.received_ms),
+                d.source,
+                d.source_partition,
+                d.source_offset,
+                d.rejection.field,
+                str(d.rejection),
+                d.raw.decode("utf-8", "replace"),
+            ]
+            for d in dead
+        ]
+        self._insert(
+            "dead_letters",
+            [list(c) for c in zip(*rows, strict=True)] if rows else [],
+            [
+                "received_at",
+                "source",
+                "source_partition",
+                "source_offset",
+                "field",
+                "reason",
+                "raw",
+            ],
+        )
+
+
+class Investigation:
+    """The questions an analyst asks about one entity, as parameterized queries."""
+
+    def __init__(self, client: Client, database: str = "distillguard") -> None:
+        self.client = client
+        self.db = _database(database)
+
+    def _rows(self, sql: str, **params: Any) -> list[dict[str, Any]]:
+        result = self.client.query(sql.replace("{db}", self.db), parameters=params)
+        return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+
+    def windows(self, kind: str, entity: str, limit: int = 30) -> list[dict[str, Any]]:
+        return self._rows(
+            "SELECT window_start, window_end, requests, score, novelty, level, drift, features "
+            "FROM {db}.entity_scores FINAL WHERE entity_kind = {kind:String} "
+            "AND entity_id = {entity:String} ORDER BY window_start DESC LIMIT {limit:UInt32}",
+            kind=kind,
+            entity=entity,
+            limit=limit,
+        )
+
+    def actions(self, kind: str, entity: str, limit: int = 50) -> list[dict[str, Any]]:
+        rows = self._rows(
+            "SELECT enforcement_id, ts, action, score, threshold, reasons, expires_at, members "
+            "FROM {db}.enforcement_actions FINAL WHERE entity_kind = {kind:String} "
+            "AND (entity_id = {entity:String} OR has(members, {entity:String})) "
+            "ORDER BY ts DESC LIMIT {limit:UInt32}",
+            kind=kind,
+            entity=entity,
+            limit=limit,
+        )
+        if kind == "account":
+            rows += self._rows(
+                "SELECT enforcement_id, ts, action, score, threshold, reasons, expires_at, "
+                "members, entity_id AS via FROM {db}.enforcement_actions FINAL "
+                "WHERE entity_kind != 'account' AND has(members, {entity:String}) "
+                "ORDER BY ts DESC LIMIT {limit:UInt32}",
+                entity=entity,
+                limit=limit,
+            )
+        for r in rows:
+            r["reasons"] = orjson.loads(r["reasons"])
+        return rows
+
+    def linked(self, kind: str, entity: str, limit: int = 50) -> list[dict[str, Any]]:
+        """Blocks an account used, or accounts seen behind a block, with request counts."""
+        this, other = (
+            ("account_id", "ip_block") if kind == "account" else ("ip_block", "account_id")
+        )
+        return self._rows(
+            f"SELECT {other} AS entity, sum(requests) AS requests, "
+            "min(window_start) AS first_seen, max(window_start) AS last_seen "
+            "FROM {db}.entity_links FINAL "
+            f"WHERE {this} = {{entity:String}} GROUP BY {other} ORDER BY requests DESC "
+            "LIMIT {limit:UInt32}",
+            entity=entity,
+            limit=limit,
+        )
+
+    def top(self, kind: str, since_minutes: int = 60, limit: int = 20) -> list[dict[str, Any]]:
+        """Entities with the highest score in the last ``since_minutes`` of event time."""
+        return self._rows(
+            "SELECT entity_id, max(score) AS max_score, argMax(window_end, score) AS at, "
+            "sum(requests) AS requests, max(level) AS max_level FROM {db}.entity_scores FINAL "
+            "WHERE entity_kind = {kind:String} AND window_end >= "
+            "(SELECT max(window_end) FROM {db}.entity_scores) - toIntervalMinute({since:UInt32}) "
+            "GROUP BY entity_id ORDER BY max_score DESC, requests DESC LIMIT {limit:UInt32}",
+            kind=kind,
+            since=since_minutes,
+            limit=limit,
+        )

@@ -1,0 +1,101 @@
+"""ClickHouse through clickhouse-connect on the real engine (chDB): DDL, sink, investigations."""
+
+from __future__ import annotations
+
+import itertools
+
+import orjson
+import pytest
+
+from simulator.traffic import write_traffic
+from streams.cli import main
+from streams.clickhouse import Investigation, connect, migrate
+
+pytestmark = pytest.mark.clickhouse
+_n = itertools.count()
+
+
+@pytest.fixture
+def database() -> str:
+    return f"dg_test_{next(_n)}"
+
+
+def test_migrate_is_idempotent(chdb_url, database) -> None:
+    client = connect(chdb_url)
+    assert migrate(client, database) == ["0001_core_tables"]
+    assert migrate(client, database) == []
+    tables = {r[0] for r in client.query(f"SHOW TABLES FROM {database}").result_rows}
+    assert {
+        "entity_scores",
+        "enforcement_actions",
+        "dead_letters",
+        "entity_links",
+        "schema_migrations",
+    } <= tables
+
+
+def test_migrate_refuses_a_malicious_database_name(chdb_url) -> None:
+    with pytest.raises(ValueError, match="not a valid ClickHouse database name"):
+        migrate(connect(chdb_url), "x; DROP DATABASE default")
+
+
+def test_score_writes_scores_actions_links_and_dead_letters(
+    chdb_url, tmp_path, small_traffic, monkeypatch, capsys
+) -> None:
+    monkeypatch.setenv("DISTILLGUARD_CLICKHOUSE_DATABASE", "dg_score")
+    events, actions = tmp_path / "e.jsonl", tmp_path / "a.jsonl"
+    write_traffic(small_traffic, events, None, bad_line_rate=0.002)
+    for _ in range(2):  # a second replay must not double anything
+        assert (
+            main(
+                [
+                    "score",
+                    "--input",
+                    str(events),
+                    "--output",
+                    str(actions),
+                    "--clickhouse",
+                    chdb_url,
+                ]
+            )
+            == 0
+        )
+    summary = capsys.readouterr().err.splitlines()[-2]
+    windows = int(summary.split(" entity windows scored")[0].rsplit(" ", 1)[1])
+    rejected = int(summary.split(" rejected")[0].rsplit(" ", 1)[1])
+    client = connect(chdb_url)
+
+    def count(sql: str) -> int:
+        return int(client.query(sql).result_rows[0][0])
+
+    assert count("SELECT count() FROM dg_score.entity_scores FINAL") == windows
+    lines = actions.read_bytes().splitlines()
+    assert count("SELECT count() FROM dg_score.enforcement_actions FINAL") == len(lines)
+    assert count("SELECT count() FROM dg_score.dead_letters FINAL") == rejected > 0
+    assert count("SELECT count() FROM dg_score.entity_links FINAL") > 0
+    first = orjson.loads(lines[0])
+    row = client.query(
+        "SELECT entity_id, action, reasons, reason_features FROM dg_score.enforcement_actions "
+        "FINAL WHERE enforcement_id = {id:String}",
+        parameters={"id": first["enforcement_id"]},
+    ).result_rows[0]
+    assert row[0] == first["entity_id"] and row[1] == first["action"]
+    assert orjson.loads(row[2]) == first["reasons"]
+    assert list(row[3]) == [r["feature"] for r in first["reasons"]]
+
+    inv = Investigation(client, "dg_score")
+    blatant = small_traffic.labels["campaigns"]["blatant-6"]["accounts"][0]
+    acts = inv.actions("account", blatant)
+    assert acts and all(a["reasons"] for a in acts)
+    assert inv.windows("account", blatant, limit=5)
+    assert inv.linked("account", blatant)[0]["requests"] > 0
+    top = inv.top("account", since_minutes=30, limit=10)
+    assert len(top) == 10 and top[0]["max_score"] >= 0.999
+    # values never enter SQL text
+    assert inv.windows("account", "x' OR 1=1 --") == []
+
+    assert main(["investigate", "account", blatant, "--clickhouse", chdb_url]) == 0
+    out = capsys.readouterr().out
+    assert "actions (" in out and "contribution" in out and "linked IP blocks" in out
+    assert main(["investigate", "top", "--json", "--clickhouse", chdb_url]) == 0
+    assert orjson.loads(capsys.readouterr().out)[0]["max_score"] >= 0.999
