@@ -68,7 +68,7 @@ def state_per_entity(n_accounts: int = 100_000) -> tuple[float, float, int]:
     for i in range(0, len(events), 50_000):
         det.process(events[i : i + 50_000])
     det.flush()
-    acc, blk = det.accounts.table, det.blocks.table
+    acc, blk = det.tables["account"], det.tables["ip_block"]
     n = len(acc) + len(blk)
     table_bytes = acc.bytes_per_entity() * len(acc) + blk.bytes_per_entity() * len(blk)
     snap = len(det.snapshot())

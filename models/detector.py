@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -57,6 +57,7 @@ __all__ = [
     "DetectorOutput",
     "EnforcementAction",
     "EntityLinks",
+    "Population",
     "ScoredWindows",
     "rfc3339",
 ]
@@ -246,7 +247,6 @@ class _KindModel:
             min_count=cfg.calibration_warmup,
         )
         self.adwin = drift.ADWIN()  # type: ignore[no-untyped-call]
-        self.table = EntityTable(n_features=n)
         self.centre = np.full(len(self.columns), np.nan)  # population centre of model inputs
         self.typical = np.full(n, np.nan)  # population median of the raw features
         self.weight = 0.0
@@ -287,6 +287,45 @@ def _links(w: ClosedWindow) -> EntityLinks:
     )
 
 
+class Population:
+    """What the detector knows about everybody: the population models of each entity kind.
+
+    One `Population` may be shared by several `Detector` s (one per Kafka partition in a worker),
+    so every partition is scored against, and teaches, the same models.
+    """
+
+    def __init__(self, config: DetectorConfig) -> None:
+        self.config = config
+        self.kinds = {k: _KindModel(k, config) for k in ("account", "ip_block")}
+        self.model_first_seen: dict[str, int] = {}
+        self.started_ms: int | None = None
+        self.shifts = 0
+
+    def new_models(self, w: ClosedWindow) -> npt.NDArray[np.bool_]:
+        """Which of the window's models the population first saw recently (the pivot signal)."""
+        if self.started_ms is None:
+            self.started_ms = w.start_ms
+        grace_end = self.started_ms + self.config.model_grace_ms
+        flags = []
+        for m in w.models:
+            first = self.model_first_seen.setdefault(m, w.start_ms)
+            flags.append(first >= grace_end and w.end_ms - first < self.config.new_model_ms)
+        return np.array(flags, dtype=np.bool_)
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @staticmethod
+    def restore(blob: bytes) -> Population:
+        pop = pickle.loads(blob)
+        if not isinstance(pop, Population):
+            raise TypeError("snapshot does not hold a Population")
+        return pop
+
+
+MemberLookup = Callable[[list[str], int], F64]
+
+
 class Detector:
     """Windows, scores and enforces; the same object behind ``score``, the worker and the demo.
 
@@ -306,24 +345,43 @@ class Detector:
     []
     """
 
-    def __init__(self, config: DetectorConfig | None = None) -> None:
+    def __init__(
+        self,
+        config: DetectorConfig | None = None,
+        kinds: tuple[EntityKind, ...] = ("account", "ip_block"),
+        population: Population | None = None,
+        member_lookup: MemberLookup | None = None,
+    ) -> None:
         self.config = config or DetectorConfig()
         self.version = self.config.version
+        self.kinds = kinds
+        self.population = population or Population(self.config)
+        self.member_lookup = member_lookup
         self.windower = Windower(self.config.window_ms, self.config.allowed_lateness_ms)
-        self.accounts = _KindModel("account", self.config)
-        self.blocks = _KindModel("ip_block", self.config)
-        self.model_first_seen: dict[str, int] = {}
-        self.started_ms: int | None = None
+        self.tables = {k: EntityTable(n_features=len(features_for(k))) for k in kinds}
         self.actions_by_level: dict[str, int] = {}
-        self.population_shifts = 0
         self._last_evict_ms = 0
+
+    def partition_state(self) -> bytes:
+        """This detector's own state (open windows, entities), without the shared population."""
+        state = (self.windower, self.tables, self.actions_by_level, self._last_evict_ms)
+        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def load_partition_state(self, blob: bytes) -> None:
+        self.windower, self.tables, self.actions_by_level, self._last_evict_ms = pickle.loads(blob)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["member_lookup"] = None  # a callback into a worker: not part of a snapshot
+        return state
 
     @property
     def stats(self) -> WindowStats:
         return self.windower.stats
 
-    def add(self, event: UsageEvent) -> None:
-        self.windower.add(event)
+    def add(self, event: UsageEvent) -> bool:
+        """Buffer an event; False if it was a duplicate or arrived after its window closed."""
+        return self.windower.add(event)
 
     def process(self, events: Any) -> DetectorOutput:
         """Add a batch of events, then close and score every window the watermark passed."""
@@ -356,49 +414,49 @@ class Detector:
         return det
 
     def tracked_entities(self) -> int:
-        return len(self.accounts.table) + len(self.blocks.table)
-
-    def _new_models(self, w: ClosedWindow) -> npt.NDArray[np.bool_]:
-        if self.started_ms is None:
-            self.started_ms = w.start_ms
-        grace_end = self.started_ms + self.config.model_grace_ms
-        flags = []
-        for m in w.models:
-            first = self.model_first_seen.setdefault(m, w.start_ms)
-            flags.append(first >= grace_end and w.end_ms - first < self.config.new_model_ms)
-        return np.array(flags, dtype=np.bool_)
+        return sum(len(t) for t in self.tables.values())
 
     def _score_window(self, w: ClosedWindow) -> DetectorOutput:
         out = DetectorOutput()
         if w.n_events == 0:
             return out
-        is_new_model = self._new_models(w)
-        out.links.append(_links(w))
-        accounts = account_windows(w, is_new_model)
-        account_scores, account_actions = self._score_kind(self.accounts, accounts, None)
-        out.scored.append(account_scores)
-        out.actions.extend(account_actions)
-        blocks = block_windows(w, is_new_model)
-        block_scores, block_actions = self._score_kind(
-            self.blocks, blocks, (w, account_scores.score)
-        )
-        out.scored.append(block_scores)
-        out.actions.extend(block_actions)
+        pop = self.population
+        is_new_model = pop.new_models(w)
+        account_score: F64 | None = None
+        if "account" in self.kinds:
+            out.links.append(_links(w))
+            accounts = account_windows(w, is_new_model)
+            scored, actions = self._score_kind("account", accounts, None)
+            out.scored.append(scored)
+            out.actions.extend(actions)
+            account_score = scored.score  # rows are w.accounts, in code order
+        if "ip_block" in self.kinds:
+            if account_score is None:
+                lookup = self.member_lookup
+                account_score = (
+                    lookup(w.accounts, w.end_ms) if lookup else np.zeros(len(w.accounts))
+                )
+            blocks = block_windows(w, is_new_model)
+            scored, actions = self._score_kind("ip_block", blocks, (w, account_score))
+            out.scored.append(scored)
+            out.actions.extend(actions)
         for a in out.actions:
             self.actions_by_level[a.action] = self.actions_by_level.get(a.action, 0) + 1
         if w.end_ms - self._last_evict_ms >= 60 * _MIN:
             self._last_evict_ms = w.end_ms
-            for km in (self.accounts, self.blocks):
-                km.table.evict_idle(w.end_ms, self.config.retention_ms)
+            for table in self.tables.values():
+                table.evict_idle(w.end_ms, self.config.retention_ms)
         return out
 
     def _score_kind(
         self,
-        km: _KindModel,
+        kind: EntityKind,
         ew: EntityWindows,
         account_context: tuple[ClosedWindow, F64] | None,
     ) -> tuple[ScoredWindows, list[EnforcementAction]]:
         cfg = self.config
+        km = self.population.kinds[kind]
+        table = self.tables[kind]
         X = ew.squashed()
         if km.weight == 0:
             km._population_update(X, ew.values, cfg.centre_half_life)
@@ -406,8 +464,7 @@ class Detector:
         novelty = km.forest.score_many(Xo)
         # Until the forest and calibrator have warmed up a score means nothing: report 0.
         score = km.calibrator.calibrate(novelty) if km.ready else np.zeros(len(ew.ids))
-        rows = km.table.rows(ew.ids)
-        table = km.table
+        rows = table.rows(ew.ids)
         drifted = table.drift.update(rows, novelty)
         decisions = decide(
             table,
@@ -489,7 +546,7 @@ class Detector:
         km.adwin.update(float(np.median(novelty)))  # type: ignore[no-untyped-call]
         if km.adwin.drift_detected and km.calibrator.ready:
             km.calibrator.forget(0.25)
-            self.population_shifts += 1
+            self.population.shifts += 1
         learn_rows = rows[ordinary]
         b = table.baseline[learn_rows]
         v = ew.values[ordinary].astype(np.float32)

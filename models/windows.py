@@ -207,12 +207,16 @@ class Windower:
     >>> w = Windower(window_ms=60_000, allowed_lateness_ms=5_000)
     >>> def ev(i, t):
     ...     return UsageEvent(f"e{i}", t, "acct", "10.0.0.1", "10.0.0.0/24", "m", 10, 20)
-    >>> for i, t in enumerate([1_000, 2_000, 2_000, 61_000, 66_000]):
-    ...     w.add(ev(i, t))
+    >>> for i, t in enumerate([1_000, 2_000, 2_000, 61_000]):
+    ...     _ = w.add(ev(i, t))
     >>> w.add(ev(1, 2_000))         # redelivery of e1: ignored
+    False
+    >>> w.add(ev(4, 66_000))        # the watermark passes 60 s: window [0, 60 s) closes
+    True
     >>> [(c.start_ms, c.n_events) for c in w.advance()]
     [(0, 3)]
     >>> w.add(ev(9, 30_000))        # its window has closed: counted as late
+    False
     >>> w.stats
     WindowStats(events=7, duplicates=1, late=1, windows_closed=1)
     >>> [(c.start_ms, c.n_events) for c in w.flush()]
@@ -228,25 +232,33 @@ class Windower:
         self.closed_before_ms = -1  # every window ending at or before this is closed
         self.stats = WindowStats()
         self._open: dict[int, _OpenWindow] = {}
+        self._ready: list[ClosedWindow] = []  # closed by the watermark, not yet handed over
+        self._next_end = np.iinfo(np.int64).max  # end of the oldest open window
 
     @property
     def watermark_ms(self) -> int:
         return self.max_event_ms - self.allowed_lateness_ms
 
-    def add(self, event: UsageEvent) -> None:
-        """Buffer one event (or count it as duplicate or late)."""
+    def add(self, event: UsageEvent) -> bool:
+        """Buffer one event; False if it was a duplicate or late (and counted as such).
+
+        A window closes as soon as an event moves the watermark past its end, so which events a
+        window holds depends only on the order of events, never on how they were batched: a
+        replay from a checkpoint rebuilds exactly the same windows.
+        """
         self.stats.events += 1
         ts = event.ts_ms
         start = ts - ts % self.window_ms
         if start < self.closed_before_ms:
             self.stats.late += 1
-            return
+            return False
         win = self._open.get(start)
         if win is None:
             win = self._open[start] = _OpenWindow()
+            self._next_end = min(self._next_end, start + self.window_ms)
         if event.event_id in win.ids:
             self.stats.duplicates += 1
-            return
+            return False
         win.ids.add(event.event_id)
         win.rows.append(event)
         if len(win.rows) >= CHUNK:
@@ -254,6 +266,9 @@ class Windower:
             win.rows = []
         if ts > self.max_event_ms:
             self.max_event_ms = ts
+            if ts - self.allowed_lateness_ms >= self._next_end:
+                self._ready.extend(self._close_until(ts - self.allowed_lateness_ms))
+        return True
 
     def open_windows(self) -> list[int]:
         return sorted(self._open)
@@ -262,14 +277,16 @@ class Windower:
         return sum(len(w.ids) for w in self._open.values())
 
     def advance(self) -> list[ClosedWindow]:
-        """Close every window whose end the watermark has reached, oldest first."""
-        return self._close_until(self.watermark_ms)
+        """Hand over every window the watermark has closed, oldest first."""
+        ready, self._ready = self._ready, []
+        return ready
 
     def flush(self) -> list[ClosedWindow]:
-        """Close every open window (end of a replay, or an orderly shutdown)."""
-        if not self._open:
-            return []
-        return self._close_until(max(self._open) + self.window_ms)
+        """Close every open window (end of a replay, an idle partition, a shutdown)."""
+        ready = self.advance()
+        if self._open:
+            ready.extend(self._close_until(max(self._open) + self.window_ms))
+        return ready
 
     def _close_until(self, watermark_ms: int) -> list[ClosedWindow]:
         closed = []
@@ -283,4 +300,5 @@ class Windower:
             closed.append(ClosedWindow.from_chunks(start, end, win.chunks))
             self.closed_before_ms = max(self.closed_before_ms, end)
             self.stats.windows_closed += 1
+        self._next_end = min(self._open) + self.window_ms if self._open else np.iinfo(np.int64).max
         return closed
