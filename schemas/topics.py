@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
-__all__ = ["DEAD_LETTERS", "ENFORCEMENT", "USAGE_EVENTS", "default_topics"]
+__all__ = [
+    "BY_BLOCK",
+    "DEAD_LETTERS",
+    "ENFORCEMENT",
+    "SUSPECTS",
+    "USAGE_EVENTS",
+    "default_topics",
+]
 
 USAGE_EVENTS = "api-usage-events"
 DEAD_LETTERS = "api-usage-events.dlq"
 ENFORCEMENT = "enforcement-actions"
+# Internal: accepted events re-keyed by IP block, and accounts over the member threshold.
+BY_BLOCK = "distillguard.events-by-block"
+SUSPECTS = "distillguard.suspects"
 
 
 def default_topics(partitions: int = 8) -> dict[str, int]:
     """Topic name -> partitions, for creating them on a development broker."""
-    return {USAGE_EVENTS: partitions, DEAD_LETTERS: 1, ENFORCEMENT: partitions}
+    return {
+        USAGE_EVENTS: partitions,
+        DEAD_LETTERS: 1,
+        ENFORCEMENT: partitions,
+        BY_BLOCK: partitions,
+        SUSPECTS: 1,
+    }

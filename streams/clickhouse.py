@@ -26,7 +26,7 @@ from models.detector import DetectorOutput, EnforcementAction
 from models.features import features_for
 from schemas.dead_letters import DeadLetter
 
-__all__ = ["ClickHouseSink", "Investigation", "connect", "migrate"]
+__all__ = ["ClickHouseSink", "Investigation", "StateStore", "connect", "migrate"]
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -246,6 +246,45 @@ class ClickHouseSink:
                 "raw",
             ],
         )
+
+
+class StateStore:
+    """Worker checkpoints in ``detector_state``: the latest state and offset per stage/partition."""
+
+    def __init__(self, client: Client, database: str = "distillguard") -> None:
+        self.client = client
+        self.db = _database(database)
+
+    def save(self, rows: Sequence[tuple[str, int, int, bytes]], version: str) -> None:
+        """Rows of (stage, partition, next_offset, state), written in one insert."""
+        if not rows:
+            return
+        now = datetime.now(UTC)
+        self.client.insert(
+            f"{self.db}.detector_state",
+            [[stage, part, offset, now, version, state] for stage, part, offset, state in rows],
+            column_names=[
+                "stage",
+                "partition",
+                "next_offset",
+                "taken_at",
+                "detector_version",
+                "state",
+            ],
+        )
+
+    def load(self, stage: str, partition: int) -> tuple[int, bytes] | None:
+        result = self.client.query(
+            f"SELECT next_offset, state FROM {self.db}.detector_state "
+            "WHERE stage = {stage:String} AND partition = {partition:Int32} "
+            "ORDER BY taken_at DESC LIMIT 1",
+            parameters={"stage": stage, "partition": partition},
+            column_formats={"state": "bytes"},  # raw bytes, not text decoded as UTF-8
+        )
+        if not result.result_rows:
+            return None
+        offset, state = result.result_rows[0]
+        return int(offset), bytes(state)
 
 
 class Investigation:

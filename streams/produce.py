@@ -20,7 +20,8 @@ def produce(
     """Send (key, value) messages to ``topic``; ``rate`` messages/s (0 = as fast as possible).
 
     The pace is kept per batch of ``batch`` messages against the wall clock, so a slow moment is
-    caught up rather than accumulated. Returns the number of messages sent, all acknowledged.
+    caught up rather than accumulated. Returns the number of messages sent, all acknowledged;
+    raises if the broker failed to acknowledge any.
     """
     producer = KafkaProducer(
         bootstrap_servers=bootstrap,
@@ -30,10 +31,12 @@ def produce(
         max_request_size=4 * 1024 * 1024,
     )
     sent = 0
+    failed: list[BaseException] = []
     started = time.monotonic()
     try:
         for key, value in messages:
-            producer.send(topic, key=key or None, value=value)
+            future = producer.send(topic, key=key or None, value=value)
+            future.add_errback(failed.append)
             sent += 1
             if rate > 0 and sent % batch == 0:
                 ahead = sent / rate - (time.monotonic() - started)
@@ -42,4 +45,7 @@ def produce(
         producer.flush()
     finally:
         producer.close()
+    if failed:
+        # Never report traffic as sent that the broker did not acknowledge.
+        raise RuntimeError(f"{len(failed)} of {sent} messages were not acknowledged: {failed[0]!r}")
     return sent

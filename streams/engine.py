@@ -1,0 +1,415 @@
+"""The streaming pipeline: Kafka in, detector per partition, ClickHouse and Kafka out.
+
+Two stages run in every worker, each a consumer group over one topic:
+
+- **accounts** reads ``api-usage-events`` (keyed by account): validates every message (bad ones
+  to ``api-usage-events.dlq`` and ``dead_letters``), scores accounts, forwards accepted events
+  keyed by IP block to ``distillguard.events-by-block``, and publishes accounts that scored over
+  the member threshold to ``distillguard.suspects``.
+- **blocks** reads ``distillguard.events-by-block``: each IP block's state lives with the worker
+  that owns its partition; block actions name as members the suspects seen behind the block.
+
+Each partition has its own `Detector` (open windows, entity state); the stage's population models
+are shared by its partitions. The hot topic is read with aiokafka ``getmany`` in batches: Faust's
+per-message path costs ~150 us a message here (ENVIRONMENT.md), which would cap a worker at
+~6,500 events/s; a batch costs a few microseconds per message.
+
+Delivery: after each batch the stage publishes what it produced (Kafka sends acknowledged, rows
+inserted). Every ``checkpoint_seconds``, on partition revocation and on shutdown, it saves each
+partition's detector state with the offset of its next unread message, then commits those
+offsets. After a crash, a partition restores its last checkpoint and replays from there: windows
+close on the event sequence alone, so the replay rebuilds the same windows and the same decisions
+with the same enforcement ids. Rows collapse in ClickHouse (ReplacingMergeTree); consumers of the
+enforcement topic drop redelivered ids.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+
+from models.detector import Detector, DetectorConfig, DetectorOutput, Population
+from models.events import UsageEvent
+from models.features import EntityKind
+from schemas.dead_letters import DeadLetter
+from schemas.topics import BY_BLOCK, DEAD_LETTERS, ENFORCEMENT, SUSPECTS, USAGE_EVENTS
+from schemas.validation import Rejection, parse_event
+from streams.clickhouse import ClickHouseSink, StateStore
+
+__all__ = ["Engine", "EngineConfig", "Metrics"]
+
+log = logging.getLogger("distillguard.engine")
+POPULATION = -1
+
+
+@dataclass
+class EngineConfig:
+    bootstrap: str
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    checkpoint_seconds: float = 10.0
+    idle_flush_seconds: float = 30.0
+    max_records: int = 5_000
+    client_id: str = "distillguard"
+    group_prefix: str = "distillguard"
+
+
+@dataclass
+class Metrics:
+    """Counters the worker exports on /metrics."""
+
+    events_in: int = 0
+    forwarded: int = 0
+    block_events_in: int = 0
+    dead_letters: int = 0
+    duplicates: int = 0
+    late: int = 0
+    windows_scored: dict[str, int] = field(default_factory=dict)
+    actions: dict[str, int] = field(default_factory=dict)
+    checkpoints: int = 0
+    lag: dict[str, int] = field(default_factory=dict)
+    batch_seconds: float = 0.0
+
+
+@dataclass
+class _Batch:
+    out: DetectorOutput = field(default_factory=DetectorOutput)
+    dead: list[DeadLetter] = field(default_factory=list)
+    forwards: list[tuple[bytes, bytes]] = field(default_factory=list)
+    suspects: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.out.scored or self.out.actions or self.dead or self.forwards)
+
+
+class _Stage(ConsumerRebalanceListener):  # type: ignore[misc]
+    name = ""
+    topic = ""
+    kinds: tuple[EntityKind, ...] = ()
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        cfg = engine.config
+        self.population = Population(cfg.detector)
+        self.parts: dict[int, Detector] = {}
+        self.next_offset: dict[int, int] = {}
+        self.last_seen: dict[int, float] = {}
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=cfg.bootstrap,
+            group_id=f"{cfg.group_prefix}-{self.name}",
+            client_id=f"{cfg.client_id}-{self.name}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+        )
+        self._last_checkpoint = time.monotonic()
+
+    # -- partition ownership -------------------------------------------------------------------
+    def _detector(self) -> Detector:
+        return Detector(self.engine.config.detector, kinds=self.kinds, population=self.population)
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        mine = [tp.partition for tp in revoked if tp.partition in self.parts]
+        if mine:
+            await self.checkpoint(mine)
+        for p in mine:
+            self.parts.pop(p, None)
+            self.next_offset.pop(p, None)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        store = self.engine.store
+        if self.engine.population_loaded.get(self.name) is None:
+            saved = await self.engine.clickhouse(store.load, self.name, POPULATION)
+            if saved is not None:
+                self.population = Population.restore(saved[1])
+                for det in self.parts.values():
+                    det.population = self.population
+            self.engine.population_loaded[self.name] = saved is not None
+        for tp in assigned:
+            if tp.partition in self.parts:
+                continue
+            det = self._detector()
+            saved = await self.engine.clickhouse(store.load, self.name, tp.partition)
+            if saved is not None:
+                offset, blob = saved
+                det.load_partition_state(blob)
+                self.consumer.seek(tp, offset)
+                self.next_offset[tp.partition] = offset
+            self.parts[tp.partition] = det
+            log.info(
+                "%s: partition %d assigned (%s)",
+                self.name,
+                tp.partition,
+                "restored" if saved else "fresh",
+            )
+
+    # -- processing ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def handle(self, partition: int, det: Detector, records: list[Any], batch: _Batch) -> None:
+        """Decode this stage's messages into the partition's detector; collect the output."""
+
+    def after_scoring(self, out: DetectorOutput, batch: _Batch) -> None:
+        """Hook for what a stage derives from its scores (the accounts stage: suspects)."""
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        self.consumer.subscribe([self.topic], listener=self)
+        while not stopping.is_set():
+            data = await self.consumer.getmany(
+                timeout_ms=200, max_records=self.engine.config.max_records
+            )
+            started = time.perf_counter()
+            batch = _Batch()
+            now = time.monotonic()
+            for tp, records in data.items():
+                det = self.parts.get(tp.partition)
+                if not records:
+                    continue
+                if det is None:
+                    # Not ours (yet): never drop what was fetched, read it again once assigned.
+                    self.consumer.seek(tp, records[0].offset)
+                    continue
+                self.handle(tp.partition, det, records, batch)
+                self.next_offset[tp.partition] = records[-1].offset + 1
+                self.last_seen[tp.partition] = now
+            self._idle_flush(now, batch)
+            self.after_scoring(batch.out, batch)
+            if batch:
+                await self.engine.publish(batch)
+            self.engine.metrics.batch_seconds = time.perf_counter() - started
+            if now - self._last_checkpoint >= self.engine.config.checkpoint_seconds:
+                await self.checkpoint()
+            self._record_lag()
+
+    def _idle_flush(self, now: float, batch: _Batch) -> None:
+        idle = self.engine.config.idle_flush_seconds
+        for p, det in self.parts.items():
+            if det.windower.open_windows() and now - self.last_seen.get(p, now) >= idle:
+                batch.out.extend(det.flush())
+
+    def _record_lag(self) -> None:
+        lag = 0
+        for tp in self.consumer.assignment():
+            high = self.consumer.highwater(tp)
+            pos = self.next_offset.get(tp.partition)
+            if high is not None and pos is not None:
+                lag += max(0, high - pos)
+        self.engine.metrics.lag[self.name] = lag
+
+    async def checkpoint(self, partitions: list[int] | None = None) -> None:
+        """Save detector state with offsets, then commit those offsets (in that order)."""
+        parts = [p for p in (partitions or list(self.parts)) if p in self.next_offset]
+        self._last_checkpoint = time.monotonic()
+        if not parts:
+            return
+        rows = [(self.name, p, self.next_offset[p], self.parts[p].partition_state()) for p in parts]
+        rows.append((self.name, POPULATION, 0, self.population.snapshot()))
+        version = self.engine.config.detector.version
+        await self.engine.clickhouse(self.engine.store.save, rows, version)
+        await self.consumer.commit(
+            {
+                TopicPartition(self.topic, p): OffsetAndMetadata(self.next_offset[p], "")
+                for p in parts
+            }
+        )
+        self.engine.metrics.checkpoints += 1
+
+
+class _AccountStage(_Stage):
+    name = "accounts"
+    topic = USAGE_EVENTS
+    kinds: tuple[EntityKind, ...] = ("account",)
+
+    def handle(self, partition: int, det: Detector, records: list[Any], batch: _Batch) -> None:
+        metrics = self.engine.metrics
+        received = int(time.time() * 1000)
+        add = det.add
+        forwards = batch.forwards
+        before = det.stats.duplicates, det.stats.late
+        for r in records:
+            parsed = parse_event(r.value if r.value is not None else b"")
+            if isinstance(parsed, Rejection):
+                batch.dead.append(
+                    DeadLetter(received, self.topic, partition, r.offset, parsed, r.value or b"")
+                )
+                continue
+            if add(parsed):
+                forwards.append((parsed.ip_block.encode(), orjson.dumps(tuple(parsed))))
+        metrics.events_in += len(records)
+        metrics.duplicates += det.stats.duplicates - before[0]
+        metrics.late += det.stats.late - before[1]
+        batch.out.extend(det.advance())
+
+    def after_scoring(self, out: DetectorOutput, batch: _Batch) -> None:
+        threshold = self.engine.config.detector.member_score
+        for sw in out.scored:
+            if sw.kind != "account":
+                continue
+            for i in np.flatnonzero(sw.score >= threshold).tolist():
+                batch.suspects.append(
+                    (sw.ids[i].encode(), orjson.dumps([sw.ids[i], sw.end_ms, float(sw.score[i])]))
+                )
+
+
+class _BlockStage(_Stage):
+    name = "blocks"
+    topic = BY_BLOCK
+    kinds: tuple[EntityKind, ...] = ("ip_block",)
+
+    def _detector(self) -> Detector:
+        return Detector(
+            self.engine.config.detector,
+            kinds=self.kinds,
+            population=self.population,
+            member_lookup=self.engine.suspect_scores,
+        )
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await super().on_partitions_assigned(assigned)
+        for det in self.parts.values():
+            det.member_lookup = self.engine.suspect_scores
+
+    def handle(self, partition: int, det: Detector, records: list[Any], batch: _Batch) -> None:
+        add = det.add
+        for r in records:
+            add(UsageEvent(*orjson.loads(r.value)))
+        self.engine.metrics.block_events_in += len(records)
+        batch.out.extend(det.advance())
+
+
+class Engine:
+    """Both stages, the producer, the ClickHouse sink and the suspect table of one worker."""
+
+    def __init__(self, config: EngineConfig, sink: ClickHouseSink, store: StateStore) -> None:
+        self.config = config
+        self.sink = sink
+        self.store = store
+        self.metrics = Metrics()
+        self.population_loaded: dict[str, bool | None] = {}
+        self.suspects: dict[str, tuple[int, float]] = {}
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=config.bootstrap,
+            client_id=f"{config.client_id}-out",
+            acks="all",
+            linger_ms=5,
+            max_batch_size=1024 * 1024,
+            max_request_size=8 * 1024 * 1024,
+        )
+        self.stages: list[_Stage] = [_AccountStage(self), _BlockStage(self)]
+        self._ch_lock = asyncio.Lock()
+        self._suspect_consumer = AIOKafkaConsumer(
+            bootstrap_servers=config.bootstrap,
+            client_id=f"{config.client_id}-suspects",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def clickhouse(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a blocking ClickHouse call off the event loop, one at a time."""
+        async with self._ch_lock:
+            return await asyncio.to_thread(fn, *args)
+
+    def suspect_scores(self, accounts: list[str], window_end_ms: int) -> Any:
+        """Scores of accounts flagged as suspects within the last three windows of this one."""
+        horizon = window_end_ms - 3 * self.config.detector.window_ms
+        out = np.zeros(len(accounts))
+        for i, a in enumerate(accounts):
+            seen = self.suspects.get(a)
+            if seen is not None and seen[0] >= horizon:
+                out[i] = seen[1]
+        return out
+
+    async def publish(self, batch: _Batch) -> None:
+        """Send and insert everything a batch produced; returns once all of it is acknowledged."""
+        producer = self.producer
+        futures: list[Awaitable[Any]] = []
+        for a in batch.out.actions:
+            futures.append(await producer.send(ENFORCEMENT, a.to_json(), key=a.key.encode()))
+            self.metrics.actions[a.action] = self.metrics.actions.get(a.action, 0) + 1
+        for d in batch.dead:
+            futures.append(
+                await producer.send(DEAD_LETTERS, d.to_json(), key=str(d.source_offset).encode())
+            )
+        for key, value in batch.forwards:
+            futures.append(await producer.send(BY_BLOCK, value, key=key))
+        self.metrics.forwarded += len(batch.forwards)
+        for key, value in batch.suspects:
+            futures.append(await producer.send(SUSPECTS, value, key=key))
+        self.metrics.dead_letters += len(batch.dead)
+        for sw in batch.out.scored:
+            self.metrics.windows_scored[sw.kind] = self.metrics.windows_scored.get(
+                sw.kind, 0
+            ) + len(sw)
+        version = self.config.detector.version
+        await asyncio.gather(
+            asyncio.gather(*futures),
+            self.clickhouse(self.sink.write, batch.out, batch.dead, version),
+        )
+
+    async def _follow_suspects(self) -> None:
+        consumer = self._suspect_consumer
+        await consumer.start()
+        parts: set[int] = set()
+        while not parts and not self._stopping.is_set():
+            parts = consumer.partitions_for_topic(SUSPECTS) or set()
+            if not parts:
+                await consumer.topics()
+                await asyncio.sleep(0.2)
+        consumer.assign([TopicPartition(SUSPECTS, p) for p in parts])
+        while not self._stopping.is_set():
+            data = await consumer.getmany(timeout_ms=200)
+            for records in data.values():
+                for r in records:
+                    account, end, score = orjson.loads(r.value)
+                    seen = self.suspects.get(account)
+                    if seen is None or end >= seen[0]:
+                        self.suspects[account] = (end, score)
+
+    async def start(self) -> None:
+        await self.producer.start()
+        for stage in self.stages:
+            await stage.consumer.start()
+        self._tasks = [asyncio.create_task(s.run(self._stopping)) for s in self.stages]
+        self._tasks.append(asyncio.create_task(self._follow_suspects()))
+
+    async def stop(self, graceful: bool = True) -> None:
+        """Graceful: finish the batch in hand, checkpoint, commit. Not graceful: drop everything
+        since the last checkpoint (what a crash does)."""
+        self._stopping.set()
+        if graceful:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            for stage in self.stages:
+                await stage.checkpoint()
+        else:
+            for t in self._tasks:
+                t.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for stage in self.stages:
+            await stage.consumer.stop()
+        await self._suspect_consumer.stop()
+        await self.producer.stop()
+
+    def drained(self) -> bool:
+        """Everything read so far is scored and published, and no window is open (tests, demo)."""
+        m = self.metrics
+        return (
+            m.block_events_in == m.forwarded
+            and all(v == 0 for v in m.lag.values())
+            and not any(d.windower.open_windows() for s in self.stages for d in s.parts.values())
+        )
+
+    def failed(self) -> BaseException | None:
+        for t in self._tasks:
+            if t.done() and not t.cancelled() and t.exception() is not None:
+                return t.exception()
+        return None
