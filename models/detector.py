@@ -351,13 +351,16 @@ class Detector:
         kinds: tuple[EntityKind, ...] = ("account", "ip_block"),
         population: Population | None = None,
         member_lookup: MemberLookup | None = None,
+        external_watermark: bool = False,
     ) -> None:
         self.config = config or DetectorConfig()
         self.version = self.config.version
         self.kinds = kinds
         self.population = population or Population(self.config)
         self.member_lookup = member_lookup
-        self.windower = Windower(self.config.window_ms, self.config.allowed_lateness_ms)
+        self.windower = Windower(
+            self.config.window_ms, self.config.allowed_lateness_ms, external_watermark
+        )
         self.tables = {k: EntityTable(n_features=len(features_for(k))) for k in kinds}
         self.actions_by_level: dict[str, int] = {}
         self._last_evict_ms = 0

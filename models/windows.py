@@ -200,6 +200,9 @@ class Windower:
         How far behind the highest event time an event may arrive and still be counted in its
         window. A window ``[s, s + window_ms)`` closes once the watermark
         ``max_event_time - allowed_lateness_ms`` reaches ``s + window_ms``.
+    external_watermark
+        If true, events never close windows; the owner calls `close_through` with a watermark
+        it learned elsewhere (the worker's IP-block stage: the slowest upstream partition's).
 
     Examples
     --------
@@ -223,11 +226,17 @@ class Windower:
     [(60000, 2)]
     """
 
-    def __init__(self, window_ms: int = 60_000, allowed_lateness_ms: int = 10_000) -> None:
+    def __init__(
+        self,
+        window_ms: int = 60_000,
+        allowed_lateness_ms: int = 10_000,
+        external_watermark: bool = False,
+    ) -> None:
         if window_ms <= 0 or allowed_lateness_ms < 0:
             raise ValueError("window_ms must be > 0 and allowed_lateness_ms >= 0")
         self.window_ms = window_ms
         self.allowed_lateness_ms = allowed_lateness_ms
+        self.external_watermark = external_watermark
         self.max_event_ms = -1
         self.closed_before_ms = -1  # every window ending at or before this is closed
         self.stats = WindowStats()
@@ -266,7 +275,7 @@ class Windower:
             win.rows = []
         if ts > self.max_event_ms:
             self.max_event_ms = ts
-            if ts - self.allowed_lateness_ms >= self._next_end:
+            if ts - self.allowed_lateness_ms >= self._next_end and not self.external_watermark:
                 self._ready.extend(self._close_until(ts - self.allowed_lateness_ms))
         return True
 
@@ -280,6 +289,14 @@ class Windower:
         """Hand over every window the watermark has closed, oldest first."""
         ready, self._ready = self._ready, []
         return ready
+
+    def close_through(self, watermark_ms: int) -> None:
+        """Close every window ending at or before ``watermark_ms`` (external watermarks)."""
+        if watermark_ms >= self._next_end:
+            self._ready.extend(self._close_until(watermark_ms))
+        self.closed_before_ms = max(
+            self.closed_before_ms, watermark_ms - watermark_ms % self.window_ms
+        )
 
     def flush(self) -> list[ClosedWindow]:
         """Close every open window (end of a replay, an idle partition, a shutdown)."""

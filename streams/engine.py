@@ -28,6 +28,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
+import pickle
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
+from infra.broker import ensure_topics
 from models.detector import Detector, DetectorConfig, DetectorOutput, Population
 from models.events import UsageEvent
 from models.features import EntityKind
@@ -61,6 +63,7 @@ class EngineConfig:
     max_records: int = 5_000
     client_id: str = "distillguard"
     group_prefix: str = "distillguard"
+    internal_partitions: int = 8
 
 
 @dataclass
@@ -85,10 +88,13 @@ class _Batch:
     out: DetectorOutput = field(default_factory=DetectorOutput)
     dead: list[DeadLetter] = field(default_factory=list)
     forwards: list[tuple[bytes, bytes]] = field(default_factory=list)
+    heartbeats: list[bytes] = field(default_factory=list)
     suspects: list[tuple[bytes, bytes]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.out.scored or self.out.actions or self.dead or self.forwards)
+        return bool(
+            self.out.scored or self.out.actions or self.dead or self.forwards or self.heartbeats
+        )
 
 
 class _Stage(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -141,7 +147,7 @@ class _Stage(ConsumerRebalanceListener):  # type: ignore[misc]
             saved = await self.engine.clickhouse(store.load, self.name, tp.partition)
             if saved is not None:
                 offset, blob = saved
-                det.load_partition_state(blob)
+                self.restore_partition(tp.partition, det, blob)
                 self.consumer.seek(tp, offset)
                 self.next_offset[tp.partition] = offset
             self.parts[tp.partition] = det
@@ -153,6 +159,12 @@ class _Stage(ConsumerRebalanceListener):  # type: ignore[misc]
             )
 
     # -- processing ----------------------------------------------------------------------------
+    def partition_blob(self, partition: int) -> bytes:
+        return self.parts[partition].partition_state()
+
+    def restore_partition(self, partition: int, det: Detector, blob: bytes) -> None:
+        det.load_partition_state(blob)
+
     @abc.abstractmethod
     def handle(self, partition: int, det: Detector, records: list[Any], batch: _Batch) -> None:
         """Decode this stage's messages into the partition's detector; collect the output."""
@@ -210,7 +222,7 @@ class _Stage(ConsumerRebalanceListener):  # type: ignore[misc]
         self._last_checkpoint = time.monotonic()
         if not parts:
             return
-        rows = [(self.name, p, self.next_offset[p], self.parts[p].partition_state()) for p in parts]
+        rows = [(self.name, p, self.next_offset[p], self.partition_blob(p)) for p in parts]
         rows.append((self.name, POPULATION, 0, self.population.snapshot()))
         version = self.engine.config.detector.version
         await self.engine.clickhouse(self.engine.store.save, rows, version)
@@ -233,6 +245,8 @@ class _AccountStage(_Stage):
         received = int(time.time() * 1000)
         add = det.add
         forwards = batch.forwards
+        windower = det.windower
+        closed_before = windower.closed_before_ms
         before = det.stats.duplicates, det.stats.late
         for r in records:
             parsed = parse_event(r.value if r.value is not None else b"")
@@ -242,10 +256,20 @@ class _AccountStage(_Stage):
                 )
                 continue
             if add(parsed):
-                forwards.append((parsed.ip_block.encode(), orjson.dumps(tuple(parsed))))
+                # Tagged with this partition's progress: every later event from it belongs to a
+                # window ending after closed_before_ms (what the block stage's watermark needs).
+                forwards.append(
+                    (
+                        parsed.ip_block.encode(),
+                        orjson.dumps([partition, windower.closed_before_ms, tuple(parsed)]),
+                    )
+                )
         metrics.events_in += len(records)
         metrics.duplicates += det.stats.duplicates - before[0]
         metrics.late += det.stats.late - before[1]
+        if windower.closed_before_ms > closed_before:
+            # Progress reaches every block partition, even those no event of ours went to.
+            batch.heartbeats.append(orjson.dumps([partition, windower.closed_before_ms, None]))
         batch.out.extend(det.advance())
 
     def after_scoring(self, out: DetectorOutput, batch: _Batch) -> None:
@@ -264,13 +288,29 @@ class _BlockStage(_Stage):
     topic = BY_BLOCK
     kinds: tuple[EntityKind, ...] = ("ip_block",)
 
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        # Per block partition: per upstream (account) partition, the time before which all of
+        # its windows are closed. Block windows close at the minimum over upstream partitions,
+        # so however unevenly the account partitions progress, no event arrives late here.
+        self.upstream: dict[int, dict[int, int]] = {}
+
     def _detector(self) -> Detector:
         return Detector(
             self.engine.config.detector,
             kinds=self.kinds,
             population=self.population,
             member_lookup=self.engine.suspect_scores,
+            external_watermark=True,
         )
+
+    def partition_blob(self, partition: int) -> bytes:
+        state = (self.parts[partition].partition_state(), self.upstream.get(partition, {}))
+        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def restore_partition(self, partition: int, det: Detector, blob: bytes) -> None:
+        det_state, self.upstream[partition] = pickle.loads(blob)
+        det.load_partition_state(det_state)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         await super().on_partitions_assigned(assigned)
@@ -279,16 +319,34 @@ class _BlockStage(_Stage):
 
     def handle(self, partition: int, det: Detector, records: list[Any], batch: _Batch) -> None:
         add = det.add
+        upstream = self.upstream.setdefault(partition, {})
+        events = 0
         for r in records:
-            add(UsageEvent(*orjson.loads(r.value)))
-        self.engine.metrics.block_events_in += len(records)
+            source, closed_before, event = orjson.loads(r.value)
+            if closed_before > upstream.get(source, -1):
+                upstream[source] = closed_before
+            if event is not None:
+                add(UsageEvent(*event))
+                events += 1
+        self.engine.metrics.block_events_in += events
+        sources = self.engine.stages[0].consumer.partitions_for_topic(USAGE_EVENTS)
+        if sources:
+            watermark = min(upstream.get(p, -1) for p in sources)
+            if watermark > 0:
+                det.windower.close_through(watermark)
         batch.out.extend(det.advance())
 
 
 class Engine:
     """Both stages, the producer, the ClickHouse sink and the suspect table of one worker."""
 
-    def __init__(self, config: EngineConfig, sink: ClickHouseSink, store: StateStore) -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        sink: ClickHouseSink,
+        store: StateStore,
+        clickhouse_lock: asyncio.Lock | None = None,
+    ) -> None:
         self.config = config
         self.sink = sink
         self.store = store
@@ -304,7 +362,8 @@ class Engine:
             max_request_size=8 * 1024 * 1024,
         )
         self.stages: list[_Stage] = [_AccountStage(self), _BlockStage(self)]
-        self._ch_lock = asyncio.Lock()
+        # chDB is one engine per process: engines sharing it must share one lock too.
+        self._ch_lock = clickhouse_lock or asyncio.Lock()
         self._suspect_consumer = AIOKafkaConsumer(
             bootstrap_servers=config.bootstrap,
             client_id=f"{config.client_id}-suspects",
@@ -342,6 +401,11 @@ class Engine:
             )
         for key, value in batch.forwards:
             futures.append(await producer.send(BY_BLOCK, value, key=key))
+        if batch.heartbeats:
+            block_parts = await producer.partitions_for(BY_BLOCK)
+            for value in batch.heartbeats:
+                for part in sorted(block_parts):
+                    futures.append(await producer.send(BY_BLOCK, value, partition=part))
         self.metrics.forwarded += len(batch.forwards)
         for key, value in batch.suspects:
             futures.append(await producer.send(SUSPECTS, value, key=key))
@@ -376,6 +440,8 @@ class Engine:
                         self.suspects[account] = (end, score)
 
     async def start(self) -> None:
+        internal = {BY_BLOCK: self.config.internal_partitions, SUSPECTS: 1}
+        await asyncio.to_thread(ensure_topics, self.config.bootstrap, internal)
         await self.producer.start()
         for stage in self.stages:
             await stage.consumer.start()

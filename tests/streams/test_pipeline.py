@@ -1,0 +1,258 @@
+"""The streaming pipeline on a real broker (Tansu) and the real ClickHouse engine (chDB).
+
+Every test starts its own broker, so topics start empty, and uses its own database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import replace
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer
+from kafka import KafkaConsumer, TopicPartition
+
+from infra.broker import EmbeddedBroker, ensure_topics
+from models.detector import DetectorConfig
+from schemas.topics import DEAD_LETTERS, ENFORCEMENT, USAGE_EVENTS, default_topics
+from schemas.validation import Rejection, parse_enforcement, parse_event
+from simulator.traffic import SCENARIOS, simulate, traffic_lines
+from streams.clickhouse import ClickHouseSink, StateStore, connect, migrate
+from streams.engine import Engine, EngineConfig
+from streams.produce import produce
+
+pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
+PARTITIONS = 4
+# Warm up on a few thousand windows so a 20-minute scenario reaches enforcement.
+DETECTOR = DetectorConfig(calibration_warmup=2_000, forest_window=500)
+_db = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def messages() -> list[tuple[bytes, bytes]]:
+    traffic = simulate(replace(SCENARIOS["small"], minutes=20, benign_accounts=800))
+    return list(traffic_lines(traffic, bad_line_rate=0.002))
+
+
+def valid_events(messages: list[tuple[bytes, bytes]]) -> int:
+    return sum(not isinstance(parse_event(v), Rejection) for _, v in messages)
+
+
+@pytest.fixture
+def broker() -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker() as b:
+        ensure_topics(b.bootstrap, default_topics(PARTITIONS))
+        yield b
+
+
+@pytest.fixture
+def db(chdb_url):
+    name = f"dg_pipe_{next(_db)}"
+    client = connect(chdb_url)
+    migrate(client, name)
+    return client, name
+
+
+def engine(broker, db, lock, **kw) -> Engine:
+    client, name = db
+    cfg = EngineConfig(
+        broker.bootstrap,
+        detector=DETECTOR,
+        idle_flush_seconds=2.0,
+        checkpoint_seconds=kw.pop("checkpoint_seconds", 2.0),
+        internal_partitions=PARTITIONS,
+        **kw,
+    )
+    return Engine(cfg, ClickHouseSink(client, name), StateStore(client, name), lock)
+
+
+async def wait_until(cond, timeout: float = 150.0, engines=()) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        for e in engines:
+            if e.failed():
+                raise e.failed()
+        if time.monotonic() > deadline:
+            raise TimeoutError("pipeline did not finish in time")
+        await asyncio.sleep(0.5)
+
+
+def query(db, sql: str) -> list[tuple]:
+    client, name = db
+    return client.query(sql.replace("DB", name)).result_rows
+
+
+def read_topic(bootstrap: str, topic: str, partitions: int) -> list[tuple[bytes | None, bytes]]:
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=2_000
+    )
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    out = [(m.key, m.value) for m in consumer]
+    consumer.close()
+    return out
+
+
+async def read_with_group(bootstrap: str, topic: str, expected: int) -> list[bytes]:
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id="billing",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    got: list[bytes] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(got) < expected and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                got.extend(r.value for r in records)
+    finally:
+        await consumer.stop()
+    return got
+
+
+def test_events_become_rows_actions_and_dead_letters(broker, db, messages) -> None:
+    async def run() -> None:
+        eng = engine(broker, db, asyncio.Lock())
+        await eng.start()
+        produce(messages, broker.bootstrap, USAGE_EVENTS)
+        await wait_until(
+            lambda: eng.metrics.events_in == len(messages) and eng.drained(), engines=[eng]
+        )
+        await eng.stop()
+
+        valid = valid_events(messages)
+        bad = len(messages) - valid
+        # every valid event counted once in its account's window, and in its block's window
+        ((acct_req, acct_rows, acct_rows_final),) = query(
+            db,
+            "SELECT sum(requests), count(), uniqExact(entity_id, window_start) "
+            "FROM DB.entity_scores WHERE entity_kind = 'account'",
+        )
+        assert acct_req == valid and acct_rows == acct_rows_final
+        ((block_req,),) = query(
+            db, "SELECT sum(requests) FROM DB.entity_scores FINAL WHERE entity_kind = 'ip_block'"
+        )
+        assert block_req == valid
+
+        actions = query(
+            db, "SELECT enforcement_id, entity_kind, action FROM DB.enforcement_actions FINAL"
+        )
+        assert {a[2] for a in actions} >= {"flag", "throttle"}
+        assert {a[1] for a in actions} == {"account", "ip_block"}
+
+        # a billing system with a consumer group, and one with assigned partitions
+        from_group = await read_with_group(broker.bootstrap, ENFORCEMENT, len(actions))
+        assigned = read_topic(broker.bootstrap, ENFORCEMENT, PARTITIONS)
+        ids = {a[0] for a in actions}
+        assert {orjson.loads(v)["enforcement_id"] for v in from_group} == ids
+        assert {orjson.loads(v)["enforcement_id"] for _, v in assigned} == ids
+        for key, value in assigned:
+            doc = parse_enforcement(value)
+            assert not isinstance(doc, Rejection), doc
+            assert key.decode() == f"{doc['entity_kind']}:{doc['entity_id']}"
+
+        # bad messages: on the DLQ topic with reason and source offset, and in the table
+        dlq = [orjson.loads(v) for _, v in read_topic(broker.bootstrap, DEAD_LETTERS, 1)]
+        assert len(dlq) == bad > 0
+        assert all(
+            d["reason"] and d["source"] == USAGE_EVENTS and d["source_offset"] >= 0 for d in dlq
+        )
+        ((rows,),) = query(db, "SELECT count() FROM DB.dead_letters FINAL")
+        assert rows == bad
+
+    asyncio.run(run())
+
+
+def test_two_workers_split_partitions_and_score_every_window_once(broker, db, messages) -> None:
+    async def run() -> None:
+        lock = asyncio.Lock()
+        a = engine(broker, db, lock, client_id="worker-a")
+        b = engine(broker, db, lock, client_id="worker-b")
+        await a.start()
+        half = len(messages) // 2
+        produce(messages[:half], broker.bootstrap, USAGE_EVENTS)
+        await wait_until(lambda: a.metrics.events_in > half // 4, engines=[a])
+        await b.start()  # joins both groups: partitions move from a to b mid-stream
+        produce(messages[half:], broker.bootstrap, USAGE_EVENTS)
+        await wait_until(
+            lambda: (
+                a.metrics.events_in + b.metrics.events_in >= len(messages)
+                and a.drained()
+                and b.drained()
+            ),
+            engines=[a, b],
+        )
+        await asyncio.gather(a.stop(), b.stop())
+        assert a.metrics.events_in > 0 and b.metrics.events_in > 0
+        owned = [len(e.stages[0].parts) for e in (a, b)]
+        assert sum(owned) == 0  # both stopped cleanly and handed everything back
+
+        valid = valid_events(messages)
+        for kind in ("account", "ip_block"):
+            ((req, rows, keys),) = query(
+                db,
+                "SELECT sum(requests), count(), uniqExact(entity_id, window_start) "
+                f"FROM DB.entity_scores WHERE entity_kind = '{kind}'",
+            )
+            assert req == valid, kind  # nothing lost, nothing counted twice
+            assert rows == keys, kind  # every window scored exactly once
+        ((rows, ids),) = query(
+            db, "SELECT count(), uniqExact(enforcement_id) FROM DB.enforcement_actions"
+        )
+        assert rows == ids
+
+    asyncio.run(run())
+
+
+def test_a_crashed_worker_is_replaced_without_loss_or_double_enforcement(
+    broker, db, messages
+) -> None:
+    async def run() -> None:
+        lock = asyncio.Lock()
+        produce(messages, broker.bootstrap, USAGE_EVENTS)
+        first = engine(broker, db, lock, client_id="first", max_records=500)
+        await first.start()
+        await wait_until(
+            lambda: first.metrics.events_in > len(messages) // 2 and first.metrics.checkpoints >= 2,
+            engines=[first],
+        )
+        await first.stop(graceful=False)  # a crash: nothing since the last checkpoint is saved
+        second = engine(broker, db, lock, client_id="second")
+        await second.start()
+        await wait_until(
+            lambda: second.metrics.events_in > 0 and second.drained(), engines=[second]
+        )
+        await second.stop()
+        assert first.metrics.events_in + second.metrics.events_in > len(messages)  # replayed
+
+        valid = valid_events(messages)
+        ((req,),) = query(
+            db, "SELECT sum(requests) FROM DB.entity_scores FINAL WHERE entity_kind = 'account'"
+        )
+        assert req == valid  # nothing lost, and replayed windows collapsed onto the first
+        decisions = query(
+            db,
+            "SELECT entity_kind, entity_id, action, window_end, "
+            "uniqExact(enforcement_id) FROM DB.enforcement_actions "
+            "GROUP BY entity_kind, entity_id, action, window_end",
+        )
+        assert decisions and all(d[4] == 1 for d in decisions)  # a redelivery has the same id
+        on_topic = Counter(
+            (d["entity_kind"], d["entity_id"], d["action"], d["window_end"], d["enforcement_id"])
+            for d in (
+                orjson.loads(v) for _, v in read_topic(broker.bootstrap, ENFORCEMENT, PARTITIONS)
+            )
+        )
+        per_decision = Counter(k[:4] for k in on_topic)
+        assert all(n == 1 for n in per_decision.values())  # one id per decision on the topic
+
+    asyncio.run(run())
