@@ -59,7 +59,10 @@ class EngineConfig:
     bootstrap: str
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     checkpoint_seconds: float = 10.0
-    idle_flush_seconds: float = 30.0
+    # A safety net for a stream that stops: wall-clock silence cannot tell a stopped stream from
+    # a paused one (a rebalance, a slow producer), and events for a window closed this way
+    # count as late. A known end of stream uses Engine.request_flush instead.
+    idle_flush_seconds: float = 60.0
     max_records: int = 5_000
     client_id: str = "distillguard"
     group_prefix: str = "distillguard"
@@ -151,6 +154,7 @@ class _Stage(ConsumerRebalanceListener):  # type: ignore[misc]
                 self.consumer.seek(tp, offset)
                 self.next_offset[tp.partition] = offset
             self.parts[tp.partition] = det
+            self.last_seen[tp.partition] = time.monotonic()
             log.info(
                 "%s: partition %d assigned (%s)",
                 self.name,
@@ -202,10 +206,44 @@ class _Stage(ConsumerRebalanceListener):  # type: ignore[misc]
             self._record_lag()
 
     def _idle_flush(self, now: float, batch: _Batch) -> None:
+        if self.engine.flush_requested:
+            self._flush_caught_up(now, batch)
+            return
+        self._flush_silent(now, batch)
+
+    def _flush_caught_up(self, now: float, batch: _Batch) -> None:
+        for p, det in self.parts.items():
+            high = self.consumer.highwater(TopicPartition(self.topic, p))
+            if (
+                det.windower.open_windows()
+                and high is not None
+                and self.next_offset.get(p, 0) >= high
+            ):
+                batch.out.extend(det.flush())
+                self.last_seen[p] = now
+
+    def _flush_silent(self, now: float, batch: _Batch) -> None:
+        """Close the windows of a partition that has been silent and has nothing left to read.
+
+        Event time only moves with events, so without this the last windows before a quiet
+        spell would stay open. A partition with a known backlog is never flushed: its next
+        events would land in windows closed too early.
+        """
         idle = self.engine.config.idle_flush_seconds
         for p, det in self.parts.items():
-            if det.windower.open_windows() and now - self.last_seen.get(p, now) >= idle:
-                batch.out.extend(det.flush())
+            if not det.windower.open_windows() or now - self.last_seen.get(p, now) < idle:
+                continue
+            high = self.consumer.highwater(TopicPartition(self.topic, p))
+            if high is not None and self.next_offset.get(p, 0) < high:
+                continue
+            log.info(
+                "%s: partition %d idle for %.0f s: closing its open windows",
+                self.name,
+                p,
+                now - self.last_seen.get(p, now),
+            )
+            batch.out.extend(det.flush())
+            self.last_seen[p] = now
 
     def _record_lag(self) -> None:
         lag = 0
@@ -240,13 +278,16 @@ class _AccountStage(_Stage):
     topic = USAGE_EVENTS
     kinds: tuple[EntityKind, ...] = ("account",)
 
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self.announced: dict[int, int] = {}  # per partition, the progress last sent downstream
+
     def handle(self, partition: int, det: Detector, records: list[Any], batch: _Batch) -> None:
         metrics = self.engine.metrics
         received = int(time.time() * 1000)
         add = det.add
         forwards = batch.forwards
         windower = det.windower
-        closed_before = windower.closed_before_ms
         before = det.stats.duplicates, det.stats.late
         for r in records:
             parsed = parse_event(r.value if r.value is not None else b"")
@@ -267,12 +308,16 @@ class _AccountStage(_Stage):
         metrics.events_in += len(records)
         metrics.duplicates += det.stats.duplicates - before[0]
         metrics.late += det.stats.late - before[1]
-        if windower.closed_before_ms > closed_before:
-            # Progress reaches every block partition, even those no event of ours went to.
-            batch.heartbeats.append(orjson.dumps([partition, windower.closed_before_ms, None]))
         batch.out.extend(det.advance())
 
     def after_scoring(self, out: DetectorOutput, batch: _Batch) -> None:
+        # Progress reaches every block partition, even those no event of ours went to, however
+        # the windows closed (watermark or flush).
+        for p, det in self.parts.items():
+            closed_before = det.windower.closed_before_ms
+            if closed_before > self.announced.get(p, -1):
+                batch.heartbeats.append(orjson.dumps([p, closed_before, None]))
+                self.announced[p] = closed_before
         threshold = self.engine.config.detector.member_score
         for sw in out.scored:
             if sw.kind != "account":
@@ -303,6 +348,10 @@ class _BlockStage(_Stage):
             member_lookup=self.engine.suspect_scores,
             external_watermark=True,
         )
+
+    def _idle_flush(self, now: float, batch: _Batch) -> None:
+        """Never on its own clock: block windows close when every account partition has closed
+        them (after its own flush, an account partition's heartbeat says so)."""
 
     def partition_blob(self, partition: int) -> bytes:
         state = (self.parts[partition].partition_state(), self.upstream.get(partition, {}))
@@ -372,6 +421,12 @@ class Engine:
         )
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self.flush_requested = False
+
+    def request_flush(self) -> None:
+        """The input has ended (a replay, the demo): close every window once its partition has
+        nothing left to read, instead of waiting for more events or for idle_flush_seconds."""
+        self.flush_requested = True
 
     async def clickhouse(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a blocking ClickHouse call off the event loop, one at a time."""
@@ -465,13 +520,21 @@ class Engine:
         await self._suspect_consumer.stop()
         await self.producer.stop()
 
-    def drained(self) -> bool:
-        """Everything read so far is scored and published, and no window is open (tests, demo)."""
-        m = self.metrics
+    @staticmethod
+    def drained(*engines: Engine) -> bool:
+        """All that these engines (one worker group) read is scored and published, and no window
+        is open: every forwarded event reached a block stage, no partition lags (tests, demo)."""
+        forwarded = sum(e.metrics.forwarded for e in engines)
+        received = sum(e.metrics.block_events_in for e in engines)
         return (
-            m.block_events_in == m.forwarded
-            and all(v == 0 for v in m.lag.values())
-            and not any(d.windower.open_windows() for s in self.stages for d in s.parts.values())
+            forwarded == received
+            and all(v == 0 for e in engines for v in e.metrics.lag.values())
+            and not any(
+                d.windower.open_windows()
+                for e in engines
+                for s in e.stages
+                for d in s.parts.values()
+            )
         )
 
     def failed(self) -> BaseException | None:
