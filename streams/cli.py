@@ -213,7 +213,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Simulated traffic with labelled campaigns through the detector, then what was caught."""
+    """Simulated campaigns through Kafka, the worker's engine and ClickHouse (or, with
+    --replay, through the detector directly from a file)."""
+    if not args.replay:
+        from streams.demo import run_demo
+
+        if not getattr(args, "scenario", None):
+            args.scenario = "demo"
+        return run_demo(_scenario(args), Settings.from_env())
     scenario = _scenario(args)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="distillguard-demo-") as tmp:
@@ -265,6 +272,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         rows = _read_jsonl(Path(args.scores)) if args.scores else None
         path = write_report(Path(args.report), labels, report, actions, rows)
         print(f"report: {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """The production worker (Faust): Kafka and ClickHouse from the settings."""
+    import faust
+
+    from streams.app import create_app
+
+    settings = Settings.from_env().with_overrides(
+        kafka_bootstrap=args.bootstrap, clickhouse_url=args.clickhouse, web_port=args.web_port
+    )
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel=args.loglevel)
+    worker.execute_from_commandline()  # returns on SIGTERM/SIGINT after stopping the app
     return 0
 
 
@@ -355,13 +377,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--database", help="database (default: distillguard)")
     p.set_defaults(func=cmd_investigate)
 
+    p = sub.add_parser("worker", help="run the streaming worker (Faust) against Kafka")
+    p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: settings)")
+    p.add_argument("--clickhouse", help="ClickHouse URL (default: settings)")
+    p.add_argument("--web-port", type=int, help="port of /health, /metrics (default 6066)")
+    p.add_argument("--loglevel", default="info")
+    p.set_defaults(func=cmd_worker)
+
     p = sub.add_parser("broker", help="start the embedded Kafka-API broker (Tansu) alone")
     p.add_argument("--port", type=int, help="port on 127.0.0.1 (default: a free one)")
     p.add_argument("--partitions", type=int, default=8, help="partitions of the main topics")
     p.add_argument("--seconds", type=float, default=0, help="stop after this long (0 = Ctrl-C)")
     p.set_defaults(func=cmd_broker)
 
-    p = sub.add_parser("demo", help="simulated campaigns through the detector, with a summary")
+    p = sub.add_parser("demo", help="simulated campaigns through the whole pipeline, summarised")
+    p.add_argument(
+        "--replay",
+        action="store_true",
+        help="skip Kafka and ClickHouse: replay a simulated file through the detector",
+    )
     scenario_options(p)
     p.set_defaults(func=cmd_demo)
     return parser

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from kafka import KafkaProducer
 
@@ -16,6 +16,7 @@ def produce(
     topic: str,
     rate: float = 0.0,
     batch: int = 500,
+    on_progress: Callable[[int], None] | None = None,
 ) -> int:
     """Send (key, value) messages to ``topic``; ``rate`` messages/s (0 = as fast as possible).
 
@@ -38,6 +39,8 @@ def produce(
             future = producer.send(topic, key=key or None, value=value)
             future.add_errback(failed.append)
             sent += 1
+            if on_progress is not None and sent % batch == 0:
+                on_progress(sent)
             if rate > 0 and sent % batch == 0:
                 ahead = sent / rate - (time.monotonic() - started)
                 if ahead > 0:

@@ -34,6 +34,12 @@ class Settings:
     suspend_budget: float = 5e-5
     min_requests: int = 3
     allowlist_file: str = ""
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    checkpoint_seconds: float = 10.0
+    idle_flush_seconds: float = 60.0
+    internal_partitions: int = 8
+    worker_name: str = "distillguard"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

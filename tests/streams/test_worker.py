@@ -1,0 +1,89 @@
+"""`distillguard worker` as a process: Faust app, engine, web views, clean stop on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import replace
+
+import orjson
+import pytest
+
+from infra.broker import EmbeddedBroker, ensure_topics, free_port
+from schemas.topics import USAGE_EVENTS, default_topics
+from simulator.traffic import SCENARIOS, simulate, traffic_lines
+from streams.produce import produce
+
+pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_worker_process_serves_health_metrics_and_investigations(tmp_path) -> None:
+    traffic = simulate(replace(SCENARIOS["small"], minutes=4, benign_accounts=150))
+    messages = list(traffic_lines(traffic, bad_line_rate=0.01))
+    port = free_port()
+    with EmbeddedBroker() as broker:
+        ensure_topics(broker.bootstrap, default_topics(2))
+        env = {
+            **os.environ,
+            "DISTILLGUARD_KAFKA_BOOTSTRAP": broker.bootstrap,
+            "DISTILLGUARD_CLICKHOUSE_URL": f"chdb://{tmp_path}/chdb",
+            "DISTILLGUARD_WEB_PORT": str(port),
+            "DISTILLGUARD_INTERNAL_PARTITIONS": "2",
+            "DISTILLGUARD_IDLE_FLUSH_SECONDS": "3",
+        }
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "warning"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            produce(messages, broker.bootstrap, USAGE_EVENTS)
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 90
+            metrics = ""
+            while time.monotonic() < deadline:
+                assert worker.poll() is None, worker.stdout.read().decode()[-2000:]
+                try:
+                    _, body = get(f"{base}/metrics")
+                    metrics = body.decode()
+                except OSError:
+                    metrics = ""
+                if (
+                    f"distillguard_events_in_total {len(messages)}" in metrics
+                    and 'windows_scored_total{kind="ip_block"}' in metrics
+                ):
+                    break
+                time.sleep(1)
+            assert f"distillguard_events_in_total {len(messages)}" in metrics, metrics
+            assert "distillguard_dead_letters_total" in metrics
+            assert "distillguard_consumer_lag" in metrics
+            status, body = get(f"{base}/health")
+            assert status == 200 and orjson.loads(body)["status"] == "ok"
+            account = next(iter(traffic.labels["accounts"]))
+            status, body = get(f"{base}/investigate/account?id={account}")
+            view = orjson.loads(body)
+            assert status == 200 and view["entity_id"] == account and view["windows"]
+            status, _ = get(f"{base}/investigate/account")
+            assert status == 400
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                code = worker.wait(timeout=45)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                raise
+        assert code == 0
