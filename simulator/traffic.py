@@ -473,7 +473,7 @@ def simulate(scenario: Scenario | None = None) -> SimulatedTraffic:
 
     Examples
     --------
-    >>> t = simulate(Scenario(minutes=5, benign_accounts=20, campaign_start_minute=1,
+    >>> t = simulate(Scenario(minutes=15, benign_accounts=20, campaign_start_minute=1,
     ...                       campaigns=("blatant",)))
     >>> sorted(t.labels["campaigns"])
     ['blatant-0']

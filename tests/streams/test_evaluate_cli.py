@@ -38,7 +38,8 @@ def test_simulate_score_evaluate_chain_writes_table_json_and_html(tmp_path, caps
     table = capsys.readouterr().out
     assert "campaigns caught" in table and "hydra-0" in table
     report = orjson.loads((tmp_path / "r.json").read_bytes())
-    assert report["summary"]["campaigns"] == 7
+    labels = orjson.loads(lab.read_bytes())
+    assert report["summary"]["campaigns"] == len(labels["campaigns"]) >= 5  # those that started
     assert report == orjson.loads((report_dir / "report.json").read_bytes())
     page = (report_dir / "index.html").read_text()
     assert len(re.findall(r'src="data:image/png;base64,[A-Za-z0-9+/=]{1000,}"', page)) == 3
