@@ -63,6 +63,8 @@ class EngineConfig:
     # a paused one (a rebalance, a slow producer), and events for a window closed this way
     # count as late. A known end of stream uses Engine.request_flush instead.
     idle_flush_seconds: float = 60.0
+    # How far (event time) one partition may run ahead of this worker's slowest backlogged one.
+    max_skew_ms: int = 120_000
     max_records: int = 5_000
     client_id: str = "distillguard"
     group_prefix: str = "distillguard"
@@ -197,6 +199,7 @@ class _Stage(ConsumerRebalanceListener):  # type: ignore[misc]
                 self.next_offset[tp.partition] = records[-1].offset + 1
                 self.last_seen[tp.partition] = now
             self._idle_flush(now, batch)
+            self._align()
             self.after_scoring(batch.out, batch)
             if batch:
                 await self.engine.publish(batch)
@@ -204,6 +207,39 @@ class _Stage(ConsumerRebalanceListener):  # type: ignore[misc]
             if now - self._last_checkpoint >= self.engine.config.checkpoint_seconds:
                 await self.checkpoint()
             self._record_lag()
+
+    def _align(self) -> None:
+        """Keep this worker's partitions in step in event time (watermark alignment).
+
+        Reading a backlog, a consumer drains partitions unevenly: one can be half an hour of
+        event time ahead of another. The partitions share population models, which would then
+        learn one partition's future (a campaign in it included) before scoring the others.
+        A partition more than ``max_skew`` ahead of the slowest one that still has a backlog is
+        paused until that one catches up; a partition with nothing to read holds nobody back.
+        """
+        skew = self.engine.config.max_skew_ms
+        behind: list[int] = []
+        progress: dict[int, int] = {}
+        for p, det in self.parts.items():
+            progress[p] = det.windower.max_event_ms
+            high = self.consumer.highwater(TopicPartition(self.topic, p))
+            if high is None or self.next_offset.get(p, 0) < high:
+                behind.append(progress[p])
+        floor = min(behind) if behind else None
+        pause, resume = [], []
+        for p, t in progress.items():
+            tp = TopicPartition(self.topic, p)
+            # A partition not heard from yet (no event time) holds the others until its first
+            # fetch answers: with data, or with a highwater that shows it has none to give.
+            if floor is not None and t > floor + skew:
+                pause.append(tp)
+            else:
+                resume.append(tp)
+        paused = self.consumer.paused()
+        if to_pause := [tp for tp in pause if tp not in paused]:
+            self.consumer.pause(*to_pause)
+        if to_resume := [tp for tp in resume if tp in paused]:
+            self.consumer.resume(*to_resume)
 
     def _idle_flush(self, now: float, batch: _Batch) -> None:
         if self.engine.flush_requested:
