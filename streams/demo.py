@@ -15,9 +15,8 @@ import time
 from typing import Any
 
 import orjson
-from kafka import KafkaConsumer, TopicPartition
 
-from infra.broker import EmbeddedBroker, ensure_topics
+from infra.broker import EmbeddedBroker, ensure_topics, read_topic
 from schemas.topics import ENFORCEMENT, USAGE_EVENTS, default_topics
 from simulator.evaluation import evaluate, format_report
 from simulator.traffic import Scenario, simulate, traffic_lines
@@ -33,17 +32,10 @@ PARTITIONS = 8
 
 
 def _read_enforcement(bootstrap: str) -> list[dict[str, Any]]:
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=3_000
-    )
-    parts = [TopicPartition(ENFORCEMENT, p) for p in range(PARTITIONS)]
-    consumer.assign(parts)
-    consumer.seek_to_beginning(*parts)
     seen: dict[str, dict[str, Any]] = {}
-    for message in consumer:
-        doc = orjson.loads(message.value)
+    for _, value in read_topic(bootstrap, ENFORCEMENT, PARTITIONS, idle_ms=3_000):
+        doc = orjson.loads(value)
         seen[doc["enforcement_id"]] = doc  # as a billing consumer does: one per id
-    consumer.close()
     return sorted(seen.values(), key=lambda d: (d["ts"], d["entity_kind"], d["entity_id"]))
 
 

@@ -15,9 +15,8 @@ from dataclasses import replace
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
-from kafka import KafkaConsumer, TopicPartition
 
-from infra.broker import EmbeddedBroker, ensure_topics
+from infra.broker import EmbeddedBroker, ensure_topics, read_topic
 from models.detector import DetectorConfig
 from schemas.topics import DEAD_LETTERS, ENFORCEMENT, USAGE_EVENTS, default_topics
 from schemas.validation import Rejection, parse_enforcement, parse_event
@@ -124,18 +123,6 @@ async def finish(engines: list[Engine], read_at_least: int, replacing: bool = Fa
 def query(db, sql: str) -> list[tuple]:
     client, name = db
     return client.query(sql.replace("DB", name)).result_rows
-
-
-def read_topic(bootstrap: str, topic: str, partitions: int) -> list[tuple[bytes | None, bytes]]:
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=2_000
-    )
-    tps = [TopicPartition(topic, p) for p in range(partitions)]
-    consumer.assign(tps)
-    consumer.seek_to_beginning(*tps)
-    out = [(m.key, m.value) for m in consumer]
-    consumer.close()
-    return out
 
 
 async def read_with_group(bootstrap: str, topic: str, expected: int) -> list[bytes]:

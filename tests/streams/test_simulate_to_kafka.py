@@ -7,9 +7,8 @@ from collections.abc import Iterator
 
 import orjson
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
-from infra.broker import EmbeddedBroker, ensure_topics
+from infra.broker import EmbeddedBroker, ensure_topics, read_topic
 from schemas.topics import default_topics
 from streams.cli import main
 
@@ -21,18 +20,6 @@ def broker() -> Iterator[EmbeddedBroker]:
     with EmbeddedBroker() as b:
         ensure_topics(b.bootstrap, default_topics(4))
         yield b
-
-
-def read_all(bootstrap: str, topic: str, partitions: int) -> list[tuple[bytes | None, bytes]]:
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=2_000
-    )
-    tps = [TopicPartition(topic, p) for p in range(partitions)]
-    consumer.assign(tps)
-    consumer.seek_to_beginning(*tps)
-    out = [(m.key, m.value) for m in consumer]
-    consumer.close()
-    return out
 
 
 def test_simulate_to_topic_delivers_every_line_keyed_by_account(broker, tmp_path, capsys) -> None:
@@ -57,7 +44,7 @@ def test_simulate_to_topic_delivers_every_line_keyed_by_account(broker, tmp_path
     assert main(args) == 0
     err = capsys.readouterr().err
     sent = int(err.split("(")[1].split(" messages")[0])
-    got = read_all(broker.bootstrap, "api-usage-events", 4)
+    got = read_topic(broker.bootstrap, "api-usage-events", 4)
     assert len(got) == sent
     accounts = orjson.loads(labels.read_bytes())["accounts"]
     good = bad = 0
