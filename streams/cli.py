@@ -187,8 +187,19 @@ def _scenario(args: argparse.Namespace) -> Scenario:
 def cmd_simulate(args: argparse.Namespace) -> int:
     if bool(args.output) == bool(args.topic):
         raise ValueError("give exactly one of --output FILE or --topic NAME")
-    scenario = _scenario(args)
-    traffic = simulate(scenario)
+    if args.randomize is not None:
+        if args.scenario:
+            raise ValueError("give --scenario or --randomize, not both")
+        from simulator.worlds import describe, draw_world, generate
+
+        spec = draw_world(args.randomize, args.scale)
+        print(f"simulate: {describe(spec)}", file=sys.stderr)
+        traffic = generate(spec)
+        minutes = spec.minutes
+    else:
+        scenario = _scenario(args)
+        traffic = simulate(scenario)
+        minutes = scenario.minutes
     if args.output:
         lines = write_traffic(traffic, Path(args.output), None, args.bad_lines)
         where = args.output
@@ -206,7 +217,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     print(
         f"simulate: {len(traffic.events)} events ({lines} messages) for "
         f"{len(traffic.labels['accounts'])} accounts and {len(traffic.labels['campaigns'])} "
-        f"campaigns over {scenario.minutes} minutes -> {where}",
+        f"campaigns over {minutes} minutes -> {where}",
         file=sys.stderr,
     )
     return 0
@@ -348,6 +359,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=0.0, help="messages/s to a topic (0 = max)")
     p.add_argument("--labels", help="labels file (JSON)")
     p.add_argument("--bad-lines", type=float, default=0.0, help="share of malformed lines")
+    p.add_argument(
+        "--randomize",
+        type=int,
+        metavar="SEED",
+        help="draw a whole world from wide ranges (campaign share 1-40%%, start, rates, IP and "
+        "payment strategies, benign mix, disorder) instead of a named scenario",
+    )
+    p.add_argument(
+        "--scale", type=float, default=1.0, help="with --randomize: size multiplier (default 1)"
+    )
     scenario_options(p)
     p.set_defaults(func=cmd_simulate)
 

@@ -58,3 +58,26 @@ def test_missing_input_is_a_clear_error(tmp_path, capsys) -> None:
     )
     assert code == 2
     assert "No such file" in capsys.readouterr().err
+
+
+def test_simulate_randomize_writes_a_world_that_scores_and_evaluates(tmp_path, capsys) -> None:
+    events, labels = tmp_path / "w.jsonl.gz", tmp_path / "w.json"
+    args = ["simulate", "--randomize", "5", "--scale", "0.05", "--output", str(events)]
+    assert main([*args, "--labels", str(labels)]) == 0
+    assert "campaigns" in capsys.readouterr().err  # the drawn world is described
+    lab = orjson.loads(labels.read_bytes())
+    assert lab["scenario"]["randomized"] is True and lab["scenario"]["seed"] == 5
+    again = tmp_path / "again.jsonl.gz"
+    assert main(["simulate", "--randomize", "5", "--scale", "0.05", "--output", str(again)]) == 0
+    assert gzip.decompress(events.read_bytes()) == gzip.decompress(again.read_bytes())
+    out = tmp_path / "a.jsonl"
+    assert main(["score", "--input", str(events), "--output", str(out)]) == 0
+    assert main(["evaluate", "--labels", str(labels), "--actions", str(out)]) == 0
+
+
+def test_simulate_refuses_scenario_and_randomize_together(tmp_path, capsys) -> None:
+    code = main(
+        ["simulate", "--randomize", "1", "--scenario", "small", "--output", str(tmp_path / "x")]
+    )
+    assert code == 2
+    assert "not both" in capsys.readouterr().err
