@@ -1,0 +1,826 @@
+"""Coordinated campaigns as entities: accounts linked by what they share, scored as one customer.
+
+Distillation campaigns spread their traffic over many accounts so that no account looks abnormal
+on its own, and replace a banned account at once. What the accounts cannot hide is what they
+share: prompt templates (`models.templates.TemplateIndex`), payment instruments, IP blocks. Each
+of these is a *hub*: `CampaignLinker` keeps, per account, its most used templates and IP blocks and
+its payment instrument, with decay, and per hub the pooled behaviour of the accounts on it.
+
+Ordinary customers share hubs all the time: 90 employees pay with one company card behind one NAT
+address, strangers send a popular framework's prompt or a public benchmark, a carrier NAT block
+holds thousands of people, ordinary customers use the same proxy reseller as a hydra. So a hub links
+accounts only when it is *risky*: the pooled requests of its accounts, read on the fixed behaviour
+scales of `models.evidence`, show extraction (at least ``campaign_evidence``). The rule is
+absolute on purpose: a threshold learned from the population would rise with every campaign in it,
+until campaigns were what kept each other from being linked. Sharing a template or a card is
+deliberate, sharing a proxy block or the minutes an account was created in can be circumstance, so
+an account joins through one risky template or payment hub, or through two risky blocks or
+creation cohorts; a hub's risk never counts the behaviour its sharing implies (hopping between a
+proxy pool's blocks, repeating a template, being new in a creation cohort), and the accounts on it
+must behave alike (`_dispersion`), not be a mixture. Accounts joined through
+risky hubs form connected components; an account stays in its component only if its own behaviour
+does not contradict the campaign's (for every behaviour the campaign shows strongly, the upper
+confidence bound of the account's own share reaches the behaviour's onset), which keeps an
+ordinary proxy customer out of the hydra whose proxy block it shares. A component of at least
+``min_members`` accounts is a campaign, with an id that stays with it from window to window (the
+component holding most of the previous campaign's members inherits it).
+
+A campaign is judged as one customer: its members' requests are pooled, so 300 accounts that each
+sent four requests weigh as one account that sent 1,200. Hubs fade with ``usage_half_life_ms`` and
+accounts leave after ``horizon_ms`` without requests, so a link from last week does not hold a
+campaign together today, and campaigns split as their links decay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from models.evidence import (
+    ACCOUNT_BEHAVIOURS,
+    RATES,
+    Behaviour,
+    lower_bound,
+)
+from models.graph import components
+from models.templates import TemplateIndex
+from models.windows import ClosedWindow
+
+__all__ = [
+    "CAMPAIGN_FEATURES",
+    "COORDINATION",
+    "SYNCHRONIZED",
+    "AccountSummaries",
+    "CampaignConfig",
+    "CampaignLinker",
+    "CampaignWindows",
+    "summarize",
+]
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+U64 = npt.NDArray[np.uint64]
+_MIN = 60_000
+_DAY_MS = 86_400_000
+_WEIGHTS = np.array([b.weight for b in ACCOUNT_BEHAVIOURS])
+_BEHAVIOUR = {b.name: j for j, b in enumerate(ACCOUNT_BEHAVIOURS)}
+
+# Coordination, read on fixed scales like the behaviours of one account: how many accounts act as
+# one (log2 of the members, from 4 to 32), and how many of them pay with an instrument another
+# member also uses. Coordination alone is never acted on (ordinary teams coordinate); it adds to
+# the pooled extraction behaviours of a campaign.
+COORDINATION: tuple[Behaviour, ...] = (
+    Behaviour("coordinated_accounts", "log2 of linked accounts", 2.0, 5.0, 1.0),
+    Behaviour("shared_payment", "share of members paying with another member's instrument",
+              0.3, 0.8, 0.5),
+)  # fmt: skip
+
+# What entity_scores records for a campaign window, in this order.
+CAMPAIGN_FEATURES: tuple[str, ...] = (
+    "members",
+    "active_members",
+    "new_members",
+    "requests",
+    "shared_templates",
+    "shared_payments",
+    "shared_blocks",
+    "new_account_share",
+    "shared_payment_share",
+    "member_novelty",
+    "synchronized_timing",
+    *(b.name for b in ACCOUNT_BEHAVIOURS),
+)
+
+_TEMPLATE, _PAYMENT, _BLOCK, _COHORT = 0, 1, 2, 3
+
+# Accounts active in the same seconds far more often than chance: the load balancer's signature.
+# The value is the excess co-activity of a group's accounts in a window, 0 for independent
+# accounts, 1 when every active second of every account is shared.
+SYNCHRONIZED = Behaviour("synchronized_timing", "excess share of active seconds shared", 0.3, 0.7)
+
+
+@dataclass(frozen=True)
+class CampaignConfig:
+    """How accounts are linked into campaigns and how long links last."""
+
+    horizon_ms: int = 60 * _MIN
+    usage_half_life_ms: float = 30 * _MIN
+    templates_per_account: int = 8
+    blocks_per_account: int = 4
+    prompts_per_summary: int = 16
+    cohort_ms: int = 10 * _MIN
+    cohort_max_age_ms: int = 30 * 24 * 60 * _MIN
+    min_members: int = 3
+    campaign_evidence: float = 0.5
+    max_dispersion: float = 3.0
+    inherit_share: float = 0.3
+
+
+@dataclass(slots=True)
+class AccountSummaries:
+    """What one window says about each of its accounts, for linking: the accounts stage of a
+    worker sends these to the campaign stage, ``score`` hands them over in process.
+
+    Per account: requests, this window's behaviour counts (columns as `models.evidence.RATES`),
+    its novelty, creation time (-1 unknown), the payment instrument it used most (stable hash, 0
+    none), its IP blocks (stable hashes, most used first, at most four, with request counts) and up
+    to ``prompts_per_summary`` prompt fingerprints with their request times, and which seconds of
+    the window it sent requests in (bit ``s`` of ``seconds``). Ragged columns: account
+    ``i`` owns ``prompts[prompt_start[i]:prompt_start[i + 1]]``, likewise for blocks.
+    """
+
+    end_ms: int
+    ids: list[str]
+    requests: I64
+    hits: F64
+    trials: F64
+    novelty: F64
+    created_ms: I64
+    payment: I64
+    block_start: I64
+    blocks: I64
+    block_requests: I64
+    prompt_start: I64
+    prompts: U64
+    prompt_ms: I64
+    seconds: U64
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _top_per_group(
+    g: I64, key: I64, weight: npt.NDArray[Any], k: int
+) -> tuple[I64, I64, npt.NDArray[Any]]:
+    """For each group, its ``k`` keys of largest weight (ties: the smaller key), sorted by group."""
+    order = np.lexsort((key, -weight, g))
+    gs = g[order]
+    first = np.ones(gs.size, dtype=np.bool_)
+    first[1:] = gs[1:] != gs[:-1]
+    starts = np.flatnonzero(first)
+    rank = np.arange(gs.size) - np.repeat(starts, np.diff(np.append(starts, gs.size)))
+    keep = order[rank < k]
+    return g[keep], key[keep], weight[keep]
+
+
+def summarize(
+    w: ClosedWindow,
+    hits: F64,
+    trials: F64,
+    novelty: F64,
+    block_hash: I64,
+    prompts_per_account: int = 16,
+) -> AccountSummaries:
+    """Account summaries of a closed window. ``hits``/``trials`` are the window's behaviour counts
+    and ``novelty`` the accounts' novelty (rows as ``w.accounts``); ``block_hash`` holds a stable
+    hash of each of ``w.blocks``."""
+    n = len(w.accounts)
+    g = w.account.astype(np.int64)
+    req = np.bincount(g, minlength=n).astype(np.int64)
+    created = np.full(n, np.iinfo(np.int64).max)
+    known = w.created_ms >= 0
+    np.minimum.at(created, g[known], w.created_ms[known])
+    created = np.where(created == np.iinfo(np.int64).max, -1, created)
+    payment = np.zeros(n, dtype=np.int64)
+    paid = w.payment_hash != 0
+    if paid.any():
+        pairs, counts = np.unique(
+            np.stack([g[paid], w.payment_hash[paid]]), axis=1, return_counts=True
+        )
+        acct, pay, _ = _top_per_group(pairs[0], pairs[1], counts.astype(np.int64), 1)
+        payment[acct] = pay
+    pairs, counts = np.unique(np.stack([g, w.block.astype(np.int64)]), axis=1, return_counts=True)
+    b_acct, b_code, b_req = _top_per_group(pairs[0], pairs[1], counts.astype(np.int64), 4)
+    hf = np.flatnonzero(w.has_fingerprint)
+    order = hf[np.lexsort((-w.ts[hf], g[hf]))]  # per account, latest first
+    ga = g[order]
+    start = np.ones(ga.size, dtype=np.bool_)
+    start[1:] = ga[1:] != ga[:-1]
+    firsts = np.flatnonzero(start)
+    rank = np.arange(ga.size) - np.repeat(firsts, np.diff(np.append(firsts, ga.size)))
+    keep = order[rank < prompts_per_account]
+    keep = keep[np.lexsort((w.ts[keep], g[keep]))]
+    per_prompt = np.bincount(g[keep], minlength=n)
+    per_block = np.bincount(b_acct, minlength=n)
+    second = np.clip((w.ts - w.start_ms) // 1000, 0, 63).astype(np.uint64)
+    seconds = np.zeros(n, dtype=np.uint64)
+    np.bitwise_or.at(seconds, g, np.uint64(1) << second)
+    return AccountSummaries(
+        end_ms=w.end_ms,
+        ids=list(w.accounts),
+        requests=req,
+        hits=hits,
+        trials=trials,
+        novelty=novelty,
+        created_ms=created.astype(np.int64),
+        payment=payment,
+        block_start=np.concatenate([[0], np.cumsum(per_block)]).astype(np.int64),
+        blocks=block_hash[b_code],
+        block_requests=b_req,
+        prompt_start=np.concatenate([[0], np.cumsum(per_prompt)]).astype(np.int64),
+        prompts=w.fingerprint[keep],
+        prompt_ms=w.ts[keep],
+        seconds=seconds,
+    )
+
+
+@dataclass(slots=True)
+class CampaignWindows:
+    """Every campaign active in one window: ids, members, features and pooled evidence.
+
+    ``members[i]`` lists campaign ``i``'s accounts, ``active[i]`` how many of them sent requests
+    in this window, ``joined[i]`` the members that were in no campaign, or another one, before.
+    """
+
+    end_ms: int
+    ids: list[str]
+    members: list[list[str]]
+    joined: list[list[str]]
+    active: I64
+    share: F64
+    strength: F64
+    evidence: F64
+    synchrony: F64
+    coordination: F64
+    coordination_share: F64
+    novelty: F64
+    templates: I64
+    payments: I64
+    blocks: I64
+    new_accounts: F64
+    pooled_requests: F64
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def identity_evasion(self) -> F64:
+        """The strongest sign that the accounts hide who they are: disposable accounts, rotating
+        addresses, a payment instrument shared across the campaign, or requests in lockstep."""
+        names = [b.name for b in ACCOUNT_BEHAVIOURS]
+        parts = [
+            self.strength[:, names.index("disposable_account")],
+            self.strength[:, names.index("address_rotation")],
+            COORDINATION[1].strength(self.coordination_share[:, 1]),
+            SYNCHRONIZED.strength(self.synchrony),
+        ]
+        out: F64 = np.max(np.column_stack(parts), axis=1) if len(self.ids) else np.zeros(0)
+        return out
+
+    @property
+    def raw(self) -> F64:
+        """Raw risk: pooled extraction behaviours + coordination + members' mean novelty."""
+        out: F64 = self.evidence + self.coordination + self.novelty
+        return out
+
+    def values(self) -> F64:
+        """Feature matrix in `CAMPAIGN_FEATURES` order (NaN = unknown)."""
+        n = len(self.ids)
+        out = np.full((n, len(CAMPAIGN_FEATURES)), np.nan)
+        if n == 0:
+            return out
+        out[:, 0] = [len(m) for m in self.members]
+        out[:, 1] = self.active
+        out[:, 2] = [len(j) for j in self.joined]
+        out[:, 3] = self.pooled_requests
+        out[:, 4] = self.templates
+        out[:, 5] = self.payments
+        out[:, 6] = self.blocks
+        out[:, 7] = self.new_accounts
+        out[:, 8] = self.coordination_share[:, 1]
+        out[:, 9] = self.novelty
+        out[:, 10] = self.synchrony
+        out[:, 11:] = self.share
+        return out
+
+    def reasons(self, i: int) -> list[dict[str, Any]]:
+        """What holds campaign ``i`` together, in words an analyst can check."""
+        size = len(self.members[i])
+
+        def plural(n: int, word: str) -> str:
+            return f"{n} {word}" + ("s" if n != 1 else "")
+
+        out = []
+        if self.templates[i]:
+            out.append(f"{size} accounts share {plural(int(self.templates[i]), 'prompt template')}")
+        if self.payments[i]:
+            share = self.coordination_share[i, 1]
+            out.append(
+                f"{share:.0%} of them pay with "
+                f"{plural(int(self.payments[i]), 'shared payment instrument')}"
+            )
+        if self.blocks[i]:
+            out.append(f"they send from {plural(int(self.blocks[i]), 'shared IP block')}")
+        if self.synchrony[i] >= SYNCHRONIZED.onset:
+            out.append(
+                f"they send in the same seconds ({self.synchrony[i]:.0%} above chance this window)"
+            )
+        if self.new_accounts[i] == self.new_accounts[i] and self.new_accounts[i] >= 0.5:
+            out.append(f"{self.new_accounts[i]:.0%} of the accounts are under a week old")
+        return [{"detail": d} for d in out]
+
+
+def _synchrony(group: I64, seconds: U64, active: npt.NDArray[np.bool_], n_groups: int) -> F64:
+    """Excess co-activity of each group's accounts active in the window: the share of their active
+    seconds in which another account of the group was active too, above what independent accounts
+    with as many active seconds would share, scaled so 1 means every second is shared; 0 where
+    independent accounts would already share more than half their seconds."""
+    bits = (
+        (seconds[active, None] >> np.arange(60, dtype=np.uint64)[None, :]) & np.uint64(1)
+    ).astype(np.float64)
+    g = group[active]
+    per_second = np.zeros((n_groups, 60))
+    np.add.at(per_second, g, bits)
+    a = bits.sum(axis=1)
+    total = np.bincount(g, a, minlength=n_groups)
+    shared = (bits * (per_second[g] >= 2)).sum(axis=1)
+    observed = np.bincount(g, shared, minlength=n_groups)
+    expected = np.bincount(g, a * (1 - np.exp(-(total[g] - a) / 60.0)), minlength=n_groups)
+    count = np.bincount(g, minlength=n_groups)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        o, e = observed / total, expected / total
+        # Only measurable where chance alone shares few seconds: in a crowd busy every second,
+        # everyone is "synchronized".
+        excess = np.where((count >= 3) & (total > 0) & (e <= 0.5), (o - e) / (1 - e), 0.0)
+    out: F64 = np.clip(np.nan_to_num(excess), 0.0, 1.0)
+    return out
+
+
+def _dispersion(group: I64, hits: F64, trials: F64, rate: F64, n_groups: int) -> F64:
+    """Pearson dispersion (chi-square over degrees of freedom) of members' shares around their
+    group's rate: about 1 when the members behave alike (binomial noise only), far above when the
+    group is a mixture. Members without trials are left out; groups of fewer than two count as 1."""
+    n = trials.astype(np.float64)
+    p = np.clip(rate[group], 1e-6, 1 - 1e-6)
+    has = n > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        term = np.where(has, (hits - n * p) ** 2 / (n * p * (1 - p)), 0.0)
+    chi2 = np.bincount(group, term, minlength=n_groups)
+    df = np.bincount(group, has.astype(np.float64), minlength=n_groups) - 1
+    out: F64 = np.where(df >= 1, chi2 / np.maximum(df, 1), 1.0)
+    return out
+
+
+def _pooled(hits: F64, trials: F64, newness: F64, known: F64) -> tuple[F64, F64]:
+    """Shares and strengths of `ACCOUNT_BEHAVIOURS` for pooled counts (rows = groups).
+
+    ``newness`` is the sum of ``exp(-age / 7 days)`` over the group's ``known`` accounts with a
+    creation time.
+    """
+    n = hits.shape[0]
+    share = np.full((n, len(ACCOUNT_BEHAVIOURS)), np.nan)
+    strength = np.zeros((n, len(ACCOUNT_BEHAVIOURS)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = np.where(trials > 0, hits / trials, np.nan)
+        mean_new = np.where(known > 0, newness / known, np.nan)
+    low = lower_bound(np.nan_to_num(rate), trials)
+    for j, b in enumerate(ACCOUNT_BEHAVIOURS):
+        if b.name in RATES:
+            r = RATES.index(b.name)
+            share[:, j], strength[:, j] = rate[:, r], b.strength(low[:, r])
+        elif b.name == "disposable_account":
+            lo = lower_bound(np.nan_to_num(mean_new), known)
+            share[:, j], strength[:, j] = mean_new, b.strength(lo)
+    return share, strength
+
+
+class CampaignLinker:
+    """Links accounts into campaigns window by window (see the module docstring).
+
+    Examples
+    --------
+    Twenty fresh accounts asking for reasoning with the same three templates, and twenty ordinary
+    ones on the same IP block:
+
+    >>> import numpy as np
+    >>> from models.events import UsageEvent
+    >>> from models.evidence import stable_hash
+    >>> from models.windows import Windower
+    >>> rng = np.random.default_rng(0)
+    >>> templates = rng.integers(0, 2**63, size=3, dtype=np.int64).astype(np.uint64)
+    >>> win = Windower(60_000, 0)
+    >>> for i in range(400):
+    ...     a, extraction = i % 40, i % 40 < 20
+    ...     fp = int(templates[i % 3] ^ (np.uint64(1) << np.uint64(rng.integers(64))))
+    ...     _ = win.add(UsageEvent(
+    ...         f"e{i}", i * 100, f"acct-{a}", "10.0.0.1", "10.0.0.0/24", "m", 100, 900,
+    ...         cot_score=0.9 if extraction else 0.05,
+    ...         prompt_fingerprint=fp if extraction else int(rng.integers(2**62)),
+    ...         account_created_ms=0 if extraction else -10**11))
+    >>> [w] = win.flush()
+    >>> hits, trials = np.zeros((40, 6)), np.zeros((40, 6))
+    >>> hits[:20, 0], trials[:, 0] = 9.0, 10.0            # reasoning in 9 of 10 requests
+    >>> summary = summarize(w, hits, trials, np.full(40, 0.5), stable_hash(w.blocks))
+    >>> out = CampaignLinker().update(summary)
+    >>> len(out), sorted(out.members[0]) == sorted(f"acct-{a}" for a in range(20))
+    (1, True)
+    >>> for reason in out.reasons(0):
+    ...     print(reason["detail"])
+    20 accounts share 3 prompt templates
+    they send from 1 shared IP block
+    100% of the accounts are under a week old
+    """
+
+    def __init__(self, config: CampaignConfig | None = None, seed: int = 0) -> None:
+        self.config = config or CampaignConfig()
+        self.templates = TemplateIndex(seed=seed)
+        k, b, r = self.config.templates_per_account, self.config.blocks_per_account, len(RATES)
+        self.index: dict[str, int] = {}
+        self.ids: list[str] = []
+        self.last_ms = np.zeros(0, dtype=np.int64)
+        self.created_ms = np.zeros(0, dtype=np.int64)
+        self.payment = np.zeros(0, dtype=np.int64)
+        self.tmpl = np.zeros((0, k), dtype=np.int64)
+        self.tmpl_weight = np.zeros((0, k), dtype=np.float32)
+        self.blocks = np.zeros((0, b), dtype=np.int64)
+        self.block_weight = np.zeros((0, b), dtype=np.float32)
+        self.hits = np.zeros((0, r), dtype=np.float32)
+        self.trials = np.zeros((0, r), dtype=np.float32)
+        self.requests = np.zeros(0, dtype=np.float32)
+        self.novelty = np.zeros(0, dtype=np.float32)
+        self.updated_ms = np.zeros(0, dtype=np.int64)
+        self.seconds = np.zeros(0, dtype=np.uint64)  # active seconds in the latest window
+        self.campaign = np.zeros(0, dtype=np.int64)  # code of the account's campaign, -1 none
+        self._names: list[str] = []  # campaign code -> id
+        self._codes: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    # -- per-account state ---------------------------------------------------------------------
+    def _rows(self, ids: list[str]) -> npt.NDArray[np.intp]:
+        new = [a for a in dict.fromkeys(ids) if a not in self.index]
+        if new:
+            start = len(self.ids)
+            for j, a in enumerate(new):
+                self.index[a] = start + j
+            self.ids.extend(new)
+            m = len(new)
+
+            def pad(col: npt.NDArray[Any], fill: float = 0) -> npt.NDArray[Any]:
+                return np.concatenate([col, np.full((m, *col.shape[1:]), fill, dtype=col.dtype)])
+
+            self.last_ms = pad(self.last_ms)
+            self.created_ms = pad(self.created_ms, -1)
+            self.payment = pad(self.payment)
+            self.tmpl, self.tmpl_weight = pad(self.tmpl), pad(self.tmpl_weight)
+            self.blocks, self.block_weight = pad(self.blocks), pad(self.block_weight)
+            self.hits, self.trials = pad(self.hits), pad(self.trials)
+            self.requests, self.novelty = pad(self.requests), pad(self.novelty)
+            self.updated_ms = pad(self.updated_ms)
+            self.seconds = pad(self.seconds)
+            self.campaign = pad(self.campaign, -1)
+        return np.fromiter((self.index[a] for a in ids), dtype=np.intp, count=len(ids))
+
+    def _observe(self, s: AccountSummaries) -> npt.NDArray[np.intp]:
+        rows = self._rows(s.ids)
+        cfg = self.config
+        age = (s.end_ms - self.updated_ms[rows]).astype(np.float64)
+        keep = np.where(self.updated_ms[rows] > 0, 0.5 ** (age / cfg.usage_half_life_ms), 0.0)
+        self.hits[rows] = self.hits[rows] * keep[:, None] + s.hits
+        self.trials[rows] = self.trials[rows] * keep[:, None] + s.trials
+        self.requests[rows] = self.requests[rows] * keep + s.requests
+        self.novelty[rows] = s.novelty
+        self.seconds[rows] = s.seconds
+        self.tmpl_weight[rows] *= keep[:, None].astype(np.float32)
+        self.block_weight[rows] *= keep[:, None].astype(np.float32)
+        self.updated_ms[rows] = s.end_ms
+        self.last_ms[rows] = s.end_ms
+        known = s.created_ms >= 0
+        self.created_ms[rows[known]] = s.created_ms[known]
+        paid = s.payment != 0
+        self.payment[rows[paid]] = s.payment[paid]
+        k = self.config.templates_per_account
+        self.tmpl[rows] = self.templates.canonical(self.tmpl[rows].ravel()).reshape(-1, k)
+        if s.prompts.size:
+            ids = self.templates.assign(s.prompts, s.end_ms, salt=s.prompt_ms.view(np.uint64))
+            owner = np.repeat(np.arange(len(s)), np.diff(s.prompt_start))
+            used = ids > 0
+            self._merge_top(self.tmpl, self.tmpl_weight, rows, owner[used], ids[used], None)
+        owner = np.repeat(np.arange(len(s)), np.diff(s.block_start))
+        self._merge_top(self.blocks, self.block_weight, rows, owner, s.blocks, s.block_requests)
+        return rows
+
+    @staticmethod
+    def _merge_top(
+        keys: I64,
+        weights: npt.NDArray[np.float32],
+        rows: npt.NDArray[np.intp],
+        owner: I64,
+        new_keys: I64,
+        new_weights: I64 | None,
+    ) -> None:
+        """Add this window's (account, key, weight) use to each account's top-K keys."""
+        if owner.size == 0:
+            return
+        k = keys.shape[1]
+        acct = rows[owner].astype(np.int64)
+        w_new = np.ones(acct.size) if new_weights is None else new_weights.astype(np.float64)
+        touched = np.unique(acct)
+        all_rows = np.concatenate([np.repeat(touched, k), acct])
+        all_keys = np.concatenate([keys[touched].ravel(), new_keys])
+        all_w = np.concatenate([weights[touched].ravel().astype(np.float64), w_new])
+        live = all_keys != 0
+        both, inv = np.unique(
+            np.stack([all_rows[live], all_keys[live]]), axis=1, return_inverse=True
+        )
+        weight = np.bincount(inv.ravel(), all_w[live])
+        top_rows, top_keys, top_w = _top_per_group(both[0], both[1], weight, k)
+        keys[touched] = 0
+        weights[touched] = 0
+        first = np.ones(top_rows.size, dtype=np.bool_)
+        first[1:] = top_rows[1:] != top_rows[:-1]
+        starts = np.flatnonzero(first)
+        col = np.arange(top_rows.size) - np.repeat(
+            starts, np.diff(np.append(starts, top_rows.size))
+        )
+        keys[top_rows, col] = top_keys
+        weights[top_rows, col] = top_w
+
+    # -- linking -------------------------------------------------------------------------------
+    def _hubs(self, alive: npt.NDArray[np.intp], now_ms: int) -> tuple[I64, I64, I64]:
+        """Incidence of alive accounts on hubs: (account position, hub, hub kind per hub)."""
+        n = alive.size
+        parts = []
+        for hub_kind, keys, weight in (
+            (_TEMPLATE, self.tmpl[alive], self.tmpl_weight[alive]),
+            (_BLOCK, self.blocks[alive], self.block_weight[alive]),
+        ):
+            at = np.repeat(np.arange(n), keys.shape[1])
+            ok = (keys.ravel() != 0) & (weight.ravel() >= 0.5)
+            parts.append((at[ok], keys.ravel()[ok], np.full(int(ok.sum()), hub_kind)))
+        paid = self.payment[alive] != 0
+        parts.append((np.flatnonzero(paid), self.payment[alive][paid], np.full(int(paid.sum()), 1)))
+        # Creation cohorts: accounts created in the same few minutes, recently.
+        created = self.created_ms[alive]
+        fresh = (created >= 0) & (created > now_ms - self.config.cohort_max_age_ms)
+        cohort = (created[fresh] // self.config.cohort_ms + 1).astype(np.int64)
+        parts.append((np.flatnonzero(fresh), cohort, np.full(int(fresh.sum()), _COHORT)))
+        acc = np.concatenate([p[0] for p in parts])
+        key = np.concatenate([p[1] for p in parts])
+        kind = np.concatenate([p[2] for p in parts])
+        if acc.size == 0:
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty, empty
+        both, hub = np.unique(np.stack([kind, key]), axis=1, return_inverse=True)
+        return acc.astype(np.int64), hub.ravel().astype(np.int64), both[0]
+
+    def _risky_hubs(
+        self, alive: npt.NDArray[np.intp], acc: I64, hub: I64, hub_kind: I64, now_ms: int
+    ) -> npt.NDArray[np.bool_]:
+        """Which hubs link: enough accounts whose pooled requests show extraction behaviour."""
+        n_hubs = hub_kind.size
+        members = np.bincount(hub, minlength=n_hubs).astype(np.float64)
+        rows = alive[acc]
+        r = len(RATES)
+        hits = np.zeros((n_hubs, r))
+        trials = np.zeros((n_hubs, r))
+        np.add.at(hits, hub, self.hits[rows])
+        np.add.at(trials, hub, self.trials[rows])
+        created = self.created_ms[rows]
+        known = created >= 0
+        newness = np.where(known, np.exp(-np.maximum(now_ms - created, 0) / (7 * _DAY_MS)), 0.0)
+        new_sum = np.bincount(hub, newness, minlength=n_hubs).astype(np.float64)
+        known_n = np.bincount(hub, known.astype(np.float64), minlength=n_hubs).astype(np.float64)
+        share, strength = _pooled(hits, trials, new_sum, known_n)
+        # A hub's risk must come from behaviours other than the one its sharing implies: everyone
+        # on a proxy pool hops between its blocks, and everyone sending a template sends it again.
+        inherent = np.zeros((hub_kind.size, len(ACCOUNT_BEHAVIOURS)), dtype=np.bool_)
+        inherent[hub_kind == _BLOCK, _BEHAVIOUR["address_rotation"]] = True
+        inherent[hub_kind == _TEMPLATE, _BEHAVIOUR["templated_prompts"]] = True
+        inherent[hub_kind == _COHORT, _BEHAVIOUR["disposable_account"]] = True
+        strength = np.where(inherent, 0.0, strength)
+        sync = SYNCHRONIZED.strength(
+            _synchrony(hub, self.seconds[rows], self.last_ms[rows] == now_ms, n_hubs)
+        )
+        evidence = strength @ _WEIGHTS + sync * SYNCHRONIZED.weight
+        ok: npt.NDArray[np.bool_] = (members >= self.config.min_members) & (
+            evidence >= self.config.campaign_evidence
+        )
+        # ... and be the behaviour of its accounts alike, not a mixture: a proxy block that a hydra
+        # shares with ordinary customers pools to a middling share that nobody on it has.
+        for j, b in enumerate(ACCOUNT_BEHAVIOURS):
+            if b.name not in RATES:
+                continue
+            r = RATES.index(b.name)
+            bearing = ok & (strength[:, j] >= 0.5)
+            if not bearing.any():
+                continue
+            phi = _dispersion(hub, self.hits[rows, r], self.trials[rows, r], share[:, j], n_hubs)
+            ok &= ~bearing | (phi <= self.config.max_dispersion)
+        return ok
+
+    def _consistent(
+        self, rows: npt.NDArray[np.intp], share: F64, strength: F64
+    ) -> npt.NDArray[np.bool_]:
+        """Members whose own behaviour is consistent with the campaign's strong behaviours: for
+        each, the chance that an account behaving like the campaign shows as few hits as this one
+        is at least 1% (Chernoff bound), so one request proves little either way."""
+        ok = np.ones(rows.size, dtype=np.bool_)
+        for j, b in enumerate(ACCOUNT_BEHAVIOURS):
+            if b.name not in RATES or strength[j] < 0.5:
+                continue
+            r = RATES.index(b.name)
+            n = self.trials[rows, r].astype(np.float64)
+            x = self.hits[rows, r].astype(np.float64)
+            p = float(np.clip(share[j], 1e-6, 1 - 1e-6))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                q = np.clip(np.where(n > 0, x / n, p), 1e-12, 1 - 1e-12)
+                kl = q * np.log(q / p) + (1 - q) * np.log((1 - q) / (1 - p))
+            ok &= ~((q < p) & (n * kl > np.log(100.0)))
+        return ok
+
+    def update(self, s: AccountSummaries) -> CampaignWindows:
+        """Take one window's account summaries; return the campaigns active in it."""
+        active_rows = self._observe(s)
+        now = s.end_ms
+        cfg = self.config
+        alive = np.flatnonzero(self.last_ms > now - cfg.horizon_ms)
+        acc, hub, hub_kind = self._hubs(alive, now)
+        clusters: list[npt.NDArray[np.intp]] = []
+        if acc.size:
+            risky = self._risky_hubs(alive, acc, hub, hub_kind, now)
+            # Sharing a template or a card is deliberate; sharing a proxy block or the minutes an
+            # account was created in can be circumstance. An account joins through one deliberate
+            # risky hub, or through two circumstantial ones.
+            on = risky[hub]
+            deliberate = (hub_kind[hub] == _TEMPLATE) | (hub_kind[hub] == _PAYMENT)
+            n_deliberate = np.bincount(acc[on & deliberate], minlength=alive.size)
+            n_other = np.bincount(acc[on & ~deliberate], minlength=alive.size)
+            eligible = (n_deliberate >= 1) | (n_other >= 2)
+            keep = on & eligible[acc]
+            a, h = acc[keep], hub[keep]
+            if a.size:
+                order = np.lexsort((a, h))
+                a, h = a[order], h[order]
+                first = np.ones(h.size, dtype=np.bool_)
+                first[1:] = h[1:] != h[:-1]
+                head = a[np.flatnonzero(first)[np.cumsum(first) - 1]]
+                label = components(alive.size, head, a)
+                linked = np.zeros(alive.size, dtype=np.bool_)
+                linked[a] = True
+                clusters = self._clusters(alive, label, linked, active_rows)
+        names = self._name(clusters, now)
+        return self._describe(clusters, names, active_rows, acc, hub, hub_kind, alive, now)
+
+    def _clusters(
+        self,
+        alive: npt.NDArray[np.intp],
+        label: I64,
+        linked: npt.NDArray[np.bool_],
+        active_rows: npt.NDArray[np.intp],
+    ) -> list[npt.NDArray[np.intp]]:
+        """Components with enough consistent members, at least one of them active now."""
+        is_active = np.zeros(len(self.ids), dtype=np.bool_)
+        is_active[active_rows] = True
+        keep = np.flatnonzero(linked)
+        order = keep[np.argsort(label[keep], kind="stable")]
+        lab = label[order]
+        bounds = np.flatnonzero(np.diff(lab)) + 1
+        out = []
+        for part in np.split(order, bounds):
+            if part.size < self.config.min_members:
+                continue
+            rows = alive[part]
+            none = np.zeros(1, dtype=np.float64)
+            share, strength = _pooled(
+                self.hits[rows].sum(axis=0, keepdims=True).astype(np.float64),
+                self.trials[rows].sum(axis=0, keepdims=True).astype(np.float64),
+                none,
+                none,
+            )
+            rows = rows[self._consistent(rows, share[0], strength[0])]
+            if rows.size >= self.config.min_members and is_active[rows].any():
+                out.append(np.sort(rows))
+        return out
+
+    def _name(self, clusters: list[npt.NDArray[np.intp]], now_ms: int) -> list[str]:
+        """Stable ids: a cluster inherits the previous campaign most of its members were in."""
+        claims: list[tuple[int, int, str | None]] = []
+        for c, members in enumerate(clusters):
+            previous = self.campaign[members]
+            previous = previous[previous >= 0]
+            best, count = None, 0
+            if previous.size:
+                values, counts = np.unique(previous, return_counts=True)
+                j = int(np.argmax(counts))  # ties: the older campaign (smaller code)
+                best, count = self._names[int(values[j])], int(counts[j])
+            if count < self.config.inherit_share * members.size:
+                best = None
+            claims.append((c, count, best))
+        names: list[str | None] = [None] * len(clusters)
+        taken: set[str] = set()
+        for c, _count, best in sorted(claims, key=lambda x: (-x[1], x[0])):
+            if best is not None and best not in taken:
+                names[c] = best
+                taken.add(best)
+        out = []
+        for c, members in enumerate(clusters):
+            name = names[c]
+            if name is None:
+                seed = "|".join(sorted(self.ids[r] for r in members.tolist())[:5]) + f"|{now_ms}"
+                name = "campaign-" + hashlib.sha256(seed.encode()).hexdigest()[:12]
+            out.append(name)
+        return out
+
+    def _code(self, name: str) -> int:
+        code = self._codes.get(name)
+        if code is None:
+            code = self._codes[name] = len(self._names)
+            self._names.append(name)
+        return code
+
+    def _describe(
+        self,
+        clusters: list[npt.NDArray[np.intp]],
+        names: list[str],
+        active_rows: npt.NDArray[np.intp],
+        acc: I64,
+        hub: I64,
+        hub_kind: I64,
+        alive: npt.NDArray[np.intp],
+        now_ms: int,
+    ) -> CampaignWindows:
+        n = len(clusters)
+        r = len(RATES)
+        hits, trials = np.zeros((n, r)), np.zeros((n, r))
+        new_sum, known_n = np.zeros(n), np.zeros(n)
+        novelty, pooled_requests = np.zeros(n), np.zeros(n)
+        active = np.zeros(n, dtype=np.int64)
+        counts = np.zeros((n, 3), dtype=np.int64)  # shared templates, payments, blocks
+        coord_share = np.zeros((n, len(COORDINATION)))
+        new_accounts = np.full(n, np.nan)
+        is_active = np.zeros(len(self.ids), dtype=np.bool_)
+        is_active[active_rows] = True
+        position = np.full(len(self.ids), -1, dtype=np.int64)
+        position[alive] = np.arange(alive.size)
+        codes = np.array([self._code(name) for name in names], dtype=np.int64)
+        new_campaign = np.full(len(self.ids), -1, dtype=np.int64)
+        members_out: list[list[str]] = []
+        joined_out: list[list[str]] = []
+        for c, rows in enumerate(clusters):
+            members_out.append([self.ids[x] for x in rows.tolist()])
+            moved = rows[self.campaign[rows] != codes[c]]
+            joined_out.append([self.ids[x] for x in moved.tolist()])
+            new_campaign[rows] = codes[c]
+            active[c] = int(is_active[rows].sum())
+            hits[c] = self.hits[rows].sum(axis=0)
+            trials[c] = self.trials[rows].sum(axis=0)
+            pooled_requests[c] = float(self.requests[rows].sum())
+            novelty[c] = float(self.novelty[rows].mean())
+            created = self.created_ms[rows]
+            known = created >= 0
+            if known.any():
+                age = np.maximum(now_ms - created[known], 0)
+                new_sum[c] = float(np.exp(-age / (7 * _DAY_MS)).sum())
+                known_n[c] = float(known.sum())
+                new_accounts[c] = float((age < 7 * _DAY_MS).mean())
+            coord_share[c, 0] = np.log2(rows.size)
+            # Hubs at least two members share, by kind.
+            mine = np.isin(acc, position[rows])
+            h, per = np.unique(hub[mine], return_counts=True)
+            shared = h[per >= 2]
+            counts[c] = np.bincount(hub_kind[shared], minlength=3)[:3]
+            pay = self.payment[rows]
+            pay = pay[pay != 0]
+            if pay.size:
+                _, cnt = np.unique(pay, return_counts=True)
+                coord_share[c, 1] = float(cnt[cnt >= 2].sum() / pay.size)
+        self.campaign = new_campaign
+        share, strength = _pooled(hits, trials, new_sum, known_n)
+        if n:
+            group = np.concatenate([np.full(r.size, c) for c, r in enumerate(clusters)])
+            rows_all = np.concatenate(clusters)
+            synchrony = _synchrony(
+                group, self.seconds[rows_all], self.last_ms[rows_all] == now_ms, n
+            )
+        else:
+            synchrony = np.zeros(0)
+        coord_strength = (
+            np.column_stack([b.strength(coord_share[:, j]) for j, b in enumerate(COORDINATION)])
+            if n
+            else np.zeros((0, len(COORDINATION)))
+        )
+        return CampaignWindows(
+            end_ms=now_ms,
+            ids=names,
+            members=members_out,
+            joined=joined_out,
+            active=active,
+            share=share,
+            strength=strength,
+            evidence=strength @ _WEIGHTS + SYNCHRONIZED.strength(synchrony) * SYNCHRONIZED.weight,
+            synchrony=synchrony,
+            coordination=coord_strength @ np.array([b.weight for b in COORDINATION]),
+            coordination_share=coord_share,
+            novelty=novelty,
+            templates=counts[:, _TEMPLATE],
+            payments=counts[:, _PAYMENT],
+            blocks=counts[:, _BLOCK],
+            new_accounts=new_accounts,
+            pooled_requests=pooled_requests,
+        )
