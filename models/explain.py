@@ -9,7 +9,7 @@ half-space-forest score is that feature's share. It costs one batch of ``n_featu
 from __future__ import annotations
 
 import math
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 import numpy as np
 import numpy.typing as npt
@@ -23,13 +23,18 @@ F64 = npt.NDArray[np.float64]
 
 
 class Reason(TypedDict):
-    """One line of an explanation, as carried by enforcement events."""
+    """One line of an explanation, as carried by enforcement events.
+
+    ``detail`` (optional) says it in words, for reasons that are not one number: what holds a
+    campaign together, which campaign an account joined.
+    """
 
     feature: str
     value: float
     baseline: float | None
     population_baseline: float | None
     contribution: float
+    detail: NotRequired[str]
 
 
 def _num(x: float) -> float | None:

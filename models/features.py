@@ -75,7 +75,7 @@ class Feature:
 
 ACCOUNT_FEATURES: tuple[Feature, ...] = (
     Feature("requests", "requests/window", scale=30.0, scored=False),
-    Feature("output_tokens", "tokens/window", scale=30_000.0, scored=False),
+    Feature("output_tokens", "tokens/window", scale=30_000.0),
     Feature("output_input_ratio", "output/input tokens", scale=4.0, neutral=0.2),
     Feature("distinct_models", "models", scale=2.0, neutral=0.33, scored=False),
     Feature("new_model_share", "share of requests"),

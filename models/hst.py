@@ -105,6 +105,11 @@ class HalfSpaceForest(base.AnomalyDetector):
         return float(self.n_trees * self.window_size * (2 ** (self.height + 1) - 1))
 
     @property
+    def ready(self) -> bool:
+        """Whether a first window of reference mass has been learned (scores are 0 before)."""
+        return not self._first_window
+
+    @property
     def is_built(self) -> bool:
         return bool(self.features)
 

@@ -5,9 +5,15 @@ Rules, per entity, evaluated once per scored window (vectorised over all entitie
 - **Budgets.** A window *strikes* when its calibrated score reaches the flag threshold. Flag,
   throttle and suspend thresholds are false-positive budgets (defaults: top 0.1%, 0.02%, 0.005%
   of ordinary windows).
-- **Minimum evidence.** A flag needs ``min_requests`` in the window; throttle needs
-  ``throttle_strikes`` striking windows in the episode, suspend ``suspend_strikes`` and an
-  existing throttle. A single odd minute never throttles anybody.
+- **Sustained, not occasional.** Strikes count *consecutive* striking windows of the entity (a
+  window that does not strike starts the count again): a flag needs ``flag_strikes`` of them, a
+  throttle ``throttle_strikes``, a suspension ``suspend_strikes`` and an existing throttle. The
+  budget is spent on windows; consecutive strikes keep it from being spent on many accounts that
+  each cross the line once in a while.
+- **Minimum evidence.** Every level needs ``min_requests`` behind the evidence; a throttle also
+  needs extraction behaviour worth ``throttle_evidence`` (`models.evidence`), a suspension
+  ``suspend_evidence``: an unusual customer who shows none of the behaviours of extraction is
+  flagged for a look at most.
 - **Escalation only upward** while an episode lasts; a throttle or suspension that keeps
   striking is renewed (a new event with a later ``expires_at``) once half its time has passed.
 - **Hysteresis.** Release needs ``release_windows`` consecutive windows below the release
@@ -31,7 +37,7 @@ import numpy.typing as npt
 
 from models.state import NO_TIME, EntityTable
 
-__all__ = ["ACTIONS", "Decision", "PolicyConfig", "decide"]
+__all__ = ["ACTIONS", "Decision", "PolicyConfig", "decide", "impose"]
 
 ACTIONS = ("release", "flag", "throttle", "suspend")
 _MIN = 60_000
@@ -46,8 +52,12 @@ class PolicyConfig:
     suspend_budget: float = 5e-5
     release_budget: float = 2e-2
     min_requests: int = 3
-    throttle_strikes: int = 2
-    suspend_strikes: int = 4
+    flag_strikes: int = 2
+    throttle_strikes: int = 3
+    suspend_strikes: int = 5
+    throttle_evidence: float = 2.0
+    suspend_evidence: float = 2.5
+    min_campaign_members: int = 5
     release_windows: int = 10
     min_hold_ms: int = 10 * _MIN
     cooldown_ms: int = 60 * _MIN
@@ -87,13 +97,18 @@ def decide(
     rows: npt.NDArray[np.intp],
     ids: list[str],
     score: npt.NDArray[np.float64],
-    requests: npt.NDArray[np.int64],
+    requests: npt.NDArray[np.float64],
+    evidence: npt.NDArray[np.float64],
     now_ms: int,
     config: PolicyConfig,
     max_level: int,
     enabled: bool = True,
+    outright: npt.NDArray[np.bool_] | None = None,
 ) -> list[Decision]:
     """Update the enforcement state of ``rows`` for one window and return the decisions.
+
+    ``outright`` marks windows that strike whatever their score (harvesting at a volume far beyond
+    ordinary customers); they count towards a flag only, throttles still need the scores.
 
     Examples
     --------
@@ -101,13 +116,17 @@ def decide(
     >>> t = EntityTable(n_features=1)
     >>> rows = t.rows(["good", "bad"])
     >>> cfg = PolicyConfig()
-    >>> for minute in range(1, 4):
+    >>> for minute in range(1, 5):
     ...     out = decide(t, rows, ["good", "bad"], np.array([0.5, 0.99999]), np.array([50, 50]),
-    ...                  minute * 60_000, cfg, max_level=3)
+    ...                  np.array([0.0, 2.5]), minute * 60_000, cfg, max_level=3)
     ...     print(minute, [(d.position, d.action) for d in out])
-    1 [(1, 'flag')]
-    2 [(1, 'throttle')]
-    3 []
+    1 []
+    2 [(1, 'flag')]
+    3 [(1, 'throttle')]
+    4 []
+
+    The first striking window is not enough for a flag (``flag_strikes``); a throttle needs a
+    third and behaviour evidence of 2.0 (``throttle_evidence``).
     """
     release_thr, flag_thr, throttle_thr, suspend_thr = config.thresholds
     level = table.level[rows].astype(np.int64)
@@ -121,19 +140,21 @@ def decide(
     table.strikes[ended] = 0
 
     striking = score >= flag_thr
-    strikes = np.where(striking, table.strikes[rows] + 1, table.strikes[rows]).astype(np.int64)
+    if outright is not None:
+        striking = striking | outright
+    strikes = np.where(striking, table.strikes[rows] + 1, 0).astype(np.int64)
     quiet = np.where(score < release_thr, table.quiet[rows] + 1, 0).astype(np.int64)
     strikes = np.where((level == 0) & (quiet >= config.release_windows), 0, strikes)
     table.strikes[rows] = np.minimum(strikes, np.iinfo(np.int16).max)
     table.quiet[rows] = np.minimum(quiet, np.iinfo(np.int16).max)
 
-    evidence = requests >= config.min_requests
+    enough = requests >= config.min_requests
     target = np.zeros(rows.size, dtype=np.int64)
-    target[striking & evidence] = 1
-    target[(score >= throttle_thr) & evidence & (strikes >= config.throttle_strikes)] = 2
-    target[
-        (score >= suspend_thr) & evidence & (strikes >= config.suspend_strikes) & (level >= 2)
-    ] = 3
+    target[striking & enough & (strikes >= config.flag_strikes)] = 1
+    throttle = (score >= throttle_thr) & enough & (strikes >= config.throttle_strikes)
+    target[throttle & (evidence >= config.throttle_evidence)] = 2
+    suspend = (score >= suspend_thr) & enough & (strikes >= config.suspend_strikes)
+    target[suspend & (level >= 2) & (evidence >= config.suspend_evidence)] = 3
     target = np.minimum(target, max_level)
     if not enabled or config.allowlist:
         allowed = np.fromiter((e in config.allowlist for e in ids), np.bool_, count=len(ids))
@@ -171,3 +192,39 @@ def decide(
             if was >= 2:
                 decisions.append(Decision(i, "release", 0, release_thr, None))
     return decisions
+
+
+def impose(
+    table: EntityTable,
+    rows: npt.NDArray[np.intp],
+    level: int,
+    now_ms: int,
+    config: PolicyConfig,
+    threshold: float,
+) -> list[Decision]:
+    """Raise ``rows`` to ``level`` if they are below it (an account joining an enforced campaign).
+
+    Positions in the returned decisions index ``rows``; the allowlist is honoured by the caller.
+
+    Examples
+    --------
+    >>> t = EntityTable(n_features=1)
+    >>> rows = t.rows(["old", "fresh"])
+    >>> t.level[rows[0]], t.expires_ms[rows[0]] = 3, 10**13   # "old" is suspended already
+    >>> [(d.position, d.action) for d in impose(t, rows, 2, 60_000, PolicyConfig(), 0.99)]
+    [(1, 'throttle')]
+    """
+    out: list[Decision] = []
+    current = table.level[rows].astype(np.int64)
+    expired = table.expires_ms[rows] <= now_ms
+    for i in np.flatnonzero((current < level) | ((current > 0) & expired)).tolist():
+        r = rows[i]
+        if current[i] >= level and not expired[i]:
+            continue
+        expires = now_ms + config.ttl_ms(level)
+        table.level[r] = level
+        table.expires_ms[r] = expires
+        table.renewed_ms[r] = now_ms
+        table.changed_ms[r] = now_ms
+        out.append(Decision(i, ACTIONS[level], level, threshold, expires))
+    return out

@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.drift import PageHinkleyBank
+from models.evidence import EvidenceMemory
 
 __all__ = ["EntityTable"]
 
@@ -54,7 +55,10 @@ class EntityTable:
         self.renewed_ms = np.full(cap, NO_TIME, dtype=np.int64)
         self.strikes = np.zeros(cap, dtype=np.int16)
         self.quiet = np.zeros(cap, dtype=np.int16)
+        # Until when the entity's windows stay out of the population reference (see Detector).
+        self.excluded_until_ms = np.full(cap, NO_TIME, dtype=np.int64)
         self.drift = PageHinkleyBank(min_instances=8, delta=0.01, threshold=1.0, capacity=cap)
+        self.evidence = EvidenceMemory(capacity=cap)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -67,12 +71,13 @@ class EntityTable:
         cap = self.capacity
         for name in ("windows", "last_seen_ms", "last_score", "level", "expires_ms"):
             self._extend(name, cap)
-        for name in ("changed_ms", "renewed_ms", "strikes", "quiet"):
+        for name in ("changed_ms", "renewed_ms", "strikes", "quiet", "excluded_until_ms"):
             self._extend(name, cap)
         self.baseline = np.concatenate(
             [self.baseline, np.full((cap, self.n_features), np.nan, dtype=np.float32)]
         )
         self.drift.grow(2 * cap)
+        self.evidence.grow(2 * cap)
 
     def _extend(self, name: str, extra: int) -> None:
         col: npt.NDArray[np.generic] = getattr(self, name)
@@ -124,9 +129,10 @@ class EntityTable:
         self.baseline[rows] = np.nan
         for name in ("windows", "last_score", "level", "strikes", "quiet"):
             getattr(self, name)[rows] = 0
-        for name in ("last_seen_ms", "expires_ms", "changed_ms", "renewed_ms"):
+        for name in ("last_seen_ms", "expires_ms", "changed_ms", "renewed_ms", "excluded_until_ms"):
             getattr(self, name)[rows] = NO_TIME
         self.drift.reset(rows)
+        self.evidence.reset(rows)
         return int(rows.size)
 
     def column_bytes_per_entity(self) -> int:
@@ -134,9 +140,9 @@ class EntityTable:
         per_row = self.baseline.itemsize * self.n_features
         for name in ("windows", "last_seen_ms", "last_score", "level", "expires_ms"):
             per_row += getattr(self, name).itemsize
-        for name in ("changed_ms", "renewed_ms", "strikes", "quiet"):
+        for name in ("changed_ms", "renewed_ms", "strikes", "quiet", "excluded_until_ms"):
             per_row += getattr(self, name).itemsize
-        return per_row + self.drift.nbytes_per_entity()
+        return per_row + self.drift.nbytes_per_entity() + self.evidence.nbytes_per_entity()
 
     def bytes_per_entity(self) -> float:
         """Measured bytes per tracked entity: columns at capacity, index dict, id list, ids."""

@@ -13,6 +13,7 @@ message cannot be counted twice.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,27 @@ def _factorize(values: tuple[str, ...] | list[str]) -> tuple[npt.NDArray[np.int3
         (index.setdefault(v, len(index)) for v in values), dtype=np.int32, count=len(values)
     )
     return codes, list(index)
+
+
+_PAYMENT_CACHE: dict[str, int] = {}
+
+
+def _payment_hashes(values: tuple[str | None, ...]) -> I64:
+    """Stable 63-bit hashes of payment fingerprints (0 = none): the same in every process, so
+    campaign links built from them survive a restart and agree between workers."""
+    cache = _PAYMENT_CACHE
+    if len(cache) > 1 << 20:
+        cache.clear()
+    out = np.zeros(len(values), dtype=np.int64)
+    for i, p in enumerate(values):
+        if p is None:
+            continue
+        h = cache.get(p)
+        if h is None:
+            digest = hashlib.blake2b(p.encode(), digest_size=8).digest()
+            h = cache[p] = (int.from_bytes(digest, "little") >> 1) or 1
+        out[i] = h
+    return out
 
 
 def _optional_ints(values: tuple[Any, ...], missing: int) -> I64:
@@ -90,9 +112,7 @@ class _Chunk:
                 (np.nan if c is None else c for c in cols[11]), dtype=np.float64, count=n
             ),
             created_ms=_optional_ints(cols[13], -1),
-            payment_hash=np.fromiter(
-                (0 if p is None else hash(p) for p in cols[12]), dtype=np.int64, count=n
-            ),
+            payment_hash=_payment_hashes(cols[12]),
         )
 
 
@@ -101,7 +121,8 @@ class ClosedWindow:
     """All events of one tumbling window, as numpy columns (one row per event).
 
     ``account``, ``block`` and ``model`` are codes into ``accounts``, ``blocks`` and ``models``.
-    ``ip_hash`` and ``payment_hash`` only support distinct counts and equality (0 = no payment).
+    ``ip_hash`` only supports distinct counts within the window; ``payment_hash`` is a stable hash
+    of the payment fingerprint (0 = none).
     ``created_ms`` is -1 where the producer did not send ``account_created_at``.
     """
 

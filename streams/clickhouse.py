@@ -23,7 +23,6 @@ import orjson
 from clickhouse_connect.driver.client import Client
 
 from models.detector import DetectorOutput, EnforcementAction
-from models.features import features_for
 from schemas.dead_letters import DeadLetter
 
 __all__ = ["ClickHouseSink", "Investigation", "StateStore", "connect", "migrate"]
@@ -129,12 +128,12 @@ class ClickHouseSink:
         self.write_dead_letters(dead)
 
     def write_scores(self, out: DetectorOutput, version: str) -> None:
-        cols: list[list[Any]] = [[] for _ in range(11)]
+        cols: list[list[Any]] = [[] for _ in range(12)]
         for sw in out.scored:
             n = len(sw)
             if n == 0:
                 continue
-            names = [f.name for f in features_for(sw.kind)]
+            names = sw.feature_names()
             start, end = _dt(sw.start_ms), _dt(sw.end_ms)
             cols[0].extend([sw.kind] * n)
             cols[1].extend(sw.ids)
@@ -150,6 +149,7 @@ class ClickHouseSink:
             cols[8].extend(sw.level.astype(int).tolist())
             cols[9].extend(sw.drift.tolist())
             cols[10].extend([version] * n)
+            cols[11].extend(sw.evidence.tolist())
         self._insert(
             "entity_scores",
             cols,
@@ -165,7 +165,23 @@ class ClickHouseSink:
                 "level",
                 "drift",
                 "detector_version",
+                "evidence",
             ],
+        )
+        self.write_members(out)
+
+    def write_members(self, out: DetectorOutput) -> None:
+        cols: list[list[Any]] = [[], [], [], []]
+        for cw in out.campaigns:
+            end = _dt(cw.end_ms)
+            for cid, members, joined in zip(cw.ids, cw.members, cw.joined, strict=True):
+                fresh = set(joined)
+                cols[0].extend([cid] * len(members))
+                cols[1].extend([end] * len(members))
+                cols[2].extend(members)
+                cols[3].extend(a in fresh for a in members)
+        self._insert(
+            "campaign_members", cols, ["campaign_id", "window_end", "account_id", "joined"]
         )
 
     def write_actions(self, actions: Sequence[EnforcementAction]) -> None:

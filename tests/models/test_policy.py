@@ -1,68 +1,124 @@
+"""The enforcement policy, as a specification: each test is one rule of `models.policy`."""
+
 from __future__ import annotations
 
 import numpy as np
 
-from models.policy import PolicyConfig, decide
+from models.policy import PolicyConfig, decide, impose
 from models.state import EntityTable
 
 MIN = 60_000
 HIGH, ODD, LOW = 0.99999, 0.9995, 0.5
+STRONG, WEAK = 3.0, 0.5  # behaviour evidence: extraction at full strength in three behaviours
 
 
-def run(cfg: PolicyConfig, scores: list[float], requests: int = 50, ids=("x",)):
+def run(
+    cfg: PolicyConfig,
+    scores: list[float],
+    requests: float = 50,
+    evidence: float = STRONG,
+    ids: tuple[str, ...] = ("x",),
+    max_level: int = 3,
+) -> list[tuple[int, str]]:
     t = EntityTable(n_features=1)
     rows = t.rows(list(ids))
     out = []
     for minute, s in enumerate(scores, start=1):
         for d in decide(
-            t, rows, list(ids), np.array([s]), np.array([requests]), minute * MIN, cfg, max_level=3
+            t,
+            rows,
+            list(ids),
+            np.array([s]),
+            np.array([float(requests)]),
+            np.array([evidence]),
+            minute * MIN,
+            cfg,
+            max_level=max_level,
         ):
             out.append((minute, d.action))
     return out
 
 
-def test_escalates_step_by_step_with_minimum_evidence() -> None:
-    assert run(PolicyConfig(), [HIGH] * 6) == [(1, "flag"), (2, "throttle"), (4, "suspend")]
+def test_escalates_on_consecutive_striking_windows() -> None:
+    # flag after 2 consecutive strikes, throttle after 3, suspend after 5 with a throttle in place
+    assert run(PolicyConfig(), [HIGH] * 6) == [(2, "flag"), (3, "throttle"), (5, "suspend")]
 
 
-def test_one_odd_window_only_flags_and_too_few_requests_do_nothing() -> None:
-    assert run(PolicyConfig(), [ODD] + [LOW] * 5) == [(1, "flag")]
-    assert run(PolicyConfig(), [HIGH] * 5, requests=2) == []
+def test_occasional_strikes_never_add_up() -> None:
+    # crossing the line every other window is not sustained: the count starts again each time
+    assert run(PolicyConfig(), [ODD, LOW] * 10) == []
+    assert run(PolicyConfig(), [ODD, ODD, LOW]) == [(2, "flag")]
+
+
+def test_too_few_requests_do_nothing() -> None:
+    assert run(PolicyConfig(), [HIGH] * 6, requests=2) == []
+
+
+def test_throttle_and_suspend_need_behaviour_evidence() -> None:
+    # an unusual customer showing no extraction behaviour is flagged for a look, nothing more
+    assert run(PolicyConfig(), [HIGH] * 8, evidence=WEAK) == [(2, "flag")]
+    # evidence enough for a throttle but not for a suspension
+    assert run(PolicyConfig(), [HIGH] * 8, evidence=2.2) == [(2, "flag"), (3, "throttle")]
+
+
+def test_outright_windows_strike_but_only_flag() -> None:
+    t = EntityTable(n_features=1)
+    rows = t.rows(["x"])
+    got = []
+    for minute in range(1, 6):
+        got += [
+            (minute, d.action)
+            for d in decide(
+                t,
+                rows,
+                ["x"],
+                np.array([LOW]),
+                np.array([500.0]),
+                np.array([STRONG]),
+                minute * MIN,
+                PolicyConfig(),
+                3,
+                outright=np.array([True]),
+            )
+        ]
+    assert got == [(2, "flag")]
 
 
 def test_release_needs_consecutive_quiet_windows_and_minimum_hold() -> None:
     cfg = PolicyConfig(release_windows=3, min_hold_ms=5 * MIN)
-    # throttled at minute 2; quiet from minute 3; a relapse at minute 5 restarts the quiet count
-    got = run(cfg, [HIGH, HIGH, LOW, LOW, ODD, LOW, LOW, LOW, LOW])
-    assert got == [(1, "flag"), (2, "throttle"), (8, "release")]
+    # throttled at minute 3; quiet from minute 4; a relapse at minute 6 restarts the quiet count
+    got = run(cfg, [HIGH, HIGH, HIGH, LOW, LOW, ODD, LOW, LOW, LOW, LOW])
+    assert got == [(2, "flag"), (3, "throttle"), (9, "release")]
 
 
 def test_expiry_lapses_without_renewal_and_renewal_extends() -> None:
     cfg = PolicyConfig(throttle_ttl_ms=4 * MIN, max_level_account=2)
     t = EntityTable(n_features=1)
     rows = t.rows(["x"])
-    hits = []
-    for minute in range(1, 8):
-        for d in decide(t, rows, ["x"], np.array([HIGH]), np.array([50]), minute * MIN, cfg, 2):
-            hits.append((minute, d.action, d.expires_ms))
-    assert hits[:2] == [(1, "flag", 1 * MIN + cfg.flag_ttl_ms), (2, "throttle", 6 * MIN)]
-    assert (4, "throttle", 8 * MIN) in hits  # renewed once half its time had passed
 
-    # silence past expiry: the level lapses; within the cooldown a lone odd window is not
-    # re-flagged, but renewed abuse goes straight back to throttle
-    def at(minute: int, score: float) -> list[str]:
+    def at(minute: int, score: float) -> list[tuple[str, int | None]]:
         return [
-            d.action
-            for d in decide(t, rows, ["x"], np.array([score]), np.array([50]), minute * MIN, cfg, 2)
+            (d.action, d.expires_ms)
+            for d in decide(
+                t,
+                rows,
+                ["x"],
+                np.array([score]),
+                np.array([50.0]),
+                np.array([STRONG]),
+                minute * MIN,
+                cfg,
+                2,
+            )
         ]
 
-    assert at(30, ODD) == [] and int(t.level[rows[0]]) == 0
-    assert at(31, HIGH) == ["throttle"]
-    # after the cooldown a new episode starts at flag again
-    t.level[rows[0]] = 0
-    t.changed_ms[rows[0]] = 0
-    t.strikes[rows[0]] = 0
-    assert at(300, ODD) == ["flag"]
+    hits = [(m, *a) for m in range(1, 9) for a in at(m, HIGH)]
+    assert hits[:2] == [(2, "flag", 2 * MIN + cfg.flag_ttl_ms), (3, "throttle", 7 * MIN)]
+    assert (5, "throttle", 9 * MIN) in hits  # renewed once half its time had passed
+    # silence past expiry: the level lapses; within the cooldown odd windows do not re-flag,
+    # but renewed abuse goes straight back to throttle
+    assert at(30, ODD) == [] and at(31, ODD) == [] and int(t.level[rows[0]]) == 0
+    assert [a for a, _ in at(32, HIGH)] == ["throttle"]
 
 
 def test_allowlisted_entities_are_never_enforced() -> None:
@@ -72,28 +128,21 @@ def test_allowlisted_entities_are_never_enforced() -> None:
 
 def test_cooldown_blocks_reflagging_but_not_escalation() -> None:
     cfg = PolicyConfig(release_windows=2, min_hold_ms=0, cooldown_ms=30 * MIN)
-    got = run(cfg, [ODD, LOW, LOW, ODD, LOW, HIGH, HIGH])
-    assert got[0] == (1, "flag")
-    assert (4, "flag") not in got  # within cooldown after the quiet end of the first episode
-    assert (6, "throttle") in got  # the suppressed strike at minute 4 still counts as evidence
+    got = run(cfg, [ODD, ODD, LOW, LOW, ODD, ODD, LOW, HIGH, HIGH, HIGH])
+    assert got[0] == (2, "flag")
+    assert (6, "flag") not in got  # within the cooldown after the first episode ended quietly
+    assert (10, "throttle") in got  # sustained abuse escalates regardless
 
 
 def test_ip_blocks_are_capped_at_throttle() -> None:
+    got = run(PolicyConfig(), [HIGH] * 9, requests=500, ids=("203.0.113.0/24",), max_level=2)
+    assert [a for _, a in got] == ["flag", "throttle"]
+
+
+def test_imposed_levels_raise_but_never_lower() -> None:
     t = EntityTable(n_features=1)
-    rows = t.rows(["203.0.113.0/24"])
-    actions = []
-    for m in range(1, 10):
-        actions += [
-            d.action
-            for d in decide(
-                t,
-                rows,
-                ["203.0.113.0/24"],
-                np.array([HIGH]),
-                np.array([500]),
-                m * MIN,
-                PolicyConfig(),
-                2,
-            )
-        ]
-    assert "suspend" not in actions and "throttle" in actions
+    rows = t.rows(["member", "suspended"])
+    t.level[rows[1]], t.expires_ms[rows[1]] = 3, 10**13
+    decisions = impose(t, rows, 2, MIN, PolicyConfig(), 0.9998)
+    assert [(d.position, d.action) for d in decisions] == [(0, "throttle")]
+    assert t.level[rows].tolist() == [2, 3]

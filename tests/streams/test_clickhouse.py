@@ -22,7 +22,11 @@ def database() -> str:
 
 def test_migrate_is_idempotent(chdb_url, database) -> None:
     client = connect(chdb_url)
-    assert migrate(client, database) == ["0001_core_tables", "0002_detector_state"]
+    assert migrate(client, database) == [
+        "0001_core_tables",
+        "0002_detector_state",
+        "0003_evidence_and_campaigns",
+    ]
     assert migrate(client, database) == []
     tables = {r[0] for r in client.query(f"SHOW TABLES FROM {database}").result_rows}
     assert {
