@@ -120,7 +120,7 @@ def cmd_investigate(args: argparse.Namespace) -> int:
     )
     inv = Investigation(connect(settings.clickhouse_url), settings.clickhouse_database)
     if args.target == "top":
-        kind = "ip_block" if args.kind == "ip-block" else "account"
+        kind = args.kind.replace("-", "_")
         rows = inv.top(kind, args.since_minutes, args.limit)
         if args.json:
             print(orjson.dumps(rows, default=str, option=orjson.OPT_INDENT_2).decode())
@@ -131,6 +131,8 @@ def cmd_investigate(args: argparse.Namespace) -> int:
                 ["entity_id", "max_score", "at", "requests", "max_level"],
             )
         return 0
+    if args.target == "campaign":
+        return _investigate_campaign(inv, args)
     kind = "account" if args.target == "account" else "ip_block"
     view = {
         "entity_kind": kind,
@@ -165,6 +167,55 @@ def cmd_investigate(args: argparse.Namespace) -> int:
         "linked " + ("IP blocks" if kind == "account" else "accounts"),
         view["linked"],
         ["entity", "requests", "first_seen", "last_seen"],
+    )
+    return 0
+
+
+def _investigate_campaign(inv: Investigation, args: argparse.Namespace) -> int:
+    """One screen answering "why is this a campaign": what holds it together, how it grew,
+    what was done about it, and who is in it."""
+    cid = args.entity
+    view = {
+        "entity_kind": "campaign",
+        "entity_id": cid,
+        "windows": inv.windows("campaign", cid, args.limit),
+        "actions": inv.actions("campaign", cid, args.limit),
+        "growth": inv.campaign_growth(cid, args.limit),
+        "members": inv.campaign_members(cid, args.limit),
+    }
+    if args.json:
+        print(orjson.dumps(view, default=str, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    if not (view["windows"] or view["growth"]):
+        print(f"no campaign {cid!r} in ClickHouse; list them with: investigate top --kind campaign")
+        return 1
+    print(f"campaign {cid}")
+    latest = view["actions"][0] if view["actions"] else None
+    if latest is not None:
+        print(f"\nwhy ({_fmt(latest['ts'])}, {latest['action']}, score {_fmt(latest['score'])}):")
+        for r in latest["reasons"]:
+            detail = r.get("detail") or f"{r['feature']} {r['value']:g}"
+            print(f"  {r['contribution']:4.0%}  {detail}")
+    growth = view["growth"]
+    if growth:
+        peak = max(g["members"] for g in growth)
+        print("\nmembers over time (window end, members, joined that window)")
+        for g in growth:
+            bar = "#" * max(1, round(40 * g["members"] / peak))
+            print(f"  {_fmt(g['window_end'])}  {g['members']:6d}  +{g['joined']:<5d} {bar}")
+    print(f"\nactions ({len(view['actions'])})")
+    for a in view["actions"]:
+        n = len(a.get("members") or [])
+        print(f"  {_fmt(a['ts'])}  {a['action']:8s} score {_fmt(a['score'])}  {n} members named")
+    _print_rows(
+        "recent windows",
+        view["windows"],
+        ["window_start", "requests", "evidence", "score", "level"],
+    )
+    _print_rows(
+        "members (first seen first)",
+        view["members"],
+        ["account_id", "first_window", "last_window", "windows"],
     )
     return 0
 
@@ -389,10 +440,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("investigate", help="why an entity was scored as it was (ClickHouse)")
-    p.add_argument("target", choices=["account", "ip-block", "top"])
-    p.add_argument("entity", nargs="?", help="account id or CIDR block")
+    p.add_argument("target", choices=["account", "ip-block", "campaign", "top"])
+    p.add_argument("entity", nargs="?", help="account id, CIDR block or campaign id")
     p.add_argument(
-        "--kind", choices=["account", "ip-block"], default="account", help="for top: which entities"
+        "--kind",
+        choices=["account", "ip-block", "campaign"],
+        default="account",
+        help="for top: which entities",
     )
     p.add_argument("--since-minutes", type=int, default=60, help="for top: event-time range")
     p.add_argument("--limit", type=int, default=20)

@@ -316,7 +316,8 @@ class Investigation:
 
     def windows(self, kind: str, entity: str, limit: int = 30) -> list[dict[str, Any]]:
         return self._rows(
-            "SELECT window_start, window_end, requests, score, novelty, level, drift, features "
+            "SELECT window_start, window_end, requests, evidence, score, novelty, level, drift, "
+            "features "
             "FROM {db}.entity_scores FINAL WHERE entity_kind = {kind:String} "
             "AND entity_id = {entity:String} ORDER BY window_start DESC LIMIT {limit:UInt32}",
             kind=kind,
@@ -359,6 +360,28 @@ class Investigation:
             f"WHERE {this} = {{entity:String}} GROUP BY {other} ORDER BY requests DESC "
             "LIMIT {limit:UInt32}",
             entity=entity,
+            limit=limit,
+        )
+
+    def campaign_growth(self, campaign: str, limit: int = 60) -> list[dict[str, Any]]:
+        """Per window of a campaign: its members then, and how many joined in that window."""
+        rows = self._rows(
+            "SELECT window_end, count() AS members, countIf(joined) AS joined "
+            "FROM {db}.campaign_members FINAL WHERE campaign_id = {campaign:String} "
+            "GROUP BY window_end ORDER BY window_end DESC LIMIT {limit:UInt32}",
+            campaign=campaign,
+            limit=limit,
+        )
+        return rows[::-1]
+
+    def campaign_members(self, campaign: str, limit: int = 50) -> list[dict[str, Any]]:
+        """Accounts of a campaign, first seen first, with the windows they were members in."""
+        return self._rows(
+            "SELECT account_id, min(window_end) AS first_window, max(window_end) AS last_window, "
+            "count() AS windows FROM {db}.campaign_members FINAL "
+            "WHERE campaign_id = {campaign:String} GROUP BY account_id "
+            "ORDER BY first_window, account_id LIMIT {limit:UInt32}",
+            campaign=campaign,
             limit=limit,
         )
 

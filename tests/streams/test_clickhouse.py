@@ -103,3 +103,20 @@ def test_score_writes_scores_actions_links_and_dead_letters(
     assert "actions (" in out and "contribution" in out and "linked IP blocks" in out
     assert main(["investigate", "top", "--json", "--clickhouse", chdb_url]) == 0
     assert orjson.loads(capsys.readouterr().out)[0]["max_score"] >= 0.999
+
+    # campaigns: membership over time, and one screen saying why it is a campaign
+    campaign, members = client.query(
+        "SELECT campaign_id, uniqExact(account_id) AS n FROM dg_score.campaign_members FINAL "
+        "GROUP BY campaign_id ORDER BY n DESC LIMIT 1"
+    ).result_rows[0]
+    growth = inv.campaign_growth(campaign)
+    # every member joined at least once (an account can leave and rejoin); the first window is
+    # all joiners
+    assert growth and sum(g["joined"] for g in growth) >= members
+    assert growth[0]["joined"] == growth[0]["members"]
+    assert len(inv.campaign_members(campaign, limit=1000)) == members
+    assert main(["investigate", "campaign", campaign, "--clickhouse", chdb_url]) == 0
+    out = capsys.readouterr().out
+    assert f"campaign {campaign}" in out and "members over time" in out
+    assert main(["investigate", "campaign", "no-such", "--clickhouse", chdb_url]) == 1
+    assert "no campaign 'no-such'" in capsys.readouterr().out
