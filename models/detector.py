@@ -25,9 +25,8 @@ from __future__ import annotations
 import hashlib
 import pickle
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from typing import Any, cast
 
 import numpy as np
@@ -36,15 +35,8 @@ import orjson
 from river import drift
 
 from models.calibration import TailCalibrator
-from models.campaigns import (
-    CAMPAIGN_FEATURES,
-    COORDINATION,
-    SYNCHRONIZED,
-    CampaignConfig,
-    CampaignLinker,
-    CampaignWindows,
-    summarize,
-)
+from models.campaign_scoring import CampaignScorer, LinkInput, merge
+from models.campaigns import CampaignConfig, summarize
 from models.events import UsageEvent
 from models.evidence import WindowEvidence, behaviours_for, stable_hash, window_evidence
 from models.explain import Reason, explain
@@ -57,7 +49,15 @@ from models.features import (
     scored_columns,
 )
 from models.hst import HalfSpaceForest
-from models.policy import ACTIONS, Decision, PolicyConfig, decide, impose
+from models.outputs import (
+    DetectorOutput,
+    EnforcementAction,
+    EntityLinks,
+    ScoredWindows,
+    enforcement_id,
+    rfc3339,
+)
+from models.policy import Decision, PolicyConfig, decide
 from models.state import EntityTable
 from models.windows import ClosedWindow, Windower, WindowStats
 
@@ -110,149 +110,6 @@ class DetectorConfig:
         params["policy"]["allowlist"] = sorted(self.policy.allowlist)
         digest = hashlib.sha256(orjson.dumps(params, option=orjson.OPT_SORT_KEYS)).hexdigest()
         return f"{DETECTOR_NAME}+{digest[:10]}"
-
-
-def rfc3339(ms: int) -> str:
-    """Epoch milliseconds as an RFC 3339 UTC string.
-
-    Examples
-    --------
-    >>> rfc3339(1795358487123)
-    '2026-11-22T14:41:27.123Z'
-    """
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-@dataclass(slots=True)
-class EnforcementAction:
-    """One enforcement event, as published on ``enforcement-actions``."""
-
-    enforcement_id: str
-    ts_ms: int
-    entity_kind: str
-    entity_id: str
-    action: str
-    score: float
-    threshold: float
-    reasons: list[Reason]
-    window_start_ms: int
-    window_end_ms: int
-    expires_ms: int | None
-    members: list[str] | None
-    detector_version: str
-
-    @property
-    def key(self) -> str:
-        return f"{self.entity_kind}:{self.entity_id}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "enforcement_id": self.enforcement_id,
-            "ts": rfc3339(self.ts_ms),
-            "entity_kind": self.entity_kind,
-            "entity_id": self.entity_id,
-            "action": self.action,
-            "score": self.score,
-            "threshold": self.threshold,
-            "reasons": self.reasons,
-            "window_start": rfc3339(self.window_start_ms),
-            "window_end": rfc3339(self.window_end_ms),
-            "expires_at": None if self.expires_ms is None else rfc3339(self.expires_ms),
-            "members": self.members,
-            "detector_version": self.detector_version,
-        }
-
-    def to_json(self) -> bytes:
-        return orjson.dumps(self.to_dict())
-
-
-def enforcement_id(version: str, kind: str, entity: str, action: str, window_end_ms: int) -> str:
-    """Deterministic id of a decision: the same decision on redelivered input has the same id."""
-    key = f"{version}|{kind}|{entity}|{action}|{window_end_ms}".encode()
-    return hashlib.sha256(key).hexdigest()[:32]
-
-
-@dataclass(slots=True)
-class ScoredWindows:
-    """Every entity of one kind scored in one window: the rows of ``entity_scores``."""
-
-    kind: str
-    start_ms: int
-    end_ms: int
-    ids: list[str]
-    requests: npt.NDArray[np.int64]
-    values: F64
-    evidence: F64
-    novelty: F64
-    score: F64
-    level: npt.NDArray[np.int8]
-    drift: npt.NDArray[np.bool_]
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def feature_names(self) -> list[str]:
-        """Names of the columns of ``values``."""
-        if self.kind == "campaign":
-            return list(CAMPAIGN_FEATURES)
-        return [f.name for f in features_for(cast(EntityKind, self.kind))]
-
-    def rows(self, version: str) -> Iterator[dict[str, Any]]:
-        """One dict per entity window: the shape of ``entity_scores`` rows.
-
-        Unknown feature values are left out of ``features`` rather than written as NaN.
-        """
-        names = self.feature_names()
-        start, end = rfc3339(self.start_ms), rfc3339(self.end_ms)
-        values = self.values.tolist()
-        evidence, novelty, score = (
-            self.evidence.tolist(),
-            self.novelty.tolist(),
-            self.score.tolist(),
-        )
-        level, drifted, requests = self.level.tolist(), self.drift.tolist(), self.requests.tolist()
-        for i, entity in enumerate(self.ids):
-            yield {
-                "entity_kind": self.kind,
-                "entity_id": entity,
-                "window_start": start,
-                "window_end": end,
-                "requests": requests[i],
-                "features": {n: v for n, v in zip(names, values[i], strict=True) if v == v},
-                "evidence": round(evidence[i], 4),
-                "novelty": round(novelty[i], 6),
-                "score": round(score[i], 6),
-                "level": level[i],
-                "drift": drifted[i],
-                "detector_version": version,
-            }
-
-
-@dataclass(slots=True)
-class EntityLinks:
-    """Which accounts were seen behind which IP blocks in one window, with request counts."""
-
-    start_ms: int
-    accounts: list[str]
-    blocks: list[str]
-    requests: npt.NDArray[np.int64]
-
-    def __len__(self) -> int:
-        return len(self.accounts)
-
-
-@dataclass(slots=True)
-class DetectorOutput:
-    scored: list[ScoredWindows] = field(default_factory=list)
-    actions: list[EnforcementAction] = field(default_factory=list)
-    links: list[EntityLinks] = field(default_factory=list)
-    campaigns: list[CampaignWindows] = field(default_factory=list)
-
-    def extend(self, other: DetectorOutput) -> None:
-        self.scored.extend(other.scored)
-        self.actions.extend(other.actions)
-        self.links.extend(other.links)
-        self.campaigns.extend(other.campaigns)
 
 
 class _KindModel:
@@ -405,6 +262,7 @@ class Detector:
         population: Population | None = None,
         member_lookup: MemberLookup | None = None,
         external_watermark: bool = False,
+        link_campaigns: bool = True,
     ) -> None:
         self.config = config or DetectorConfig()
         self.version = self.config.version
@@ -419,10 +277,14 @@ class Detector:
             for k in kinds
             if k != "campaign"
         }
-        self.linker: CampaignLinker | None = None
-        if "campaign" in kinds and "account" in kinds:
-            self.linker = CampaignLinker(self.config.campaigns, seed=self.config.seed)
-            self.tables["campaign"] = EntityTable(n_features=len(CAMPAIGN_FEATURES))
+        # With campaigns among the kinds, accounts are linked into campaigns: here, by a
+        # `CampaignScorer` sharing this detector's account table and calibrator; or, with
+        # ``link_campaigns=False`` (a worker's account partition, which sees only some accounts),
+        # by a campaign stage elsewhere, to which `DetectorOutput.summaries` are handed.
+        self.emit_summaries = "campaign" in kinds and "account" in kinds
+        self.campaigns: CampaignScorer | None = None
+        if self.emit_summaries and link_campaigns:
+            self.campaigns = CampaignScorer(self.config)
         self.actions_by_level: dict[str, int] = {}
         self._last_evict_ms = 0
 
@@ -433,12 +295,12 @@ class Detector:
             self.tables,
             self.actions_by_level,
             self._last_evict_ms,
-            self.linker,
+            self.campaigns,
         )
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
     def load_partition_state(self, blob: bytes) -> None:
-        (self.windower, self.tables, self.actions_by_level, self._last_evict_ms, self.linker) = (
+        (self.windower, self.tables, self.actions_by_level, self._last_evict_ms, self.campaigns) = (
             pickle.loads(blob)
         )
 
@@ -502,12 +364,8 @@ class Detector:
             out.scored.append(scored)
             out.actions.extend(actions)
             account_score = scored.score  # rows are w.accounts, in code order
-            if self.linker is not None:
-                ev = measured.evidence
-                summaries = summarize(
-                    w, ev.window_hits, ev.window_trials, measured.novelty, stable_hash(w.blocks)
-                )
-                self._score_campaigns(self.linker.update(summaries), out)
+            if self.emit_summaries:
+                self._link(w, accounts, measured, out)
         if "ip_block" in self.kinds:
             if account_score is None:
                 lookup = self.member_lookup
@@ -725,201 +583,31 @@ class Detector:
         table.last_seen_ms[rows] = ew.end_ms
         table.last_score[rows] = m.score.astype(np.float32)
 
-    def _score_campaigns(self, cw: CampaignWindows, out: DetectorOutput) -> None:
-        """Score each campaign as one customer, enforce on it, and on accounts that join one.
-
-        A campaign's raw risk is its pooled behaviour evidence plus its coordination (0 to 1: how
-        many accounts act as one), and it is calibrated against ordinary *account* windows: "taken
-        as one customer, this campaign is riskier than all but a share p of ordinary customers".
-        Campaigns are too few for a reference of their own to resolve a budget within the first
-        hour of a deployment; accounts are plenty.
-        """
-        if not len(cw) or self.linker is None:
+    def _link(
+        self, w: ClosedWindow, accounts: EntityWindows, m: _Measured, out: DetectorOutput
+    ) -> None:
+        """Hand this window's accounts to campaign linking: in process, or out for a stage."""
+        km = self.population.kinds["account"]
+        table = self.tables["account"]
+        ev = m.evidence
+        x = LinkInput(
+            summaries=summarize(
+                w, ev.window_hits, ev.window_trials, m.novelty, stable_hash(w.blocks)
+            ),
+            raw=m.raw,
+            # what the account calibrator learned from this window (see _learn)
+            reference=(table.excluded_until_ms[m.rows] <= accounts.end_ms) & km.forest.ready,
+            typical_share=km.typical_share.copy(),
+        )
+        if self.campaigns is None:
+            out.summaries.append(x)
             return
-        out.campaigns.append(cw)
-        cfg = self.config
-        accounts = self.population.kinds["account"]
-        table = self.tables["campaign"]
-        raw = cw.raw
-        ready = accounts.ready
-        score = accounts.calibrator.calibrate(raw) if ready else np.zeros(len(cw))
-        rows = table.rows(cw.ids)
-        big = np.array([len(m) for m in cw.members]) >= cfg.policy.min_campaign_members
-        # Coordination alone is never acted on: a campaign needs extraction behaviours of its own.
-        eligible = big & (cw.evidence >= cfg.campaigns.campaign_evidence)
-        decisions = decide(
-            table,
-            rows,
-            cw.ids,
-            np.where(eligible, score, 0.0),
-            cw.pooled_requests,
-            cw.evidence,
-            cw.end_ms,
-            cfg.policy,
-            3,
-            enabled=ready,
+        result = self.campaigns.update(
+            merge([x]), self.version, calibrator=km.calibrator, ready=km.ready, members=table
         )
-        values = cw.values()
-        for d in decisions:
-            i = d.position
-            reasons = self._campaign_reasons(cw, i, float(raw[i]), accounts)
-            out.actions.append(
-                EnforcementAction(
-                    enforcement_id=enforcement_id(
-                        self.version, "campaign", cw.ids[i], d.action, cw.end_ms
-                    ),
-                    ts_ms=cw.end_ms,
-                    entity_kind="campaign",
-                    entity_id=cw.ids[i],
-                    action=d.action,
-                    score=round(float(score[i]), 6),
-                    threshold=round(d.threshold, 6),
-                    reasons=reasons,
-                    window_start_ms=cw.end_ms - cfg.window_ms,
-                    window_end_ms=cw.end_ms,
-                    expires_ms=d.expires_ms,
-                    members=sorted(cw.members[i])[: cfg.max_campaign_members],
-                    detector_version=self.version,
-                )
-            )
-        # Every member of an enforced campaign carries the campaign's level on its own account,
-        # including accounts that join it later (a banned account's replacement): they are acted
-        # on in the window they join, with the campaign in their reasons.
-        account_table = self.tables["account"]
-        level = table.level[rows]
-        for i in np.flatnonzero(level >= 1).tolist():
-            members = [a for a in cw.members[i] if a not in cfg.policy.allowlist]
-            if not members:
-                continue
-            member_rows = account_table.rows(members)
-            threshold = cfg.policy.thresholds[int(level[i])]
-            for d in impose(
-                account_table, member_rows, int(level[i]), cw.end_ms, cfg.policy, threshold
-            ):
-                out.actions.append(self._member_action(cw, i, members[d.position], d))
-        # Members of an enforced campaign leave the reference, like an account showing extraction
-        # would, whatever each member shows alone: once it is throttled, or once it is flagged and
-        # hides who it is (disposable accounts, rotating addresses, cards shared across it,
-        # requests in lockstep). A flagged team running one eval suite does none of that, and its
-        # members stay part of what ordinary looks like.
-        evading = cw.identity_evasion >= 0.5
-        level = table.level[rows]
-        for i in np.flatnonzero(big & ((level >= 2) | ((level >= 1) & evading))).tolist():
-            member_rows = account_table.rows(cw.members[i])
-            account_table.excluded_until_ms[member_rows] = cw.end_ms + cfg.reference_exclusion_ms
-        table.windows[rows] += 1
-        table.last_seen_ms[rows] = cw.end_ms
-        table.last_score[rows] = score.astype(np.float32)
-        out.scored.append(
-            ScoredWindows(
-                kind="campaign",
-                start_ms=cw.end_ms - cfg.window_ms,
-                end_ms=cw.end_ms,
-                ids=cw.ids,
-                requests=np.round(cw.pooled_requests).astype(np.int64),
-                values=values,
-                evidence=cw.evidence,
-                novelty=cw.coordination,
-                score=score,
-                level=table.level[rows].copy(),
-                drift=np.zeros(len(cw), dtype=np.bool_),
-            )
-        )
-
-    def _campaign_reasons(
-        self, cw: CampaignWindows, i: int, raw: float, accounts: _KindModel
-    ) -> list[Reason]:
-        reasons: list[Reason] = []
-        behaviours = behaviours_for("account")
-        for j, b in enumerate(behaviours):
-            part = float(cw.strength[i, j] * b.weight)
-            if part <= 0:
-                continue
-            reasons.append(
-                Reason(
-                    feature=b.name,
-                    value=_round(float(cw.share[i, j])) or 0.0,
-                    baseline=_round(b.onset),
-                    population_baseline=_round(float(accounts.typical_share[j])),
-                    contribution=round(part / raw, 4) if raw > 0 else 0.0,
-                )
-            )
-        for j, b in enumerate(COORDINATION):
-            part = float(b.strength(cw.coordination_share[i : i + 1, j])[0] * b.weight)
-            if part <= 0:
-                continue
-            value = float(cw.coordination_share[i, j])
-            reasons.append(
-                Reason(
-                    feature=b.name,
-                    value=round(2**value if j == 0 else value, 4),
-                    baseline=round(2**b.onset if j == 0 else b.onset, 4),
-                    population_baseline=None,
-                    contribution=round(part / raw, 4) if raw > 0 else 0.0,
-                )
-            )
-        if cw.novelty[i] > 0:
-            reasons.append(
-                Reason(
-                    feature="member_novelty",
-                    value=round(float(cw.novelty[i]), 4),
-                    baseline=None,
-                    population_baseline=None,
-                    contribution=round(float(cw.novelty[i]) / raw, 4) if raw > 0 else 0.0,
-                )
-            )
-        sync = float(SYNCHRONIZED.strength(cw.synchrony[i : i + 1])[0] * SYNCHRONIZED.weight)
-        if sync > 0:
-            reasons.append(
-                Reason(
-                    feature=SYNCHRONIZED.name,
-                    value=round(float(cw.synchrony[i]), 4),
-                    baseline=SYNCHRONIZED.onset,
-                    population_baseline=None,
-                    contribution=round(sync / raw, 4) if raw > 0 else 0.0,
-                )
-            )
-        reasons.sort(key=lambda x: -x["contribution"])
-        for detail in cw.reasons(i):
-            reasons.append(
-                Reason(
-                    feature="link",
-                    value=0.0,
-                    baseline=None,
-                    population_baseline=None,
-                    contribution=0.0,
-                    detail=detail["detail"],
-                )
-            )
-        return reasons
-
-    def _member_action(
-        self, cw: CampaignWindows, i: int, account: str, d: Decision
-    ) -> EnforcementAction:
-        reason = Reason(
-            feature="campaign_member",
-            value=float(len(cw.members[i])),
-            baseline=None,
-            population_baseline=None,
-            contribution=1.0,
-            detail=f"joined campaign {cw.ids[i]} ({len(cw.members[i])} accounts), "
-            f"which is under {ACTIONS[d.level]}",
-        )
-        return EnforcementAction(
-            enforcement_id=enforcement_id(self.version, "account", account, d.action, cw.end_ms),
-            ts_ms=cw.end_ms,
-            entity_kind="account",
-            entity_id=account,
-            action=d.action,
-            score=1.0,
-            threshold=round(d.threshold, 6),
-            reasons=[reason],
-            window_start_ms=cw.end_ms - self.config.window_ms,
-            window_end_ms=cw.end_ms,
-            expires_ms=d.expires_ms,
-            members=None,
-            detector_version=self.version,
-        )
+        out.extend(result.out)
+        if result.excluded:
+            table.excluded_until_ms[table.rows(result.excluded)] = result.excluded_until_ms
 
     def _members(self, blocks: EntityWindows, i: int, w: ClosedWindow, acct: F64) -> list[str]:
         """Accounts in block ``i`` of this window whose own score marks them as involved."""
