@@ -6,6 +6,7 @@ __all__ = [
     "BY_BLOCK",
     "DEAD_LETTERS",
     "ENFORCEMENT",
+    "SUMMARIES",
     "SUSPECTS",
     "USAGE_EVENTS",
     "default_topics",
@@ -17,6 +18,9 @@ ENFORCEMENT = "enforcement-actions"
 # Internal: accepted events re-keyed by IP block, and accounts over the member threshold.
 BY_BLOCK = "distillguard.events-by-block"
 SUSPECTS = "distillguard.suspects"
+# Internal: every account window's summaries for campaign linking, and the account partitions'
+# progress; one partition, so one campaign stage sees every account.
+SUMMARIES = "distillguard.account-summaries"
 
 
 def default_topics(partitions: int = 8) -> dict[str, int]:
@@ -27,4 +31,5 @@ def default_topics(partitions: int = 8) -> dict[str, int]:
         ENFORCEMENT: partitions,
         BY_BLOCK: partitions,
         SUSPECTS: 1,
+        SUMMARIES: 1,
     }

@@ -8,6 +8,10 @@ Two stages run in every worker, each a consumer group over one topic:
   the member threshold to ``distillguard.suspects``.
 - **blocks** reads ``distillguard.events-by-block``: each IP block's state lives with the worker
   that owns its partition; block actions name as members the suspects seen behind the block.
+- **campaigns** reads ``distillguard.account-summaries`` (one partition): the accounts stage sends
+  each closed account window's summaries there, with its partitions' progress. A window is linked
+  once every account partition has closed it, over all accounts at once, in account-id order, so
+  the decisions do not depend on how accounts are spread over partitions and workers.
 
 Each partition has its own `Detector` (open windows, entity state); the stage's population models
 are shared by its partitions. The hot topic is read with aiokafka ``getmany`` in batches: Faust's
@@ -37,14 +41,16 @@ from typing import Any
 import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError, UnsupportedCodecError
 from aiokafka.structs import OffsetAndMetadata
 
 from infra.broker import ensure_topics
+from models.campaign_scoring import CampaignScorer, LinkInput, decode, encode, merge
 from models.detector import Detector, DetectorConfig, DetectorOutput, Population
 from models.events import UsageEvent
 from models.features import EntityKind
 from schemas.dead_letters import DeadLetter
-from schemas.topics import BY_BLOCK, DEAD_LETTERS, ENFORCEMENT, SUSPECTS, USAGE_EVENTS
+from schemas.topics import BY_BLOCK, DEAD_LETTERS, ENFORCEMENT, SUMMARIES, SUSPECTS, USAGE_EVENTS
 from schemas.validation import Rejection, parse_event
 from streams.clickhouse import ClickHouseSink, StateStore
 
@@ -78,6 +84,8 @@ class Metrics:
     events_in: int = 0
     forwarded: int = 0
     block_events_in: int = 0
+    summaries_out: int = 0
+    summaries_in: int = 0
     dead_letters: int = 0
     duplicates: int = 0
     late: int = 0
@@ -95,10 +103,16 @@ class _Batch:
     forwards: list[tuple[bytes, bytes]] = field(default_factory=list)
     heartbeats: list[bytes] = field(default_factory=list)
     suspects: list[tuple[bytes, bytes]] = field(default_factory=list)
+    summaries: list[bytes] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(
-            self.out.scored or self.out.actions or self.dead or self.forwards or self.heartbeats
+            self.out.scored
+            or self.out.actions
+            or self.dead
+            or self.forwards
+            or self.heartbeats
+            or self.summaries
         )
 
 
@@ -181,9 +195,23 @@ class _Stage(ConsumerRebalanceListener):  # type: ignore[misc]
     async def run(self, stopping: asyncio.Event) -> None:
         self.consumer.subscribe([self.topic], listener=self)
         while not stopping.is_set():
-            data = await self.consumer.getmany(
-                timeout_ms=200, max_records=self.engine.config.max_records
-            )
+            try:
+                data = await self.consumer.getmany(
+                    timeout_ms=200, max_records=self.engine.config.max_records
+                )
+            except KafkaError as exc:
+                # The stage stops here (Engine.failed, /health): say why in the log, once.
+                fix = (
+                    "; a producer compresses with a codec this worker cannot decode: install "
+                    "cramjam (a distillguard dependency: aiokafka's snappy, lz4 and zstd) "
+                    "and restart the worker"
+                    if isinstance(exc, UnsupportedCodecError)
+                    else ""
+                )
+                log.error(
+                    "%s stage stopped: reading %s failed: %r%s", self.name, self.topic, exc, fix
+                )
+                raise
             started = time.perf_counter()
             batch = _Batch()
             now = time.monotonic()
@@ -318,6 +346,15 @@ class _AccountStage(_Stage):
         super().__init__(engine)
         self.announced: dict[int, int] = {}  # per partition, the progress last sent downstream
 
+    def _detector(self) -> Detector:
+        # Accounts are linked into campaigns by the campaign stage, which sees every partition.
+        return Detector(
+            self.engine.config.detector,
+            kinds=("account", "campaign"),
+            population=self.population,
+            link_campaigns=False,
+        )
+
     def handle(self, partition: int, det: Detector, records: list[Any], batch: _Batch) -> None:
         metrics = self.engine.metrics
         received = int(time.time() * 1000)
@@ -354,6 +391,8 @@ class _AccountStage(_Stage):
             if closed_before > self.announced.get(p, -1):
                 batch.heartbeats.append(orjson.dumps([p, closed_before, None]))
                 self.announced[p] = closed_before
+        batch.summaries.extend(encode(x) for x in out.summaries)
+        out.summaries.clear()
         threshold = self.engine.config.detector.member_score
         for sw in out.scored:
             if sw.kind != "account":
@@ -422,6 +461,127 @@ class _BlockStage(_Stage):
         batch.out.extend(det.advance())
 
 
+class _CampaignStage(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Links accounts into campaigns over every account partition (see the module docstring).
+
+    One partition, so one worker of the group owns it. Its state (the campaign scorer, windows
+    waiting for some account partition, each account partition's progress) is checkpointed with
+    the offset of its next unread message, like the other stages'.
+    """
+
+    name = "campaigns"
+    topic = SUMMARIES
+
+    def __init__(
+        self,
+        engine: Engine,
+        sources: Callable[[], set[int] | None],
+    ) -> None:
+        self.engine = engine
+        self.sources = sources
+        cfg = engine.config
+        self.scorer = CampaignScorer(cfg.detector)
+        self.pending: dict[int, list[LinkInput]] = {}
+        self.upstream: dict[int, int] = {}
+        self.owned = False
+        self.next_offset: int | None = None
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=cfg.bootstrap,
+            group_id=f"{cfg.group_prefix}-{self.name}",
+            client_id=f"{cfg.client_id}-{self.name}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=16 * 1024 * 1024,
+        )
+        self._last_checkpoint = time.monotonic()
+
+    def _blob(self) -> bytes:
+        state = (self.scorer, self.pending, self.upstream)
+        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        if self.owned and any(tp.partition == 0 for tp in revoked):
+            await self.checkpoint()
+            self.owned = False
+            self.next_offset = None
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        if not any(tp.partition == 0 for tp in assigned) or self.owned:
+            return
+        saved = await self.engine.clickhouse(self.engine.store.load, self.name, 0)
+        self.scorer = CampaignScorer(self.engine.config.detector)
+        self.pending, self.upstream = {}, {}
+        if saved is not None:
+            offset, blob = saved
+            self.scorer, self.pending, self.upstream = pickle.loads(blob)
+            self.consumer.seek(TopicPartition(self.topic, 0), offset)
+            self.next_offset = offset
+        self.owned = True
+        log.info("campaigns: partition 0 assigned (%s)", "restored" if saved else "fresh")
+
+    def handle(self, records: list[Any], out: DetectorOutput) -> None:
+        """Collect summaries and progress; link every window all account partitions closed."""
+        for r in records:
+            value = r.value or b""
+            if value[:1] == b"[":
+                source, closed_before, _ = orjson.loads(value)
+                if closed_before > self.upstream.get(source, -1):
+                    self.upstream[source] = closed_before
+            else:
+                x = decode(value)
+                self.pending.setdefault(x.summaries.end_ms, []).append(x)
+                self.engine.metrics.summaries_in += 1
+        sources = self.sources()
+        if not sources or not self.pending:
+            return
+        watermark = min(self.upstream.get(p, -1) for p in sources)
+        version = self.engine.config.detector.version
+        for end in sorted(e for e in self.pending if e <= watermark):
+            out.extend(self.scorer.update(merge(self.pending.pop(end)), version).out)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        self.consumer.subscribe([self.topic], listener=self)
+        while not stopping.is_set():
+            data = await self.consumer.getmany(
+                timeout_ms=200, max_records=self.engine.config.max_records
+            )
+            batch = _Batch()
+            for tp, records in data.items():
+                if not records:
+                    continue
+                if not self.owned:
+                    self.consumer.seek(tp, records[0].offset)
+                    continue
+                self.handle(records, batch.out)
+                self.next_offset = records[-1].offset + 1
+            if batch:
+                await self.engine.publish(batch)
+            if time.monotonic() - self._last_checkpoint >= self.engine.config.checkpoint_seconds:
+                await self.checkpoint()
+            self._record_lag()
+
+    def _record_lag(self) -> None:
+        high = self.consumer.highwater(TopicPartition(self.topic, 0)) if self.owned else None
+        pos = self.next_offset
+        self.engine.metrics.lag[self.name] = (
+            max(0, high - pos) if high is not None and pos is not None else 0
+        )
+
+    async def checkpoint(self) -> None:
+        """Save the stage's state with its next offset, then commit that offset."""
+        self._last_checkpoint = time.monotonic()
+        if not self.owned or self.next_offset is None:
+            return
+        rows = [(self.name, 0, self.next_offset, self._blob())]
+        await self.engine.clickhouse(
+            self.engine.store.save, rows, self.engine.config.detector.version
+        )
+        await self.consumer.commit(
+            {TopicPartition(self.topic, 0): OffsetAndMetadata(self.next_offset, "")}
+        )
+        self.engine.metrics.checkpoints += 1
+
+
 class Engine:
     """Both stages, the producer, the ClickHouse sink and the suspect table of one worker."""
 
@@ -447,6 +607,8 @@ class Engine:
             max_request_size=8 * 1024 * 1024,
         )
         self.stages: list[_Stage] = [_AccountStage(self), _BlockStage(self)]
+        accounts = self.stages[0].consumer
+        self.campaigns = _CampaignStage(self, lambda: accounts.partitions_for_topic(USAGE_EVENTS))
         # chDB is one engine per process: engines sharing it must share one lock too.
         self._ch_lock = clickhouse_lock or asyncio.Lock()
         self._suspect_consumer = AIOKafkaConsumer(
@@ -492,11 +654,16 @@ class Engine:
             )
         for key, value in batch.forwards:
             futures.append(await producer.send(BY_BLOCK, value, key=key))
+        # Summaries before the progress that says they are complete (one partition: in order).
+        for value in batch.summaries:
+            futures.append(await producer.send(SUMMARIES, value, partition=0))
+        self.metrics.summaries_out += len(batch.summaries)
         if batch.heartbeats:
             block_parts = await producer.partitions_for(BY_BLOCK)
             for value in batch.heartbeats:
                 for part in sorted(block_parts):
                     futures.append(await producer.send(BY_BLOCK, value, partition=part))
+                futures.append(await producer.send(SUMMARIES, value, partition=0))
         self.metrics.forwarded += len(batch.forwards)
         for key, value in batch.suspects:
             futures.append(await producer.send(SUSPECTS, value, key=key))
@@ -531,12 +698,14 @@ class Engine:
                         self.suspects[account] = (end, score)
 
     async def start(self) -> None:
-        internal = {BY_BLOCK: self.config.internal_partitions, SUSPECTS: 1}
+        internal = {BY_BLOCK: self.config.internal_partitions, SUSPECTS: 1, SUMMARIES: 1}
         await asyncio.to_thread(ensure_topics, self.config.bootstrap, internal)
         await self.producer.start()
         for stage in self.stages:
             await stage.consumer.start()
+        await self.campaigns.consumer.start()
         self._tasks = [asyncio.create_task(s.run(self._stopping)) for s in self.stages]
+        self._tasks.append(asyncio.create_task(self.campaigns.run(self._stopping)))
         self._tasks.append(asyncio.create_task(self._follow_suspects()))
 
     async def stop(self, graceful: bool = True) -> None:
@@ -547,12 +716,14 @@ class Engine:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             for stage in self.stages:
                 await stage.checkpoint()
+            await self.campaigns.checkpoint()
         else:
             for t in self._tasks:
                 t.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
         for stage in self.stages:
             await stage.consumer.stop()
+        await self.campaigns.consumer.stop()
         await self._suspect_consumer.stop()
         await self.producer.stop()
 
@@ -562,8 +733,11 @@ class Engine:
         is open: every forwarded event reached a block stage, no partition lags (tests, demo)."""
         forwarded = sum(e.metrics.forwarded for e in engines)
         received = sum(e.metrics.block_events_in for e in engines)
+        summaries = sum(e.metrics.summaries_out - e.metrics.summaries_in for e in engines)
         return (
             forwarded == received
+            and summaries == 0
+            and not any(e.campaigns.pending for e in engines)
             and all(v == 0 for e in engines for v in e.metrics.lag.values())
             and not any(
                 d.windower.open_windows()
