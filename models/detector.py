@@ -12,12 +12,12 @@ kind (``account``, ``ip_block``) it keeps:
 - an `EntityTable`: per entity its own baseline, a Page-Hinkley drift test on its novelty and
   its enforcement history, a few hundred bytes each.
 
-Score-then-learn: a window is scored against what the models knew before it; windows that struck
-the flag threshold are learned neither by the forest nor by the calibrator, so a campaign cannot
-teach the models it is normal, nor move the thresholds it is measured against. (The flip side,
-shared by every unsupervised detector: a campaign already running at full scale when the detector
-first starts is part of what it learns as ordinary. Start it on traffic you trust, or restore a
-snapshot.)
+Raw risk is behaviour evidence (fixed scales, `models.evidence`) plus the forest's novelty;
+calibration is conformal against reference windows (`models.calibration`). Score-then-learn: a
+window is scored against what the models knew before it; windows of entities whose evidence
+reached ``reference_max_evidence`` stay out of the reference for an hour, so a campaign, even one
+running before the detector started, does not become what ordinary looks like. Campaigns are
+linked, scored and enforced by `models.campaign_scoring.CampaignScorer`.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Three plots (matplotlib, rendered to PNG and embedded) next to the tables of `evaluate`:
 time to first action per campaign, benign accounts hit per archetype and level, and, when the
 scored windows are given, score timelines of caught and missed campaign accounts against the
-highest-scoring ordinary accounts of each archetype.
+highest-scoring ordinary accounts of each archetype, and the membership of the largest campaigns
+over time.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import orjson
 
 from schemas.validation import parse_timestamp
 
-__all__ = ["account_timelines", "write_report"]
+__all__ = ["account_timelines", "campaign_growth", "write_report"]
 
 BUDGETS = {"flag": 1e-3, "throttle": 2e-4, "suspend": 5e-5}
 
@@ -163,6 +164,51 @@ def _timeline_plot(
     return _png(fig)
 
 
+def campaign_growth(score_rows: Iterable[dict[str, Any]]) -> dict[str, list[tuple[int, int]]]:
+    """Per campaign, its (window end in ms, members) points in time order."""
+    series: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for row in score_rows:
+        if row["entity_kind"] == "campaign":
+            members = int(row["features"].get("members", 0))
+            series[row["entity_id"]].append((parse_timestamp(row["window_end"]), members))
+    for points in series.values():
+        points.sort()
+    return dict(series)
+
+
+def _campaign_plot(
+    growth: dict[str, list[tuple[int, int]]], actions: list[dict[str, Any]], top: int = 8
+) -> str:
+    """Members over time of the largest campaigns, with their first action marked."""
+    start = min((p[0][0] for p in growth.values() if p), default=0)
+    biggest = sorted(growth, key=lambda c: -max(m for _, m in growth[c]))[:top]
+    first: dict[str, tuple[int, str]] = {}
+    for a in actions:
+        if a["entity_kind"] == "campaign" and a["action"] != "release":
+            ts = a["ts"] if isinstance(a["ts"], int) else parse_timestamp(a["ts"])
+            if a["entity_id"] not in first or ts < first[a["entity_id"]][0]:
+                first[a["entity_id"]] = (ts, a["action"])
+    fig, ax = plt.subplots(figsize=(10, 4))
+    for cid in biggest:
+        pts = growth[cid]
+        (line,) = ax.plot(
+            [(t - start) / 60_000 for t, _ in pts],
+            [m for _, m in pts],
+            linewidth=1.2,
+            label=f"{cid} (max {max(m for _, m in pts)})",
+        )
+        if cid in first:
+            ts = first[cid][0]
+            at = min(pts, key=lambda p: abs(p[0] - ts))
+            ax.plot([(at[0] - start) / 60_000], [at[1]], marker="o", color=line.get_color(), ms=6)
+    ax.set_xlabel("minutes (event time)")
+    ax.set_ylabel("members")
+    ax.set_title("Campaign membership over time (dot: first action on the campaign)")
+    if biggest:
+        ax.legend(loc="upper left", fontsize=7)
+    return _png(fig)
+
+
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join(
@@ -202,7 +248,11 @@ def write_report(
     ]
     plots = [_ttd_plot(report), _benign_plot(report)]
     if score_rows is not None:
-        plots.append(_timeline_plot(labels, report, account_timelines(score_rows), hit))
+        rows = list(score_rows)
+        plots.append(_timeline_plot(labels, report, account_timelines(rows), hit))
+        growth = campaign_growth(rows)
+        if growth:
+            plots.append(_campaign_plot(growth, actions))
     imgs = "".join(f'<p><img alt="plot" src="data:image/png;base64,{p}"></p>' for p in plots)
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>distillguard evaluation</title>

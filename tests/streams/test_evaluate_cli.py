@@ -42,7 +42,8 @@ def test_simulate_score_evaluate_chain_writes_table_json_and_html(tmp_path, caps
     assert report["summary"]["campaigns"] == len(labels["campaigns"]) >= 5  # those that started
     assert report == orjson.loads((report_dir / "report.json").read_bytes())
     page = (report_dir / "index.html").read_text()
-    assert len(re.findall(r'src="data:image/png;base64,[A-Za-z0-9+/=]{1000,}"', page)) == 3
+    # time to detection, benign hits, score timelines, campaign membership over time
+    assert len(re.findall(r'src="data:image/png;base64,[A-Za-z0-9+/=]{1000,}"', page)) == 4
     assert "<h2>Campaigns</h2>" in page
 
 
