@@ -29,8 +29,12 @@ from schemas.validation import parse_event
 from simulator.traffic import Scenario, simulate
 
 
-def core_throughput(events: list[UsageEvent], batch: int = 20_000) -> tuple[float, Detector, int]:
-    det = Detector()
+def core_throughput(
+    events: list[UsageEvent],
+    batch: int = 20_000,
+    kinds: tuple[str, ...] = ("account", "ip_block", "campaign"),
+) -> tuple[float, Detector, int]:
+    det = Detector(kinds=kinds)
     actions = 0
     t = time.perf_counter()
     for i in range(0, len(events), batch):
@@ -39,7 +43,7 @@ def core_throughput(events: list[UsageEvent], batch: int = 20_000) -> tuple[floa
     return len(events) / (time.perf_counter() - t), det, actions
 
 
-def state_per_entity(n_accounts: int = 100_000) -> tuple[float, float, int]:
+def state_per_entity(n_accounts: int = 100_000) -> tuple[float, float, int, float]:
     det = Detector()
     # Three windows in which every account makes one request (event-time order), from
     # 400 accounts per /24.
@@ -72,7 +76,8 @@ def state_per_entity(n_accounts: int = 100_000) -> tuple[float, float, int]:
     n = len(acc) + len(blk)
     table_bytes = acc.bytes_per_entity() * len(acc) + blk.bytes_per_entity() * len(blk)
     snap = len(det.snapshot())
-    return table_bytes / n, snap / n, len(acc)
+    linking = len(pickle.dumps(det.campaigns, protocol=pickle.HIGHEST_PROTOCOL))
+    return table_bytes / n, snap / n, len(acc), linking / len(acc)
 
 
 def river_baseline(raw_events: list[dict[str, Any]], n: int = 30_000) -> tuple[float, float, float]:
@@ -115,6 +120,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=int, default=60)
     ap.add_argument("--benign-accounts", type=int, default=4_000)
+    ap.add_argument("--accounts", type=int, default=1_000_000, help="for the state measurement")
     args = ap.parse_args()
     traffic = simulate(
         replace(Scenario(), minutes=args.minutes, benign_accounts=args.benign_accounts)
@@ -126,18 +132,22 @@ def main() -> None:
     assert all(isinstance(e, UsageEvent) for e in events)
     events.sort(key=lambda e: e.ts_ms)  # type: ignore[union-attr]
     rate, det, actions = core_throughput(events)  # type: ignore[arg-type]
+    unlinked, _, _ = core_throughput(events, kinds=("account", "ip_block"))  # type: ignore[arg-type]
     print(
         f"events: {len(events):,} over {args.minutes} simulated minutes, "
         f"{det.tracked_entities():,} entities tracked, {actions:,} enforcement events"
     )
     print(f"validation (bytes -> UsageEvent):      {validate_rate:>10,.0f} events/s")
     print(f"scoring core (Detector.process):       {rate:>10,.0f} events/s  (target >= 100,000)")
+    print(f"  the same without campaign linking:   {unlinked:>10,.0f} events/s")
     both = 1 / (1 / rate + 1 / validate_rate)
     print(f"validation + scoring core, one core:   {both:>10,.0f} events/s")
-    table, snap, n_acc = state_per_entity()
+    t = time.perf_counter()
+    table, snap, n_acc, linking = state_per_entity(args.accounts)
     print(
         f"state per entity, {n_acc:,} accounts + their blocks: {table:,.0f} B in tables, "
-        f"{snap:,.0f} B pickled snapshot  (target <= 2,048 B)"
+        f"{snap:,.0f} B pickled snapshot  (target <= 2,048 B); campaign linking "
+        f"{linking:,.0f} B per account (target <= 1,024 B); {time.perf_counter() - t:.0f} s"
     )
     base_rate, steady_rate, base_size = river_baseline(traffic.events)
     print(

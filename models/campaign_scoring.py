@@ -104,12 +104,12 @@ def _take(s: AccountSummaries, order: npt.NDArray[np.intp]) -> dict[str, Any]:
     for start_name, names in _RAGGED:
         start = getattr(s, start_name)
         lengths = np.diff(start)[order]
+        ends = np.cumsum(lengths)
+        # positions of the owners' items, owner by owner: each owner's start, then +0, +1, ...
         idx = (
-            np.concatenate([np.arange(start[i], start[i + 1]) for i in order.tolist()])
-            if order.size
-            else np.zeros(0, dtype=np.int64)
+            np.repeat(start[order] - (ends - lengths), lengths) + np.arange(int(lengths.sum()))
         ).astype(np.intp)
-        cols[start_name] = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        cols[start_name] = np.concatenate([[0], ends]).astype(np.int64)
         for n in names:
             cols[n] = getattr(s, n)[idx]
     return cols

@@ -167,6 +167,27 @@ def _top_per_group(
     return g[keep], key[keep], weight[keep]
 
 
+def _pairs(a: I64, b: I64) -> tuple[I64, I64, npt.NDArray[np.intp]]:
+    """Distinct (a, b) pairs sorted by a then b, and each input's pair index: what
+    ``np.unique(np.stack([a, b]), axis=1, return_inverse=True)`` gives, several times faster."""
+    order = np.lexsort((b, a))
+    sa, sb = a[order], b[order]
+    new = np.ones(order.size, dtype=np.bool_)
+    new[1:] = (sa[1:] != sa[:-1]) | (sb[1:] != sb[:-1])
+    group = np.cumsum(new) - 1
+    inverse = np.empty(order.size, dtype=np.intp)
+    inverse[order] = group
+    return sa[new], sb[new], inverse
+
+
+def _group_sum(group: npt.NDArray[np.intp], values: npt.NDArray[Any], n_groups: int) -> F64:
+    """Per group, the column sums of ``values`` (rows belong to ``group``)."""
+    out = np.zeros((n_groups, values.shape[1]))
+    for j in range(values.shape[1]):
+        out[:, j] = np.bincount(group, values[:, j], minlength=n_groups)
+    return out
+
+
 def summarize(
     w: ClosedWindow,
     hits: F64,
@@ -333,8 +354,7 @@ def _synchrony(group: I64, seconds: U64, active: npt.NDArray[np.bool_], n_groups
         (seconds[active, None] >> np.arange(60, dtype=np.uint64)[None, :]) & np.uint64(1)
     ).astype(np.float64)
     g = group[active]
-    per_second = np.zeros((n_groups, 60))
-    np.add.at(per_second, g, bits)
+    per_second = _group_sum(g, bits, n_groups)
     a = bits.sum(axis=1)
     total = np.bincount(g, a, minlength=n_groups)
     shared = (bits * (per_second[g] >= 2)).sum(axis=1)
@@ -525,11 +545,9 @@ class CampaignLinker:
         all_keys = np.concatenate([keys[touched].ravel(), new_keys])
         all_w = np.concatenate([weights[touched].ravel().astype(np.float64), w_new])
         live = all_keys != 0
-        both, inv = np.unique(
-            np.stack([all_rows[live], all_keys[live]]), axis=1, return_inverse=True
-        )
-        weight = np.bincount(inv.ravel(), all_w[live])
-        top_rows, top_keys, top_w = _top_per_group(both[0], both[1], weight, k)
+        pair_rows, pair_keys, inv = _pairs(all_rows[live], all_keys[live])
+        weight = np.bincount(inv, all_w[live], minlength=pair_rows.size)
+        top_rows, top_keys, top_w = _top_per_group(pair_rows, pair_keys, weight, k)
         keys[touched] = 0
         weights[touched] = 0
         first = np.ones(top_rows.size, dtype=np.bool_)
@@ -566,8 +584,8 @@ class CampaignLinker:
         if acc.size == 0:
             empty = np.zeros(0, dtype=np.int64)
             return empty, empty, empty
-        both, hub = np.unique(np.stack([kind, key]), axis=1, return_inverse=True)
-        return acc.astype(np.int64), hub.ravel().astype(np.int64), both[0]
+        hub_kinds, _, hub = _pairs(kind.astype(np.int64), key.astype(np.int64))
+        return acc.astype(np.int64), hub.astype(np.int64), hub_kinds
 
     def _risky_hubs(
         self, alive: npt.NDArray[np.intp], acc: I64, hub: I64, hub_kind: I64, now_ms: int
@@ -577,10 +595,8 @@ class CampaignLinker:
         members = np.bincount(hub, minlength=n_hubs).astype(np.float64)
         rows = alive[acc]
         r = len(RATES)
-        hits = np.zeros((n_hubs, r))
-        trials = np.zeros((n_hubs, r))
-        np.add.at(hits, hub, self.hits[rows])
-        np.add.at(trials, hub, self.trials[rows])
+        hits = _group_sum(hub, self.hits[rows], n_hubs)
+        trials = _group_sum(hub, self.trials[rows], n_hubs)
         created = self.created_ms[rows]
         known = created >= 0
         newness = np.where(known, np.exp(-np.maximum(now_ms - created, 0) / (7 * _DAY_MS)), 0.0)
