@@ -286,9 +286,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", default="1-24", help="seed list, e.g. 1-24 or 1,5,9")
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument(
-        "--variants", nargs="+", default=["full", "per-entity"], choices=list(VARIANTS)
-    )
+    ap.add_argument("--variants", nargs="+", default=["full", "per-entity"], choices=list(VARIANTS))
     args = ap.parse_args(argv)
     seeds = parse_seeds(args.seeds)
     jobs = [(s, args.scale, v) for v in args.variants for s in seeds]

@@ -5,23 +5,124 @@ Faust runs the process: lifecycle, signals, logging and the web server (``/healt
 through a Faust agent: its per-message path costs ~150 us here (ENVIRONMENT.md), so
 `streams.engine.Engine` consumes it in batches with aiokafka, inside a service Faust starts and
 stops with the app.
+
+The web server binds ``DISTILLGUARD_WEB_HOST`` (127.0.0.1 unless set). With
+``DISTILLGUARD_WEB_TOKEN`` set, every route but ``/health`` needs ``Authorization: Bearer
+<token>``; a host other than loopback without a token is refused at start. Every route checks
+its parameters (400 with a one-line JSON error), and investigations are bounded in rows and time.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import hmac
+import ipaddress
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, cast
 
 import faust
 import orjson
+from aiohttp import web as aioweb
+from faust.web import Web
+from faust.web.drivers.aiohttp import Web as AiohttpWeb
 from mode import Service
 
 from schemas.topics import DEAD_LETTERS, ENFORCEMENT, USAGE_EVENTS
-from streams.clickhouse import ClickHouseSink, Investigation, StateStore, connect, migrate
+from streams.clickhouse import (
+    MAX_MINUTES,
+    MAX_ROWS,
+    ClickHouseError,
+    ClickHouseSink,
+    Investigation,
+    StateStore,
+    connect,
+    migrate,
+    one_line,
+)
 from streams.engine import Engine, EngineConfig
-from streams.settings import Settings
+from streams.settings import Settings, is_loopback, redact
 
 __all__ = ["create_app", "prometheus"]
+
+#: Longest entity id a view accepts (account ids and CIDR blocks are far shorter).
+MAX_ID_LENGTH = 256
+
+
+class BadRequest(ValueError):
+    """A request parameter a view cannot use: answered 400 with the message."""
+
+
+def _params(query: Mapping[str, str], allowed: set[str]) -> None:
+    """Refuse parameters a view does not know (a typo would otherwise be silently ignored)."""
+    unknown = sorted(set(query) - allowed)
+    if unknown:
+        known = ", ".join(sorted(allowed)) or "none"
+        raise BadRequest(f"unknown parameter {unknown[0][:40]!r}; this view takes: {known}")
+
+
+def _int(query: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    """Integer parameter ``name`` in ``low..high``.
+
+    Examples
+    --------
+    >>> _int({"minutes": "15"}, "minutes", 60, 1, 10080), _int({}, "minutes", 60, 1, 10080)
+    (15, 60)
+    >>> _int({"minutes": "abc"}, "minutes", 60, 1, 10080)
+    Traceback (most recent call last):
+    ...
+    streams.app.BadRequest: minutes must be an integer in 1..10080, got 'abc'
+    """
+    raw = query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise BadRequest(f"{name} must be an integer in {low}..{high}, got {raw[:40]!r}")
+    return value
+
+
+def _entity_id(query: Mapping[str, str], kind: str) -> str:
+    """The ``id`` parameter: present, bounded, and a CIDR block for ``ip_block``."""
+    entity = query.get("id", "")
+    if not entity:
+        raise BadRequest("use /investigate/account?id=... or /investigate/ip-block?id=CIDR")
+    if len(entity) > MAX_ID_LENGTH or not entity.isprintable():
+        raise BadRequest(f"id must be at most {MAX_ID_LENGTH} printable characters")
+    if kind == "ip_block":
+        try:
+            ipaddress.ip_network(entity, strict=False)
+        except ValueError:
+            raise BadRequest(
+                f"id must be a CIDR block such as 10.0.0.0/24, got {entity[:40]!r}"
+            ) from None
+    return entity
+
+
+def _bearer(token: str) -> Any:
+    """aiohttp middleware: every path but ``/health`` needs ``Authorization: Bearer <token>``,
+    compared in constant time."""
+    expected = token.encode()
+
+    @aioweb.middleware
+    async def check(
+        request: aioweb.Request, handler: Callable[[aioweb.Request], Awaitable[Any]]
+    ) -> Any:
+        if request.path != "/health":
+            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+            if not (
+                scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected)
+            ):
+                return aioweb.json_response(
+                    {"error": "missing or wrong bearer token (Authorization: Bearer <token>)"},
+                    status=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+        return await handler(request)
+
+    return check
 
 
 def prometheus(engine: Engine) -> str:
@@ -62,15 +163,28 @@ def prometheus(engine: Engine) -> str:
 
 def create_app(settings: Settings) -> faust.App:
     """The Faust app for these settings (Kafka and ClickHouse from them)."""
+    if not is_loopback(settings.web_host) and not settings.web_token:
+        raise ValueError(
+            f"DISTILLGUARD_WEB_HOST={settings.web_host} exposes investigation data; "
+            "set DISTILLGUARD_WEB_TOKEN or bind 127.0.0.1"
+        )
     if not settings.kafka_bootstrap:
         raise ValueError(
             "the worker needs DISTILLGUARD_KAFKA_BOOTSTRAP (a real Kafka, or one "
             "started with `distillguard broker`)"
         )
-    app = faust.App(
+
+    class App(faust.App):
+        def on_webserver_init(self, web: Web) -> None:
+            if settings.web_token:
+                cast(AiohttpWeb, web).web_app.middlewares.append(_bearer(settings.web_token))
+
+    app = App(
         settings.worker_name,
         broker=f"kafka://{settings.kafka_bootstrap}",
-        web_host=settings.web_host,
+        # the host of the worker's URL (an IPv6 address in brackets), and the interface to bind
+        web_host=f"[{settings.web_host}]" if ":" in settings.web_host else settings.web_host,
+        web_bind=settings.web_host,  # Faust's own default binds every interface
         web_port=settings.web_port,
         store="memory://",
         autodiscover=False,
@@ -115,11 +229,15 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
+        try:
+            _params(request.query, set())
+        except BadRequest as exc:
+            return web.json({"error": str(exc)}, status=400)
         engine: Engine | None = state.get("engine")
         failed = engine.failed() if engine else None
         body = {
             "status": "ok" if engine and failed is None else "starting" if not engine else "failed",
-            "error": repr(failed) if failed else None,
+            "error": redact(repr(failed)) if failed else None,
             "lag": engine.metrics.lag if engine else {},
             "detector_version": settings.detector_config().version,
         }
@@ -127,35 +245,68 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
+        try:
+            _params(request.query, set())
+        except BadRequest as exc:
+            return web.json({"error": str(exc)}, status=400)
         engine = state.get("engine")
         return web.text(prometheus(engine) if engine else "", content_type="text/plain")
 
     @app.page("/investigate/{kind}")
     async def investigate(web: Any, request: Any, kind: str) -> Any:
         """``/investigate/account?id=...``, ``/investigate/ip-block?id=CIDR``,
-        ``/investigate/top?kind=account&minutes=60``: the same views as the CLI, as JSON."""
+        ``/investigate/top?kind=account&minutes=60``: the same views as the CLI, as JSON.
+        Bad parameters answer 400, an unknown view or entity 404, a failed query 503, each with
+        a one-line ``{"error": ...}``."""
+        if kind not in ("top", "account", "ip-block", "ip_block"):
+            return web.json(
+                {"error": f"no view {kind[:40]!r}; use /investigate/account, ip-block or top"},
+                status=404,
+            )
         inv: Investigation | None = state.get("investigation")
         if inv is None:
             return web.json({"error": "starting"}, status=503)
         engine: Engine = state["engine"]
         q = request.query
-        if kind == "top":
-            which = "ip_block" if q.get("kind") in ("ip-block", "ip_block") else "account"
-            rows = await engine.clickhouse(inv.top, which, int(q.get("minutes", 60)))
-            return web.json(_jsonable({"kind": which, "top": rows}))
-        if kind not in ("account", "ip-block", "ip_block") or not q.get("id"):
+        try:
+            if kind == "top":
+                _params(q, {"kind", "minutes", "limit"})
+                which = {
+                    "account": "account",
+                    "ip-block": "ip_block",
+                    "ip_block": "ip_block",
+                    "campaign": "campaign",
+                }
+                if q.get("kind", "account") not in which:
+                    raise BadRequest("kind must be account, ip-block or campaign")
+                top_kind = which[q.get("kind", "account")]
+                minutes = _int(q, "minutes", 60, 1, MAX_MINUTES)
+                limit = _int(q, "limit", 20, 1, MAX_ROWS)
+            else:
+                _params(q, {"id", "limit"})
+                entity_kind = "account" if kind == "account" else "ip_block"
+                entity_id = _entity_id(q, entity_kind)
+                # each list keeps its own default length unless a limit is given
+                bound = (_int(q, "limit", 0, 1, MAX_ROWS),) if "limit" in q else ()
+        except BadRequest as exc:
+            return web.json({"error": str(exc)}, status=400)
+        try:
+            if kind == "top":
+                rows = await engine.clickhouse(inv.top, top_kind, minutes, limit)
+                return web.json(_jsonable({"kind": top_kind, "top": rows}))
+            view = {
+                "entity_kind": entity_kind,
+                "entity_id": entity_id,
+                "windows": await engine.clickhouse(inv.windows, entity_kind, entity_id, *bound),
+                "actions": await engine.clickhouse(inv.actions, entity_kind, entity_id, *bound),
+                "linked": await engine.clickhouse(inv.linked, entity_kind, entity_id, *bound),
+            }
+        except ClickHouseError as exc:
+            return web.json({"error": f"ClickHouse: {one_line(exc)}"}, status=503)
+        if not (view["windows"] or view["actions"] or view["linked"]):
             return web.json(
-                {"error": "use /investigate/account?id=... or /ip-block?id=CIDR"}, status=400
+                {"error": f"no {entity_kind} {entity_id[:80]!r} in ClickHouse"}, status=404
             )
-        which = "account" if kind == "account" else "ip_block"
-        entity_id = q["id"]
-        view = {
-            "entity_kind": which,
-            "entity_id": entity_id,
-            "windows": await engine.clickhouse(inv.windows, which, entity_id),
-            "actions": await engine.clickhouse(inv.actions, which, entity_id),
-            "linked": await engine.clickhouse(inv.linked, which, entity_id),
-        }
         return web.json(_jsonable(view))
 
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import tempfile
 import time
@@ -26,10 +27,19 @@ from simulator.traffic import (
     write_labels,
     write_traffic,
 )
-from streams.clickhouse import ClickHouseSink, Investigation, connect, migrate
+from streams.clickhouse import (
+    MAX_MINUTES,
+    MAX_ROWS,
+    ClickHouseError,
+    ClickHouseSink,
+    Investigation,
+    connect,
+    migrate,
+    one_line,
+)
 from streams.produce import produce
 from streams.replay import open_lines, open_output, replay
-from streams.settings import Settings
+from streams.settings import Settings, redact
 
 __all__ = ["main"]
 
@@ -57,15 +67,27 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_score(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    if args.input != "-":
+        # Fail on a missing or unreadable input before any output file is created or emptied.
+        with open(args.input, "rb"):
+            pass
+    # --clickhouse, else DISTILLGUARD_CLICKHOUSE_URL when it is set; never the embedded default.
+    url = args.clickhouse or (
+        settings.clickhouse_url if "clickhouse_url" in Settings.given() else None
+    )
+    sink = _sink(url, settings) if url else None
+    if url:
+        print(
+            f"score: also writing to ClickHouse at {redact(url)}, "
+            f"database {settings.clickhouse_database}",
+            file=sys.stderr,
+        )
     with ExitStack() as stack:
         out = stack.enter_context(open_output(Path(args.output)))
         dead = (
             stack.enter_context(open_output(Path(args.dead_letter))) if args.dead_letter else None
         )
         scores = stack.enter_context(open_output(Path(args.scores))) if args.scores else None
-        sink = None
-        if args.clickhouse:
-            sink = _sink(args.clickhouse, settings)
         summary = replay(
             Path(args.input), out, settings.detector_config(), dead, scores=scores, sink=sink
         )
@@ -89,7 +111,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     )
     applied = migrate(connect(settings.clickhouse_url), settings.clickhouse_database)
     print(
-        f"migrate: {settings.clickhouse_database} at {settings.clickhouse_url}: "
+        f"migrate: {settings.clickhouse_database} at {redact(settings.clickhouse_url)}: "
         + (f"applied {', '.join(applied)}" if applied else "up to date")
     )
     return 0
@@ -377,6 +399,21 @@ def cmd_broker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bounded(low: int, high: int) -> Any:
+    """An argparse type: an integer in ``low..high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text[:40]!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be in {low}..{high}, got {value}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="distillguard",
@@ -448,8 +485,15 @@ def build_parser() -> argparse.ArgumentParser:
         default="account",
         help="for top: which entities",
     )
-    p.add_argument("--since-minutes", type=int, default=60, help="for top: event-time range")
-    p.add_argument("--limit", type=int, default=20)
+    p.add_argument(
+        "--since-minutes",
+        type=_bounded(1, MAX_MINUTES),
+        default=60,
+        help=f"for top: event-time range (1..{MAX_MINUTES})",
+    )
+    p.add_argument(
+        "--limit", type=_bounded(1, MAX_ROWS), default=20, help=f"rows per list (1..{MAX_ROWS})"
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     clickhouse_options(p)
     p.set_defaults(func=cmd_investigate)
@@ -483,10 +527,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "investigate" and args.target != "top" and not args.entity:
         parser.error(f"investigate {args.target} needs the entity id")
+    # A ClickHouse failure reaches the person as one line below, not as the driver's warnings.
+    logging.getLogger("clickhouse_connect").setLevel(logging.ERROR)
     try:
         code: int = args.func(args)
     except (OSError, ValueError) as exc:
-        print(f"distillguard {args.command}: error: {exc}", file=sys.stderr)
+        print(f"distillguard {args.command}: error: {redact(str(exc))}", file=sys.stderr)
+        return 2
+    except ClickHouseError as exc:  # after a connection was made: a query or insert failed
+        print(f"distillguard {args.command}: error: ClickHouse: {one_line(exc)}", file=sys.stderr)
         return 2
     return code
 

@@ -10,9 +10,13 @@
 
 from __future__ import annotations
 
+import os
 import re
+import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
@@ -21,11 +25,30 @@ from typing import Any
 import clickhouse_connect
 import orjson
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from models.detector import DetectorOutput, EnforcementAction
 from schemas.dead_letters import DeadLetter
+from streams.settings import redact
 
-__all__ = ["ClickHouseSink", "Investigation", "StateStore", "connect", "migrate"]
+__all__ = [
+    "MAX_MINUTES",
+    "MAX_ROWS",
+    "QUERY_SECONDS",
+    "ClickHouseError",
+    "ClickHouseSink",
+    "ClickHouseUnavailable",
+    "Investigation",
+    "StateStore",
+    "connect",
+    "migrate",
+    "one_line",
+]
+
+#: Bounds of an investigation: rows per query, event-time range of ``top``, seconds per query.
+MAX_ROWS = 1000
+MAX_MINUTES = 7 * 24 * 60
+QUERY_SECONDS = 10
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -36,13 +59,98 @@ def _database(name: str) -> str:
     return name
 
 
+class ClickHouseUnavailable(ConnectionError):
+    """The ClickHouse of a URL cannot be reached or opened; the message is one line for a person,
+    credentials redacted."""
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """The root cause of ``exc`` as one short line, credentials redacted: for a refused
+    connection ``[Errno 111] Connection refused`` rather than the whole retry story.
+
+    Examples
+    --------
+    >>> try:
+    ...     try:
+    ...         raise ConnectionRefusedError(111, "Connection refused")
+    ...     except OSError as e:
+    ...         raise RuntimeError("pool for http://u:pw@h failed\\nmore") from e
+    ... except RuntimeError as e:
+    ...     print(one_line(e))
+    [Errno 111] Connection refused
+    """
+    root: BaseException = exc
+    seen = {id(root)}
+    while (nxt := root.__cause__ or root.__context__) is not None and id(nxt) not in seen:
+        seen.add(id(nxt))
+        root = nxt
+    text = str(root).strip() or str(exc).strip() or type(root).__name__
+    text = redact(" ".join(text.split()))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _unavailable(url: str, exc: BaseException) -> ClickHouseUnavailable:
+    message = str(exc)
+    if url.startswith("chdb://") and "Error initializing EmbeddedServer" in message:
+        path = url.removeprefix("chdb://").split("?", 1)[0]
+        return ClickHouseUnavailable(
+            f"the chDB path {redact(path)} is in use by another process (chDB opens a path in "
+            "one process at a time): stop that process, or pass another chdb:///path with "
+            "--clickhouse / DISTILLGUARD_CLICKHOUSE_URL"
+        )
+    if url.startswith("chdb://") and "cannot connect with different path" in message:
+        return ClickHouseUnavailable(
+            f"cannot open chDB at {redact(url)}: this process already has another chDB path "
+            "open (chDB allows one path per process)"
+        )
+    return ClickHouseUnavailable(
+        f"cannot reach ClickHouse at {redact(url)}: {one_line(exc)}; check --clickhouse / "
+        "DISTILLGUARD_CLICKHOUSE_URL"
+    )
+
+
+@contextmanager
+def _native_stderr() -> Iterator[bytearray]:
+    """Hold back what native code writes to file descriptor 2 (chDB prints its own exception
+    there before raising it), so a failure to open reaches the person as one line; the bytes
+    held back are in the yielded buffer once the block has ended."""
+    sys.stderr.flush()
+    captured = bytearray()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            captured.extend(held.read())
+
+
 def connect(url: str) -> Client:
-    """A clickhouse-connect client for ``chdb:///path`` (embedded) or ``http(s)://...``."""
-    if url.startswith("chdb://"):
-        return clickhouse_connect.get_client(dsn=url)
-    if url.startswith(("http://", "https://", "clickhouse://")):
-        return clickhouse_connect.get_client(dsn=url)
-    raise ValueError(f"ClickHouse URL must start with chdb://, http:// or https://, got {url!r}")
+    """A clickhouse-connect client for ``chdb:///path`` (embedded) or ``http(s)://...``.
+
+    A server that cannot be reached, or a chDB path another process holds, raises
+    `ClickHouseUnavailable` with one line for a person; no error message carries credentials.
+    """
+    if not url.startswith(("chdb://", "http://", "https://", "clickhouse://")):
+        raise ValueError(
+            "ClickHouse URL must start with chdb://, http:// or https:// (lowercase), "
+            f"got {redact(url)!r}"
+        )
+    try:
+        if not url.startswith("chdb://"):
+            return clickhouse_connect.get_client(dsn=url)
+        with _native_stderr() as said:
+            client = clickhouse_connect.get_client(dsn=url)
+        if said:  # opened: pass on whatever the engine said
+            os.write(2, bytes(said))
+        return client
+    except ClickHouseError as exc:
+        raise _unavailable(url, exc) from exc
+    except ValueError as exc:  # e.g. a port that is not a number
+        raise ValueError(f"not a valid ClickHouse URL {redact(url)!r}: {one_line(exc)}") from None
 
 
 def _migrations() -> list[tuple[int, str, str]]:
@@ -304,14 +412,25 @@ class StateStore:
 
 
 class Investigation:
-    """The questions an analyst asks about one entity, as parameterized queries."""
+    """The questions an analyst asks about one entity, as parameterized queries, each bounded
+    in rows (``LIMIT``) and in time (ClickHouse's ``max_execution_time``)."""
 
-    def __init__(self, client: Client, database: str = "distillguard") -> None:
+    def __init__(
+        self,
+        client: Client,
+        database: str = "distillguard",
+        max_execution_time: float = QUERY_SECONDS,
+    ) -> None:
         self.client = client
         self.db = _database(database)
+        self.max_execution_time = max_execution_time
 
     def _rows(self, sql: str, **params: Any) -> list[dict[str, Any]]:
-        result = self.client.query(sql.replace("{db}", self.db), parameters=params)
+        result = self.client.query(
+            sql.replace("{db}", self.db),
+            parameters=params,
+            settings={"max_execution_time": self.max_execution_time},
+        )
         return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
 
     def windows(self, kind: str, entity: str, limit: int = 30) -> list[dict[str, Any]]:

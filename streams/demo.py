@@ -23,7 +23,7 @@ from simulator.traffic import Scenario, simulate, traffic_lines
 from streams.clickhouse import ClickHouseSink, StateStore, connect, migrate
 from streams.engine import Engine, EngineConfig
 from streams.produce import produce
-from streams.settings import Settings
+from streams.settings import Settings, redact
 
 __all__ = ["run_demo"]
 
@@ -51,7 +51,7 @@ async def _run(scenario: Scenario, settings: Settings, out: Any) -> int:
         client = connect(settings.clickhouse_url)
         client.command(f"DROP DATABASE IF EXISTS {DEMO_DATABASE}")
         migrate(client, DEMO_DATABASE)
-        say(f"demo: ClickHouse (chDB) at {settings.clickhouse_url}, database {DEMO_DATABASE}")
+        say(f"demo: ClickHouse at {redact(settings.clickhouse_url)}, database {DEMO_DATABASE}")
         traffic = simulate(scenario)
         messages = list(traffic_lines(traffic, bad_line_rate=0.001))
         say(
@@ -103,6 +103,7 @@ async def _run(scenario: Scenario, settings: Settings, out: Any) -> int:
         finally:
             await engine.stop()
         actions = _read_enforcement(broker.bootstrap)
+    url = redact(settings.clickhouse_url)
     say(f"\ndemo: {len(actions):,} enforcement events read back from {ENFORCEMENT}\n")
     say(format_report(evaluate(traffic.labels, actions)))
     example = next((a for a in actions if a["action"] == "suspend"), None)
@@ -111,12 +112,9 @@ async def _run(scenario: Scenario, settings: Settings, out: Any) -> int:
         say(orjson.dumps(example, option=orjson.OPT_INDENT_2).decode())
         say(
             f"\nwhy: distillguard investigate account {example['entity_id']} "
-            f"--clickhouse {settings.clickhouse_url} --database {DEMO_DATABASE}"
+            f"--clickhouse {url} --database {DEMO_DATABASE}"
         )
-    say(
-        f"top:  distillguard investigate top --clickhouse {settings.clickhouse_url} "
-        f"--database {DEMO_DATABASE}"
-    )
+    say(f"top:  distillguard investigate top --clickhouse {url} --database {DEMO_DATABASE}")
     say(
         f"SQL:  SELECT entity_id, max(score) FROM {DEMO_DATABASE}.entity_scores FINAL GROUP BY "
         "entity_id ORDER BY 2 DESC LIMIT 10"

@@ -6,17 +6,85 @@ embedded defaults.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from models.detector import DetectorConfig
 from models.policy import PolicyConfig
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "default_clickhouse_url", "is_loopback", "redact"]
 
 PREFIX = "DISTILLGUARD_"
+
+# ``scheme://userinfo@``: everything between ``://`` and the last ``@`` before the first ``/``.
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^\s/]*)@")
+# ``?password=...``, ``&access_token=...`` and the like: the value up to the next separator.
+_SECRET_PARAM = re.compile(
+    r"(?P<key>[?&;][\w.-]*(?:password|passwd|pwd|token|secret|api_?key|access_?key)[\w.-]*=)"
+    r"[^&#\s'\"]*",
+    re.IGNORECASE,
+)
+
+
+def redact(url: str) -> str:
+    """``url`` (or any text holding URLs) with credentials replaced by ``***``: the
+    ``user:password@`` of each URL and the value of every password/token/secret parameter.
+
+    Use it wherever a URL is printed, logged, or put in an error message or a response.
+
+    Examples
+    --------
+    >>> redact("https://admin:S3cretPW@host:8443/db")
+    'https://***@host:8443/db'
+    >>> redact("HTTPS://admin:p@ss@host?user=x&password=S3cret&Token=t1#x")
+    'HTTPS://***@host?user=x&password=***&Token=***#x'
+    >>> redact("chdb:///var/lib/chdb")
+    'chdb:///var/lib/chdb'
+    >>> redact("failed: 'http://u:pw@h:8123' and http://h2:8123/?access_token=abc")
+    "failed: 'http://***@h:8123' and http://h2:8123/?access_token=***"
+    """
+    text = _USERINFO.sub(lambda m: f"{m.group('scheme')}***@", url)
+    return _SECRET_PARAM.sub(lambda m: f"{m.group('key')}***", text)
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach: ``localhost``, 127.0.0.0/8, ``::1``.
+
+    Examples
+    --------
+    >>> [is_loopback(h) for h in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "10.1.2.3", "h")]
+    [True, True, True, False, False, False]
+    """
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve to anything
+
+
+def default_clickhouse_url(env: Mapping[str, str] | None = None) -> str:
+    """The embedded store of this user: ``$XDG_DATA_HOME/distillguard/chdb``, else
+    ``~/.local/share/distillguard/chdb`` (never a directory shared with other users).
+
+    Examples
+    --------
+    >>> default_clickhouse_url({"XDG_DATA_HOME": "/data/me"})
+    'chdb:///data/me/distillguard/chdb'
+    >>> default_clickhouse_url({"HOME": "/home/me", "XDG_DATA_HOME": "relative/ignored"})
+    'chdb:///home/me/.local/share/distillguard/chdb'
+    """
+    source = os.environ if env is None else env
+    xdg = source.get("XDG_DATA_HOME", "")
+    if xdg and Path(xdg).is_absolute():  # the XDG spec ignores a relative value
+        base = Path(xdg)
+    else:
+        base = Path(source.get("HOME") or Path.home()) / ".local" / "share"
+    return f"chdb://{base / 'distillguard' / 'chdb'}"
 
 
 @dataclass(frozen=True)
@@ -24,7 +92,7 @@ class Settings:
     """Runtime settings; each field ``x`` is read from ``DISTILLGUARD_X``."""
 
     kafka_bootstrap: str = ""  # empty: start the embedded broker
-    clickhouse_url: str = "chdb:///var/tmp/distillguard-chdb"
+    clickhouse_url: str = field(default_factory=default_clickhouse_url)
     clickhouse_database: str = "distillguard"
     window_seconds: int = 60
     allowed_lateness_seconds: int = 10
@@ -36,6 +104,7 @@ class Settings:
     allowlist_file: str = ""
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    web_token: str = ""  # when set, every web route but /health needs "Bearer <token>"
     checkpoint_seconds: float = 10.0
     idle_flush_seconds: float = 60.0
     internal_partitions: int = 8
@@ -63,7 +132,28 @@ class Settings:
                 raise ValueError(
                     f"{PREFIX}{f.name.upper()}={raw!r} is not a {kind.__name__}"
                 ) from None
+        if "clickhouse_url" not in values:
+            values["clickhouse_url"] = default_clickhouse_url(source)
         return cls(**values)  # type: ignore[arg-type]
+
+    @classmethod
+    def given(cls, env: Mapping[str, str] | None = None) -> frozenset[str]:
+        """The fields set (non-empty) in the environment, as opposed to left at their defaults.
+
+        Examples
+        --------
+        >>> sorted(Settings.given({"DISTILLGUARD_SEED": "1", "DISTILLGUARD_WEB_TOKEN": ""}))
+        ['seed']
+        """
+        source = os.environ if env is None else env
+        return frozenset(f.name for f in fields(cls) if source.get(PREFIX + f.name.upper()))
+
+    def __repr__(self) -> str:
+        """Every field, with the ClickHouse URL redacted and the web token hidden."""
+        shown = {f.name: getattr(self, f.name) for f in fields(self)}
+        shown["clickhouse_url"] = redact(self.clickhouse_url)
+        shown["web_token"] = "***" if self.web_token else ""
+        return f"Settings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
     def with_overrides(self, **overrides: object) -> Settings:
         """Command-line options win over the environment; ``None`` means not given."""
