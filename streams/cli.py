@@ -33,6 +33,7 @@ from streams.clickhouse import (
     ClickHouseError,
     ClickHouseSink,
     Investigation,
+    MigrationEdited,
     connect,
     migrate,
     one_line,
@@ -531,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("clickhouse_connect").setLevel(logging.ERROR)
     try:
         code: int = args.func(args)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, MigrationEdited) as exc:
         print(f"distillguard {args.command}: error: {redact(str(exc))}", file=sys.stderr)
         return 2
     except ClickHouseError as exc:  # after a connection was made: a query or insert failed

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import sys
@@ -39,6 +40,7 @@ __all__ = [
     "ClickHouseSink",
     "ClickHouseUnavailable",
     "Investigation",
+    "MigrationEdited",
     "StateStore",
     "connect",
     "migrate",
@@ -167,27 +169,59 @@ def _statements(sql: str) -> list[str]:
     return [stmt.strip() for stmt in "\n".join(lines).split(";") if stmt.strip()]
 
 
+class MigrationEdited(RuntimeError):
+    """A migration file changed after it was applied: the store and the code disagree."""
+
+
 def migrate(client: Client, database: str = "distillguard") -> list[str]:
-    """Apply every migration not yet applied; returns the names applied now."""
+    """Apply every migration not yet applied; returns the names applied now.
+
+    Each applied migration is recorded with the SHA-256 of its file. A file edited after it was
+    applied raises `MigrationEdited` instead of leaving the store silently different from what
+    the code describes (the fix is a new numbered migration). Migrations recorded before
+    checksums existed take the current file's checksum on first sight. (A library runner such as
+    clickhouse-migrations speaks the native protocol, which chDB does not; this one goes through
+    clickhouse-connect like everything else.)
+    """
     db = _database(database)
     client.command(f"CREATE DATABASE IF NOT EXISTS {db}")
     client.command(
         f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations (version UInt32, name String, "
         "applied_at DateTime64(3, 'UTC')) ENGINE = MergeTree ORDER BY version"
     )
-    done = {
-        row[0] for row in client.query(f"SELECT version FROM {db}.schema_migrations").result_rows
+    client.command(
+        f"ALTER TABLE {db}.schema_migrations ADD COLUMN IF NOT EXISTS checksum String DEFAULT ''"
+    )
+    recorded = {
+        int(row[0]): str(row[1])
+        for row in client.query(
+            f"SELECT version, argMax(checksum, applied_at) FROM {db}.schema_migrations "
+            "GROUP BY version"
+        ).result_rows
     }
     applied = []
     for version, name, sql in _migrations():
-        if version in done:
+        checksum = hashlib.sha256(sql.encode()).hexdigest()
+        if version in recorded:
+            if recorded[version] and recorded[version] != checksum:
+                raise MigrationEdited(
+                    f"migration {version:04d}_{name}.sql was edited after it was applied to "
+                    f"{db} (checksum {recorded[version][:12]} != {checksum[:12]}): restore the "
+                    "file and put the change in a new numbered migration"
+                )
+            if not recorded[version]:  # recorded before checksums: trust the file once
+                client.insert(
+                    f"{db}.schema_migrations",
+                    [[version, name, datetime.now(UTC), checksum]],
+                    column_names=["version", "name", "applied_at", "checksum"],
+                )
             continue
         for stmt in _statements(sql):
             client.command(stmt.replace("{database}", db))
         client.insert(
             f"{db}.schema_migrations",
-            [[version, name, datetime.now(UTC)]],
-            column_names=["version", "name", "applied_at"],
+            [[version, name, datetime.now(UTC), checksum]],
+            column_names=["version", "name", "applied_at", "checksum"],
         )
         applied.append(f"{version:04d}_{name}")
     return applied

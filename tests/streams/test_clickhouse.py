@@ -9,7 +9,7 @@ import pytest
 
 from simulator.traffic import write_traffic
 from streams.cli import main
-from streams.clickhouse import Investigation, connect, migrate
+from streams.clickhouse import Investigation, MigrationEdited, connect, migrate
 
 pytestmark = pytest.mark.clickhouse
 _n = itertools.count()
@@ -36,6 +36,25 @@ def test_migrate_is_idempotent(chdb_url, database) -> None:
         "entity_links",
         "schema_migrations",
     } <= tables
+
+
+def test_an_edited_migration_is_caught_with_a_one_line_fix(chdb_url, database, capsys) -> None:
+    client = connect(chdb_url)
+    migrate(client, database)
+    checksums = client.query(
+        f"SELECT version, checksum FROM {database}.schema_migrations ORDER BY version"
+    ).result_rows
+    assert [v for v, _ in checksums] == [1, 2, 3] and all(len(c) == 64 for _, c in checksums)
+    # The store says version 2 was applied from other text than the file now holds.
+    client.command(
+        f"INSERT INTO {database}.schema_migrations (version, name, applied_at, checksum) "
+        "VALUES (2, 'detector_state', now64(3) + 1, 'e' || repeat('0', 63))"
+    )
+    with pytest.raises(MigrationEdited, match=r"0002_detector_state\.sql was edited"):
+        migrate(client, database)
+    assert main(["migrate", "--clickhouse", chdb_url, "--database", database]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "new numbered migration" in err[0]
 
 
 def test_migrate_refuses_a_malicious_database_name(chdb_url) -> None:
