@@ -255,12 +255,16 @@ def create_app(settings: Settings) -> faust.App:
     @app.page("/investigate/{kind}")
     async def investigate(web: Any, request: Any, kind: str) -> Any:
         """``/investigate/account?id=...``, ``/investigate/ip-block?id=CIDR``,
-        ``/investigate/top?kind=account&minutes=60``: the same views as the CLI, as JSON.
+        ``/investigate/campaign?id=...``, ``/investigate/top?kind=account&minutes=60``: the same
+        views as the CLI, as JSON.
         Bad parameters answer 400, an unknown view or entity 404, a failed query 503, each with
         a one-line ``{"error": ...}``."""
-        if kind not in ("top", "account", "ip-block", "ip_block"):
+        if kind not in ("top", "account", "ip-block", "ip_block", "campaign"):
             return web.json(
-                {"error": f"no view {kind[:40]!r}; use /investigate/account, ip-block or top"},
+                {
+                    "error": f"no view {kind[:40]!r}; use /investigate/account, ip-block, "
+                    "campaign or top"
+                },
                 status=404,
             )
         inv: Investigation | None = state.get("investigation")
@@ -284,7 +288,7 @@ def create_app(settings: Settings) -> faust.App:
                 limit = _int(q, "limit", 20, 1, MAX_ROWS)
             else:
                 _params(q, {"id", "limit"})
-                entity_kind = "account" if kind == "account" else "ip_block"
+                entity_kind = kind if kind in ("account", "campaign") else "ip_block"
                 entity_id = _entity_id(q, entity_kind)
                 # each list keeps its own default length unless a limit is given
                 bound = (_int(q, "limit", 0, 1, MAX_ROWS),) if "limit" in q else ()
@@ -299,11 +303,18 @@ def create_app(settings: Settings) -> faust.App:
                 "entity_id": entity_id,
                 "windows": await engine.clickhouse(inv.windows, entity_kind, entity_id, *bound),
                 "actions": await engine.clickhouse(inv.actions, entity_kind, entity_id, *bound),
-                "linked": await engine.clickhouse(inv.linked, entity_kind, entity_id, *bound),
             }
+            if entity_kind == "campaign":
+                # how it grew (members and joiners per window) and who is in it
+                view["growth"] = await engine.clickhouse(inv.campaign_growth, entity_id, *bound)
+                view["members"] = await engine.clickhouse(inv.campaign_members, entity_id, *bound)
+                found = view["windows"] or view["growth"]
+            else:
+                view["linked"] = await engine.clickhouse(inv.linked, entity_kind, entity_id, *bound)
+                found = view["windows"] or view["actions"] or view["linked"]
         except ClickHouseError as exc:
             return web.json({"error": f"ClickHouse: {one_line(exc)}"}, status=503)
-        if not (view["windows"] or view["actions"] or view["linked"]):
+        if not found:
             return web.json(
                 {"error": f"no {entity_kind} {entity_id[:80]!r} in ClickHouse"}, status=404
             )

@@ -79,6 +79,14 @@ def test_worker_process_serves_health_metrics_and_investigations(tmp_path) -> No
             assert status == 200 and view["entity_id"] == account and view["windows"]
             status, _ = get(f"{base}/investigate/account")
             assert status == 400
+            status, body = get(f"{base}/investigate/campaign?id=no-such-campaign")
+            assert status == 404 and "no campaign" in orjson.loads(body)["error"]
+            status, body = get(f"{base}/investigate/top?kind=campaign&minutes=10080")
+            assert status == 200
+            for row in orjson.loads(body)["top"][:1]:  # campaigns, if this short run linked any
+                status, body = get(f"{base}/investigate/campaign?id={row['entity_id']}")
+                view = orjson.loads(body)
+                assert status == 200 and view["growth"] and view["members"]
         finally:
             worker.send_signal(signal.SIGTERM)
             try:
