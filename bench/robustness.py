@@ -10,7 +10,14 @@ evaluated against its labels. Variants, side by side in the same run:
 
 - ``full``: the shipped configuration (accounts, IP blocks and linked campaigns);
 - ``per-entity``: the same detector with campaign linking switched off (accounts and IP blocks
-  only), i.e. what per-entity scoring alone reaches.
+  only), i.e. what per-entity scoring alone reaches;
+- ``worker-8`` / ``unlinked-8``: the worker's layout (8 account partitions with shared models,
+  one campaign stage over all of them, IP blocks apart), with and without linking.
+
+Besides the targets, each row shows the hard negatives (benign accounts of the archetypes that
+share what campaigns share: a company's card and NAT, a carrier NAT, a proxy pool, an eval
+suite) throttled or suspended, and the replacement accounts (first request after their campaign
+was throttled) acted on within 2 windows.
 
 Targets (robust detection): in every world, every campaign of >= 5 accounts caught, >= 90% of
 campaign accounts, the blatant extractor acted on within 3 windows of its start, benign accounts
@@ -68,6 +75,10 @@ class WorldResult:
     throttled: float = 0.0
     median_ttd: float | None = None
     weakest: str = "-"
+    hard_negatives: int = 0  # accounts of the hard-negative archetypes
+    hard_negatives_throttled: int = 0
+    replacements: int = 0  # campaign accounts first seen after their campaign was throttled
+    replacements_in_2: int = 0  # ... acted on within 2 windows of their first request
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -109,7 +120,12 @@ def run_world(seed: int, scale: float, variant: str) -> WorldResult:
         by_kind[c["archetype"]][1] += c["accounts"]
     weakest = min(camps.items(), key=lambda kv: kv[1]["share_caught"], default=None)
     benign = sum(1 for a in labels["accounts"].values() if a["label"] == "benign")
+    hard, hard_hit, repl, repl_ok = _hard_cases(labels, actions, events, config.window_ms)
     return WorldResult(
+        hard_negatives=hard,
+        hard_negatives_throttled=hard_hit,
+        replacements=repl,
+        replacements_in_2=repl_ok,
         seed=seed,
         variant=variant,
         events=len(events),
@@ -190,6 +206,51 @@ def _run_partitioned(
     return actions
 
 
+#: Benign archetypes that share what campaigns share: one card and one NAT (a company), a carrier
+#: NAT, a proxy reseller's pool, one eval suite.
+HARD_NEGATIVES = ("enterprise_nat", "mobile_cgnat", "proxy_user", "eval_harness")
+_LEVEL = {"flag": 1, "throttle": 2, "suspend": 3}
+
+
+def _hard_cases(
+    labels: dict[str, Any], actions: list[dict[str, Any]], events: list[Any], window_ms: int
+) -> tuple[int, int, int, int]:
+    """Hard negatives throttled or suspended; replacement accounts (first request after their
+    campaign was first throttled as a campaign) and how many were acted on within 2 windows."""
+    accounts = labels["accounts"]
+    first_seen: dict[str, int] = {}
+    for e in events:
+        first_seen.setdefault(e.account_id, e.ts_ms)
+    level: dict[str, int] = defaultdict(int)
+    first_action: dict[str, int] = {}
+    campaign_throttled: dict[str, int] = {}
+    for a in actions:
+        lv = _LEVEL.get(a["action"], 0)
+        if not lv:
+            continue
+        ts = parse_timestamp(a["ts"]) if isinstance(a["ts"], str) else a["ts"]
+        named = [a["entity_id"]] if a["entity_kind"] == "account" else a.get("members") or []
+        for acct in named:
+            level[acct] = max(level[acct], lv)
+            first_action[acct] = min(first_action.get(acct, ts), ts)
+        if a["entity_kind"] == "campaign" and lv >= 2:
+            for acct in a.get("members") or []:
+                lab = accounts.get(acct, {}).get("label")
+                if lab and lab != "benign":
+                    campaign_throttled[lab] = min(campaign_throttled.get(lab, ts), ts)
+    hard = [a for a, v in accounts.items() if v["archetype"] in HARD_NEGATIVES]
+    hard_hit = sum(1 for a in hard if accounts[a]["label"] == "benign" and level[a] >= 2)
+    repl = repl_ok = 0
+    for acct, v in accounts.items():
+        since = campaign_throttled.get(v["label"])
+        if since is None or acct not in first_seen or first_seen[acct] <= since:
+            continue
+        repl += 1
+        took = first_action.get(acct, 1 << 62) - first_seen[acct]
+        repl_ok += took <= 2 * window_ms
+    return len(hard), hard_hit, repl, repl_ok
+
+
 def _blatant_windows(
     labels: dict[str, Any], actions: list[dict[str, Any]], window_ms: int
 ) -> float | None:
@@ -223,13 +284,16 @@ def _row(r: WorldResult) -> str:
     return (
         f"{r.variant:10s} {r.seed:4d} {r.events:9,d} {r.accounts:7,d} "
         f"{r.big_caught:>3d}/{r.big:<3d} {100 * r.account_recall:7.1f}% {blatant:>7s} "
-        f"{ttd:>6s} {_pct(r.flagged):>8s} {_pct(r.throttled):>8s} {r.seconds:6.1f}  {r.weakest}"
+        f"{ttd:>6s} {_pct(r.flagged):>8s} {_pct(r.throttled):>8s} "
+        f"{r.hard_negatives_throttled:>3d}/{r.hard_negatives:<5d} "
+        f"{r.replacements_in_2:>4d}/{r.replacements:<4d} {r.seconds:6.1f}  {r.weakest}"
     )
 
 
 HEADER = (
     f"{'variant':10s} {'seed':>4s} {'events':>9s} {'accounts':>7s} {'big':>7s} {'recall':>8s} "
-    f"{'blatant':>7s} {'TTD':>6s} {'flagged':>8s} {'thr/susp':>8s} {'secs':>6s}  weakest campaign"
+    f"{'blatant':>7s} {'TTD':>6s} {'flagged':>8s} {'thr/susp':>8s} {'hard neg':>9s} "
+    f"{'replaced':>9s} {'secs':>6s}  weakest campaign"
 )
 
 
@@ -275,6 +339,14 @@ def summary(results: list[WorldResult]) -> list[str]:
                 f"{k} {100 * min(v):.0f}%/{100 * statistics.median(v):.0f}%"
                 for k, v in sorted(kinds.items())
             )
+        )
+        lines.append(
+            f"  hard negatives ({', '.join(HARD_NEGATIVES)}) throttled or suspended: "
+            f"{sum(r.hard_negatives_throttled for r in rs)} of {sum(r.hard_negatives for r in rs)}"
+        )
+        lines.append(
+            "  replacement accounts (joined after their campaign was throttled) acted on within 2 "
+            f"windows: {sum(r.replacements_in_2 for r in rs)} of {sum(r.replacements for r in rs)}"
         )
         for target, n in met.items():
             lines.append(f"  {target}: {n}/{len(rs)} worlds")
