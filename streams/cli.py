@@ -30,6 +30,7 @@ from simulator.traffic import (
 from streams.clickhouse import (
     MAX_MINUTES,
     MAX_ROWS,
+    QUERY_SECONDS,
     ClickHouseError,
     ClickHouseSink,
     Investigation,
@@ -118,9 +119,44 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fmt(value: Any) -> str:
+def cmd_sql(args: argparse.Namespace) -> int:
+    """A read-only query against the store, printed as a table (or JSON): the store's SQL without
+    a ClickHouse client, e.g. for an embedded chDB store."""
+    settings = Settings.from_env().with_overrides(
+        clickhouse_url=args.clickhouse, clickhouse_database=args.database
+    )
+    client = connect(settings.clickhouse_url)
+    result = client.query(
+        args.query,
+        settings={
+            "readonly": 2,  # reads only; 2 still lets the query carry its own limits
+            "max_execution_time": QUERY_SECONDS,
+            "max_result_rows": MAX_ROWS,
+            "result_overflow_mode": "break",
+        },
+    )
+    rows = [dict(zip(result.column_names, r, strict=True)) for r in result.result_rows]
+    if args.json:
+        print(orjson.dumps(rows, default=str, option=orjson.OPT_INDENT_2).decode())
+    else:
+        _print_rows("rows", rows, list(result.column_names))
+    return 0
+
+
+_SCORES = {"score", "max_score", "threshold"}
+LEGEND = (
+    "evidence: extraction behaviours on fixed scales (0 none, 1 one behaviour in full, up to ~4); "
+    "novelty: how rare the window is among ordinary ones (0-1);\nscore: calibrated, 0.999 = "
+    "riskier than all but 0.1% of ordinary windows; level: 0 none, 1 flagged, 2 throttled, "
+    "3 suspended"
+)
+
+
+def _fmt(value: Any, column: str = "") -> str:
+    """One format per column: calibrated scores to 6 decimals (their meaning is in the last
+    digits: 0.999000 is the top 0.1%), other numbers to 3."""
     if isinstance(value, float):
-        return f"{value:.6f}" if value > 0.99 else f"{value:.3f}"
+        return f"{value:.6f}" if column in _SCORES else f"{value:.3f}"
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M")
     return str(value)
@@ -130,7 +166,7 @@ def _print_rows(title: str, rows: list[dict[str, Any]], columns: list[str]) -> N
     print(f"\n{title} ({len(rows)})")
     if not rows:
         return
-    table = [[_fmt(r.get(c)) for c in columns] for r in rows]
+    table = [[_fmt(r.get(c), c) for c in columns] for r in rows]
     widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(columns)]
     print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
     for t in table:
@@ -151,7 +187,15 @@ def cmd_investigate(args: argparse.Namespace) -> int:
             _print_rows(
                 f"top {kind}s, last {args.since_minutes} min of event time",
                 rows,
-                ["entity_id", "max_score", "at", "requests", "max_level"],
+                [
+                    "entity_id",
+                    "windows_over",
+                    "max_evidence",
+                    "max_novelty",
+                    "max_level",
+                    "requests",
+                    "at",
+                ],
             )
         return 0
     if args.target == "campaign":
@@ -164,16 +208,21 @@ def cmd_investigate(args: argparse.Namespace) -> int:
         "actions": inv.actions(kind, args.entity, args.limit),
         "linked": inv.linked(kind, args.entity, args.limit),
     }
+    view["actions"].sort(key=lambda a: a["ts"], reverse=True)  # own and via blocks, one timeline
     if args.json:
         print(orjson.dumps(view, default=str, option=orjson.OPT_INDENT_2).decode())
         return 0
+    if not (view["windows"] or view["actions"] or view["linked"]):
+        print(f"no {kind} {args.entity!r} in ClickHouse; list them with: investigate top")
+        return 1
     print(f"{kind} {args.entity}")
+    print(LEGEND)
     _print_rows(
         "recent windows",
         view["windows"],
-        ["window_start", "requests", "score", "novelty", "level", "drift"],
+        ["window_start", "requests", "evidence", "novelty", "score", "level", "drift"],
     )
-    print(f"\nactions ({len(view['actions'])})")
+    print(f"\nactions, newest first ({len(view['actions'])})")
     for a in view["actions"]:
         via = f" (as member of {a['via']})" if a.get("via") else ""
         print(
@@ -181,6 +230,9 @@ def cmd_investigate(args: argparse.Namespace) -> int:
             f"{a['threshold']:.6f}{via}"
         )
         for r in a["reasons"]:
+            if r.get("detail"):
+                print(f"      {r['detail']}")
+                continue
             base = "-" if r.get("baseline") is None else f"{r['baseline']:g}"
             print(
                 f"      {r['feature']:22s} {r['value']:>10g} vs baseline {base:>8s}  "
@@ -215,7 +267,8 @@ def _investigate_campaign(inv: Investigation, args: argparse.Namespace) -> int:
     print(f"campaign {cid}")
     latest = view["actions"][0] if view["actions"] else None
     if latest is not None:
-        print(f"\nwhy ({_fmt(latest['ts'])}, {latest['action']}, score {_fmt(latest['score'])}):")
+        when, score = _fmt(latest["ts"]), _fmt(latest["score"], "score")
+        print(f"\nwhy ({when}, {latest['action']}, score {score}):")
         for r in latest["reasons"]:
             detail = r.get("detail") or f"{r['feature']} {r['value']:g}"
             print(f"  {r['contribution']:4.0%}  {detail}")
@@ -229,7 +282,8 @@ def _investigate_campaign(inv: Investigation, args: argparse.Namespace) -> int:
     print(f"\nactions ({len(view['actions'])})")
     for a in view["actions"]:
         n = len(a.get("members") or [])
-        print(f"  {_fmt(a['ts'])}  {a['action']:8s} score {_fmt(a['score'])}  {n} members named")
+        score = _fmt(a["score"], "score")
+        print(f"  {_fmt(a['ts'])}  {a['action']:8s} score {score}  {n} members named")
     _print_rows(
         "recent windows",
         view["windows"],
@@ -476,6 +530,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("migrate", help="apply the ClickHouse DDL (schemas/ddl)")
     clickhouse_options(p)
     p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("sql", help="a read-only SQL query against the store, as a table")
+    p.add_argument("query", help='e.g. "SELECT count() FROM distillguard.entity_scores"')
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    clickhouse_options(p)
+    p.set_defaults(func=cmd_sql)
 
     p = sub.add_parser("investigate", help="why an entity was scored as it was (ClickHouse)")
     p.add_argument("target", choices=["account", "ip-block", "campaign", "top"])

@@ -538,15 +538,22 @@ class Investigation:
             limit=limit,
         )
 
-    def top(self, kind: str, since_minutes: int = 60, limit: int = 20) -> list[dict[str, Any]]:
-        """Entities with the highest score in the last ``since_minutes`` of event time."""
+    def top(
+        self, kind: str, since_minutes: int = 60, limit: int = 20, flag_score: float = 0.999
+    ) -> list[dict[str, Any]]:
+        """Entities of the last ``since_minutes`` of event time, ranked by what does not saturate:
+        windows at or over the flag threshold, then the strongest behaviour evidence, then novelty
+        (a calibrated score ties at its ceiling for every clear case)."""
         return self._rows(
-            "SELECT entity_id, max(score) AS max_score, argMax(window_end, score) AS at, "
-            "sum(requests) AS requests, max(level) AS max_level FROM {db}.entity_scores FINAL "
-            "WHERE entity_kind = {kind:String} AND window_end >= "
+            "SELECT entity_id, countIf(score >= {flag:Float64}) AS windows_over, "
+            "max(evidence) AS max_evidence, max(novelty) AS max_novelty, max(score) AS max_score, "
+            "argMax(window_end, score) AS at, sum(requests) AS requests, max(level) AS max_level "
+            "FROM {db}.entity_scores FINAL WHERE entity_kind = {kind:String} AND window_end >= "
             "(SELECT max(window_end) FROM {db}.entity_scores) - toIntervalMinute({since:UInt32}) "
-            "GROUP BY entity_id ORDER BY max_score DESC, requests DESC LIMIT {limit:UInt32}",
+            "GROUP BY entity_id ORDER BY windows_over DESC, max_evidence DESC, max_novelty DESC, "
+            "requests DESC LIMIT {limit:UInt32}",
             kind=kind,
             since=since_minutes,
             limit=limit,
+            flag=flag_score,
         )

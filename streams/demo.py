@@ -107,17 +107,18 @@ async def _run(scenario: Scenario, settings: Settings, out: Any) -> int:
     say(f"\ndemo: {len(actions):,} enforcement events read back from {ENFORCEMENT}\n")
     say(format_report(evaluate(traffic.labels, actions)))
     example = next((a for a in actions if a["action"] == "suspend"), None)
+    where = f"--clickhouse {url} --database {DEMO_DATABASE}"
     if example:
         say("\nan enforcement event, as billing and gateway systems receive it:")
         say(orjson.dumps(example, option=orjson.OPT_INDENT_2).decode())
-        say(
-            f"\nwhy: distillguard investigate account {example['entity_id']} "
-            f"--clickhouse {url} --database {DEMO_DATABASE}"
-        )
-    say(f"top:  distillguard investigate top --clickhouse {url} --database {DEMO_DATABASE}")
+        say(f"\nwhy:      ./run dg investigate account {example['entity_id']} {where}")
+    campaign = next((a for a in actions if a["entity_kind"] == "campaign"), None)
+    if campaign:
+        say(f"campaign: ./run dg investigate campaign {campaign['entity_id']} {where}")
+    say(f"top:      ./run dg investigate top {where}")
     say(
-        f"SQL:  SELECT entity_id, max(score) FROM {DEMO_DATABASE}.entity_scores FINAL GROUP BY "
-        "entity_id ORDER BY 2 DESC LIMIT 10"
+        f'SQL:      ./run dg sql "SELECT entity_kind, action, count() FROM {DEMO_DATABASE}.'
+        f'enforcement_actions FINAL GROUP BY ALL ORDER BY ALL" {where}'
     )
     say(f"\ndemo: done in {time.monotonic() - started:.0f} s; broker stopped")
     return 0

@@ -114,12 +114,33 @@ def test_score_writes_scores_actions_links_and_dead_letters(
     assert inv.linked("account", blatant)[0]["requests"] > 0
     top = inv.top("account", since_minutes=30, limit=10)
     assert len(top) == 10 and top[0]["max_score"] >= 0.999
+    # ranked by what does not saturate: windows over the flag threshold, then evidence
+    assert top[0]["windows_over"] >= top[-1]["windows_over"] and top[0]["windows_over"] > 1
     # values never enter SQL text
     assert inv.windows("account", "x' OR 1=1 --") == []
 
     assert main(["investigate", "account", blatant, "--clickhouse", chdb_url]) == 0
     out = capsys.readouterr().out
-    assert "actions (" in out and "contribution" in out and "linked IP blocks" in out
+    assert "actions, newest first (" in out and "contribution" in out and "linked IP blocks" in out
+    assert "level: 0 none, 1 flagged" in out  # the columns are explained where they are shown
+    assert main(["investigate", "account", "nobody", "--clickhouse", chdb_url]) == 1
+    assert "no account 'nobody'" in capsys.readouterr().out
+    # the store's SQL without a ClickHouse client, read-only
+    assert (
+        main(
+            [
+                "sql",
+                "SELECT count() AS n FROM dg_score.campaign_members",
+                "--json",
+                "--clickhouse",
+                chdb_url,
+            ]
+        )
+        == 0
+    )
+    assert orjson.loads(capsys.readouterr().out)[0]["n"] > 0
+    assert main(["sql", "DROP TABLE dg_score.entity_scores", "--clickhouse", chdb_url]) == 2
+    assert "readonly" in capsys.readouterr().err.lower()
     assert main(["investigate", "top", "--json", "--clickhouse", chdb_url]) == 0
     assert orjson.loads(capsys.readouterr().out)[0]["max_score"] >= 0.999
 
