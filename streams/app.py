@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
@@ -41,6 +42,8 @@ from streams.clickhouse import (
 )
 from streams.engine import Engine, EngineConfig
 from streams.settings import Settings, is_loopback, redact
+
+log = logging.getLogger("distillguard.worker")
 
 __all__ = ["create_app", "prometheus"]
 
@@ -221,6 +224,17 @@ def create_app(settings: Settings) -> faust.App:
             state["engine"] = engine
             state["investigation"] = Investigation(client, settings.clickhouse_database)
             await engine.start()
+            # WARNING level so it shows at every log level a person runs the worker with
+            log.warning(
+                "distillguard worker ready: reading %s at %s, ClickHouse %s database %s, "
+                "HTTP on http://%s:%d (/health, /metrics, /investigate)",
+                USAGE_EVENTS,
+                settings.kafka_bootstrap,
+                redact(settings.clickhouse_url),
+                settings.clickhouse_database,
+                settings.web_host,
+                settings.web_port,
+            )
 
         async def on_stop(self) -> None:
             engine = state.get("engine")

@@ -326,8 +326,19 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         minutes = spec.minutes
     else:
         scenario = _scenario(args)
+        print(
+            f"simulate: scenario {args.scenario or 'default'}, {scenario.minutes} minutes, "
+            f"{scenario.benign_accounts:,} ordinary accounts: generating...",
+            file=sys.stderr,
+            flush=True,
+        )
         traffic = simulate(scenario)
         minutes = scenario.minutes
+    print(
+        f"simulate: {len(traffic.events):,} events generated; writing...",
+        file=sys.stderr,
+        flush=True,
+    )
     if args.output:
         lines = write_traffic(traffic, Path(args.output), None, args.bad_lines)
         where = args.output
@@ -488,7 +499,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_score)
 
     def scenario_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--scenario", help=f"named mix: {', '.join(SCENARIOS)} (default)")
+        p.add_argument(
+            "--scenario",
+            help=f"named mix, one of: {', '.join(SCENARIOS)} "
+            "(simulate and score: default; demo: demo)",
+        )
         p.add_argument("--seed", type=int, help="traffic seed")
         p.add_argument("--minutes", type=int, help="simulated duration")
         p.add_argument("--benign-accounts", type=int, help="ordinary accounts")

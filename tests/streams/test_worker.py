@@ -95,3 +95,5 @@ def test_worker_process_serves_health_metrics_and_investigations(tmp_path) -> No
                 worker.kill()
                 raise
         assert code == 0
+        log = worker.stdout.read().decode()
+        assert "distillguard worker ready" in log and "/health" in log
