@@ -270,8 +270,10 @@ def _investigate_campaign(inv: Investigation, args: argparse.Namespace) -> int:
         when, score = _fmt(latest["ts"]), _fmt(latest["score"], "score")
         print(f"\nwhy ({when}, {latest['action']}, score {score}):")
         for r in latest["reasons"]:
-            detail = r.get("detail") or f"{r['feature']} {r['value']:g}"
-            print(f"  {r['contribution']:4.0%}  {detail}")
+            if r.get("detail"):  # what holds the accounts together
+                print(f"        {r['detail']}")
+            else:
+                print(f"  {r['contribution']:4.0%}  {r['feature']} {r['value']:g}")
     growth = view["growth"]
     if growth:
         peak = max(g["members"] for g in growth)
