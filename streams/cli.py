@@ -443,9 +443,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    """The embedded broker alone, for development: runs until Ctrl-C or --seconds."""
+    """The embedded broker alone, for development: runs until Ctrl-C, SIGTERM or --seconds, and
+    always stops the broker process it started."""
+    import signal
+
     from infra.broker import EmbeddedBroker, ensure_topics
 
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # `kill PID` stops it like Ctrl-C, Tansu included
     with EmbeddedBroker(port=args.port) as broker:
         ensure_topics(broker.bootstrap, default_topics(args.partitions))
         print(
