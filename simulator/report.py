@@ -15,6 +15,7 @@ import io
 import math
 from collections import defaultdict
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +39,15 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def account_timelines(score_rows: Iterable[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
-    """Per account, its (window end in ms, calibrated score) points in time order."""
-    series: dict[str, list[tuple[int, float]]] = defaultdict(list)
+def account_timelines(
+    score_rows: Iterable[dict[str, Any]],
+) -> dict[str, list[tuple[int, float, int]]]:
+    """Per account, its (window end in ms, calibrated score, requests) points in time order."""
+    series: dict[str, list[tuple[int, float, int]]] = defaultdict(list)
     for row in score_rows:
         if row["entity_kind"] == "account":
-            series[row["entity_id"]].append((parse_timestamp(row["window_end"]), row["score"]))
+            end = parse_timestamp(row["window_end"])
+            series[row["entity_id"]].append((end, row["score"], int(row.get("requests", 0))))
     for points in series.values():
         points.sort()
     return dict(series)
@@ -54,9 +58,11 @@ def _surprise(score: float) -> float:
     return -math.log10(max(1.0 - score, 1e-10))
 
 
-def _ttd_plot(report: dict[str, Any]) -> str:
+def _ttd_plot(report: dict[str, Any]) -> str | None:
     camps = report["campaigns"]
     names = list(camps)
+    if not names:
+        return None
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.2))
     for i, cid in enumerate(names):
         c = camps[cid]
@@ -79,8 +85,11 @@ def _ttd_plot(report: dict[str, Any]) -> str:
     return _png(fig)
 
 
-def _benign_plot(report: dict[str, Any]) -> str:
+def _benign_plot(report: dict[str, Any]) -> str | None:
+    """Benign accounts hit per archetype; None when none was hit (no empty frame)."""
     by_arch = report["benign"]["by_archetype"]
+    if not any(v["hit"] for v in by_arch.values()):
+        return None
     names = sorted(by_arch)
     shares = [100.0 * by_arch[n]["hit"] / max(by_arch[n]["accounts"], 1) for n in names]
     fig, ax = plt.subplots(figsize=(8, 0.4 * len(names) + 1.2))
@@ -103,64 +112,91 @@ def _benign_plot(report: dict[str, Any]) -> str:
 
 def _timeline_plot(
     labels: dict[str, Any],
-    report: dict[str, Any],
-    series: dict[str, list[tuple[int, float]]],
-    hit: set[str],
-    per_group: int = 3,
+    series: dict[str, list[tuple[int, float, int]]],
+    min_requests: int,
 ) -> str:
+    """One line per campaign (the median of its accounts' scores per window, the band between the
+    lowest and highest) against the highest-scoring ordinary account of each archetype. Windows
+    with fewer than ``min_requests`` requests are never enforced whatever their score: they are
+    drawn as hollow markers so a line over a threshold without an action does not read as a
+    contradiction."""
     accounts = labels["accounts"]
     start = min((p[0][0] for p in series.values() if p), default=0)
-    fig, ax = plt.subplots(figsize=(10, 5))
-
-    def draw(acct: str, color: str, style: str, label: str | None) -> None:
-        pts = series.get(acct)
-        if not pts:
-            return
+    fig, ax = plt.subplots(figsize=(11, 5.5))
+    colors = plt.get_cmap("tab10")
+    for k, (cid, c) in enumerate(labels["campaigns"].items()):
+        per_window: dict[int, list[float]] = defaultdict(list)
+        for m in c["accounts"]:
+            for t, sc, _ in series.get(m, []):
+                per_window[t].append(_surprise(sc))
+        if not per_window:
+            continue
+        ts = sorted(per_window)
+        xs = [(t - start) / 60_000 for t in ts]
+        vals = [sorted(per_window[t]) for t in ts]
+        color = colors(k % 10)
         ax.plot(
-            [(t - start) / 60_000 for t, _ in pts],
-            [_surprise(s) for _, s in pts],
+            xs,
+            [v[len(v) // 2] for v in vals],
             color=color,
-            linestyle=style,
-            linewidth=1.0,
-            alpha=0.85,
-            label=label,
+            linewidth=1.6,
+            label=f"{cid} ({len(c['accounts'])} accounts, median and range)",
         )
-
-    shown: set[str] = set()
-    for c in labels["campaigns"].values():
-        members = [m for m in c["accounts"] if m in series]
-        caught = [m for m in members if m in hit][:per_group]
-        missed = [m for m in members if m not in hit][:per_group]
-        for m in caught:
-            draw(m, "#d62728", "-", None if "caught" in shown else "campaign account, caught")
-            shown.add("caught")
-        for m in missed:
-            draw(m, "#ff7f0e", "--", None if "missed" in shown else "campaign account, missed")
-            shown.add("missed")
+        if len(c["accounts"]) > 1:
+            ax.fill_between(
+                xs, [v[0] for v in vals], [v[-1] for v in vals], color=color, alpha=0.12
+            )
     # The hardest ordinary accounts: the highest peak score of each archetype.
     best: dict[str, tuple[float, str]] = {}
     for acct, pts in series.items():
         lab = accounts.get(acct)
         if lab is None or lab["label"] != "benign" or not pts:
             continue
-        peak = max(s for _, s in pts)
+        peak = (
+            max(sc for _, sc, n in pts if n >= min_requests)
+            if any(n >= min_requests for _, _, n in pts)
+            else 0.0
+        )
         if peak > best.get(lab["archetype"], (-1.0, ""))[0]:
             best[lab["archetype"]] = (peak, acct)
+    shown = marked = False
     for _, acct in best.values():
-        draw(
-            acct,
-            "#7f7f7f",
-            "-",
-            None if "benign" in shown else "highest-scoring ordinary account of each archetype",
+        pts = series[acct]
+        ax.plot(
+            [(t - start) / 60_000 for t, _, _ in pts],
+            [_surprise(sc) for _, sc, _ in pts],
+            color="#7f7f7f",
+            linewidth=0.8,
+            alpha=0.8,
+            label=None if shown else "highest-scoring ordinary account of each archetype",
         )
-        shown.add("benign")
+        low = [(t, sc) for t, sc, n in pts if n < min_requests]
+        if low:
+            ax.scatter(
+                [(t - start) / 60_000 for t, _ in low],
+                [_surprise(sc) for _, sc in low],
+                facecolors="none",
+                edgecolors="#7f7f7f",
+                s=18,
+                label=None if marked else f"window under {min_requests} requests: never enforced",
+            )
+            marked = True
+        shown = True
     for name, budget in BUDGETS.items():
         ax.axhline(-math.log10(budget), color="black", linewidth=0.6, linestyle=":")
-        ax.text(0, -math.log10(budget) + 0.05, f"{name} threshold", fontsize=7)
+        ax.annotate(
+            f"{name} threshold",
+            xy=(1.0, -math.log10(budget)),
+            xycoords=("axes fraction", "data"),
+            xytext=(4, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=7,
+        )
     ax.set_xlabel("minutes (event time)")
     ax.set_ylabel("calibrated score as -log10(1 - score)")
-    ax.set_title("Score timelines: campaign accounts against the hardest ordinary ones")
-    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title("Score timelines: each campaign against the hardest ordinary accounts")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.12, 1.0), fontsize=7, frameon=False)
     return _png(fig)
 
 
@@ -223,8 +259,14 @@ def write_report(
     report: dict[str, Any],
     actions: list[dict[str, Any]],
     score_rows: Iterable[dict[str, Any]] | None = None,
+    inputs: dict[str, str] | None = None,
+    min_requests: int = 3,
 ) -> Path:
-    """Write ``index.html`` (plots embedded) and ``report.json`` into ``out_dir``."""
+    """Write ``index.html`` (plots embedded) and ``report.json`` into ``out_dir``.
+
+    ``inputs``: what the report was made from (file names), shown at the top with the scenario,
+    its seed, the detector version(s) of the actions and when the report was written.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     hit: set[str] = set()
@@ -246,20 +288,42 @@ def write_report(
         [k, v["accounts"], v["hit"], f"{v['hit'] / max(v['accounts'], 1):.2%}"]
         for k, v in sorted(report["benign"]["by_archetype"].items())
     ]
-    plots = [_ttd_plot(report), _benign_plot(report)]
+    optional = [_ttd_plot(report), _benign_plot(report)]
     if score_rows is not None:
         rows = list(score_rows)
-        plots.append(_timeline_plot(labels, report, account_timelines(rows), hit))
+        optional.append(_timeline_plot(labels, account_timelines(rows), min_requests))
         growth = campaign_growth(rows)
         if growth:
-            plots.append(_campaign_plot(growth, actions))
+            optional.append(_campaign_plot(growth, actions))
+    plots = [p for p in optional if p is not None]
     imgs = "".join(f'<p><img alt="plot" src="data:image/png;base64,{p}"></p>' for p in plots)
+    if report["benign"]["hit"]["flag"] == 0:
+        imgs = "<p>No benign account was hit by any action.</p>" + imgs
+    missed_rows = []
+    for cid, c in labels["campaigns"].items():
+        missed = sorted(a for a in c["accounts"] if a not in hit)
+        if missed:
+            more = f" and {len(missed) - 20} more" if len(missed) > 20 else ""
+            missed_rows.append([cid, len(missed), ", ".join(missed[:20]) + more])
+    scenario = labels.get("scenario", {})
+    versions = sorted({str(a.get("detector_version")) for a in actions}) or ["(no actions)"]
+    made = [
+        [
+            "scenario",
+            str(scenario.get("name", "randomized" if scenario.get("randomized") else "-")),
+        ],
+        ["seed", str(scenario.get("seed", "-"))],
+        ["detector version", ", ".join(versions)],
+        ["report written", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")],
+        *[[k, v] for k, v in (inputs or {}).items()],
+    ]
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>distillguard evaluation</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}}
 table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;
 font-size:13px;text-align:left}}th{{background:#f3f3f3}}.k{{font-size:15px}}</style></head>
 <body><h1>distillguard evaluation</h1>
+{_table(["made from", ""], made)}
 <p class="k">Campaigns caught <b>{s["campaigns_caught"]}/{s["campaigns"]}</b>;
 campaign accounts caught <b>{s["campaign_accounts_caught_share"]:.1%}</b>;
 median time to first action <b>{s["median_minutes_to_first_action"]} min</b>;
@@ -272,6 +336,8 @@ throttled or suspended <b>{s["benign_throttled_or_suspended_share"]:.3%}</b>.</p
             camp_rows,
         )
     }
+<h2>Campaign accounts missed</h2>
+{_table(["campaign", "missed", "accounts"], missed_rows) if missed_rows else "<p>None.</p>"}
 <h2>Ordinary accounts hit, by archetype</h2>
 {_table(["archetype", "accounts", "hit", "share"], arch_rows)}
 <h2>Actions</h2>

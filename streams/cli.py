@@ -422,7 +422,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         Path(args.json).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     if args.report:
         rows = _read_jsonl(Path(args.scores)) if args.scores else None
-        path = write_report(Path(args.report), labels, report, actions, rows)
+        inputs = {"labels": args.labels, "actions": args.actions}
+        if args.scores:
+            inputs["scores"] = args.scores
+        min_requests = Settings.from_env().detector_config().policy.min_requests
+        path = write_report(Path(args.report), labels, report, actions, rows, inputs, min_requests)
         print(f"report: {path}", file=sys.stderr)
     return 0
 
