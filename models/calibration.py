@@ -107,7 +107,16 @@ class TailCalibrator:
         return np.clip((raw * (self.bins / self.upper)).astype(np.intp), 0, self.bins - 1)
 
     def update(self, raw: F64, now_ms: int = 0) -> None:
-        """Add a batch of raw risks observed at event time ``now_ms`` (older ones fade)."""
+        """Add a batch of raw risks observed at event time ``now_ms`` (older ones fade).
+
+        Examples
+        --------
+        >>> cal = TailCalibrator(half_life_ms=60_000)
+        >>> cal.update(np.ones(100), now_ms=0)
+        >>> cal.update(np.ones(10), now_ms=60_000)     # one half-life later: 100 -> 50
+        >>> cal.weight, cal.seen
+        (60.0, 110)
+        """
         if raw.size == 0:
             return
         if self.updated_ms is not None and now_ms > self.updated_ms:
@@ -118,12 +127,31 @@ class TailCalibrator:
         self._at_or_above = None
 
     def forget(self, keep: float) -> None:
-        """Scale all history by ``keep`` (0..1), e.g. after a detected population shift."""
+        """Scale all history by ``keep`` (0..1), e.g. after a detected population shift.
+
+        Examples
+        --------
+        >>> cal = TailCalibrator()
+        >>> cal.update(np.ones(1_000))
+        >>> cal.forget(0.25)
+        >>> cal.weight, cal.seen                      # seen counts windows, not weight
+        (250.0, 1000)
+        """
         self.hist *= keep
         self._at_or_above = None
 
     def exceedance(self, raw: F64) -> F64:
-        """Conformal p-values: the share of the reference at least as risky as each value."""
+        """Conformal p-values: the share of the reference at least as risky as each value.
+
+        ``(weight at or above + 1) / (total weight + 1)``, at the histogram's resolution.
+
+        Examples
+        --------
+        >>> cal = TailCalibrator(upper=8.0, bins=8)
+        >>> cal.update(np.array([0.5, 1.5, 2.5, 3.5]))
+        >>> (cal.exceedance(np.array([0.0, 2.0, 3.0, 9.0])) * 5).round(6).tolist()
+        [5.0, 3.0, 2.0, 1.0]
+        """
         if self._at_or_above is None:
             self._at_or_above = np.cumsum(self.hist[::-1])[::-1]
         total = float(self._at_or_above[0])
@@ -132,7 +160,17 @@ class TailCalibrator:
         return out
 
     def calibrate(self, raw: F64) -> F64:
-        """Calibrated scores ``1 - p`` for a batch of raw risks."""
+        """Calibrated scores ``1 - p`` for a batch of raw risks (0 while the reference is empty).
+
+        Examples
+        --------
+        >>> cal = TailCalibrator()
+        >>> cal.calibrate(np.array([3.0])).tolist()
+        [0.0]
+        >>> cal.update(np.linspace(0.0, 2.0, 999))
+        >>> cal.calibrate(np.array([1.0, 5.0])).round(3).tolist()
+        [0.5, 0.999]
+        """
         if self.hist.sum() <= 0:
             return np.zeros_like(raw)
         result: F64 = 1.0 - self.exceedance(raw)
@@ -140,11 +178,24 @@ class TailCalibrator:
 
     def threshold(self, budget: float) -> float:
         """The smallest raw risk whose calibrated score reaches ``1 - budget`` (``inf`` while the
-        reference is too small to resolve the budget)."""
+        reference is too small to resolve the budget).
+
+        Examples
+        --------
+        >>> cal = TailCalibrator()
+        >>> cal.update(np.linspace(0.0, 2.0, 999))
+        >>> cal.threshold(0.01), cal.threshold(1e-4)   # 999 windows cannot resolve 1e-4
+        (1.982421875, inf)
+        """
         if self._at_or_above is None:
             self._at_or_above = np.cumsum(self.hist[::-1])[::-1]
         total = float(self._at_or_above[0])
         ok = (self._at_or_above + 1.0) / (total + 1.0) <= budget
         if not ok.any():
             return float("inf")
-        return float(np.argmax(ok)) * self.upper / self.bins
+        b = int(np.argmax(ok))
+        edge = b * self.upper / self.bins
+        # the lower edge of bin b, as _bin() floors it: b * upper / bins can round into bin b - 1
+        while self._bin(np.array([edge]))[0] < b:
+            edge = float(np.nextafter(edge, np.inf))
+        return edge

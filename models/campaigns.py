@@ -198,7 +198,28 @@ def summarize(
 ) -> AccountSummaries:
     """Account summaries of a closed window. ``hits``/``trials`` are the window's behaviour counts
     and ``novelty`` the accounts' novelty (rows as ``w.accounts``); ``block_hash`` holds a stable
-    hash of each of ``w.blocks``."""
+    hash of each of ``w.blocks``.
+
+    Examples
+    --------
+    >>> from models.events import UsageEvent
+    >>> from models.evidence import stable_hash
+    >>> from models.windows import Windower
+    >>> win = Windower(60_000, 0)
+    >>> for i in range(5):
+    ...     block = "10.0.0.0/24" if i < 4 else "10.0.1.0/24"
+    ...     _ = win.add(UsageEvent(f"e{i}", i * 1000, "a", "10.0.0.1", block, "m", 10, 10,
+    ...                            prompt_fingerprint=100 + i, payment_fingerprint="card"))
+    >>> [w] = win.flush()
+    >>> zero = np.zeros((1, 6))
+    >>> s = summarize(w, zero, zero, np.zeros(1), stable_hash(w.blocks), prompts_per_account=3)
+    >>> s.ids, s.requests.tolist(), s.block_requests.tolist()   # blocks: most used first
+    (['a'], [5], [4, 1])
+    >>> s.prompts.tolist(), s.prompt_start.tolist()             # the latest prompts
+    ([102, 103, 104], [0, 3])
+    >>> bin(int(s.seconds[0])), bool(s.payment[0] != 0)         # active in seconds 0-4
+    ('0b11111', True)
+    """
     n = len(w.accounts)
     g = w.account.astype(np.int64)
     req = np.bincount(g, minlength=n).astype(np.int64)
@@ -608,7 +629,10 @@ class CampaignLinker:
         inherent = np.zeros((hub_kind.size, len(ACCOUNT_BEHAVIOURS)), dtype=np.bool_)
         inherent[hub_kind == _BLOCK, _BEHAVIOUR["address_rotation"]] = True
         inherent[hub_kind == _TEMPLATE, _BEHAVIOUR["templated_prompts"]] = True
+        # Newness is not extraction: a team onboarded today on one company card shares a card
+        # and a creation hour; a hub is risky for what its accounts do, not for how new they are.
         inherent[hub_kind == _COHORT, _BEHAVIOUR["disposable_account"]] = True
+        inherent[hub_kind == _PAYMENT, _BEHAVIOUR["disposable_account"]] = True
         strength = np.where(inherent, 0.0, strength)
         sync = SYNCHRONIZED.strength(
             _synchrony(hub, self.seconds[rows], self.last_ms[rows] == now_ms, n_hubs)

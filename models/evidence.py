@@ -178,6 +178,15 @@ RELATIVE = ("output_volume",)
 
 
 def behaviours_for(kind: str) -> tuple[Behaviour, ...]:
+    """The behaviours read for an entity kind (``"account"``; anything else is an IP block).
+
+    Examples
+    --------
+    >>> [b.name for b in behaviours_for("ip_block")][-2:]
+    ['new_account_crowd', 'output_volume']
+    >>> "address_rotation" in [b.name for b in behaviours_for("account")]
+    True
+    """
     return ACCOUNT_BEHAVIOURS if kind == "account" else BLOCK_BEHAVIOURS
 
 
@@ -218,7 +227,16 @@ def upper_bound(share: F64, n: F64) -> F64:
 
 
 def stable_hash(values: list[str]) -> I64:
-    """64-bit hashes that are the same in every process (``hash()`` of a str is salted)."""
+    """64-bit hashes that are the same in every process (``hash()`` of a str is salted).
+
+    Examples
+    --------
+    >>> h = stable_hash(["10.0.0.0/24", "10.0.1.0/24", "10.0.0.0/24"])
+    >>> h.dtype.name, bool(h[0] == h[2]), bool(h[0] != h[1])
+    ('int64', True, True)
+    >>> int(stable_hash(["10.0.0.0/24"])[0]) == int(h[0])   # no state: the same every call
+    True
+    """
     return np.fromiter(
         (
             int.from_bytes(
@@ -236,6 +254,17 @@ class EvidenceMemory:
     IP block and the latest prompt fingerprints. About 130 bytes per entity.
 
     Rows are the rows of the owning `models.state.EntityTable`.
+
+    Examples
+    --------
+    >>> mem = EvidenceMemory(capacity=2)
+    >>> mem.requests[1] = 5.0
+    >>> mem.grow(4)                       # more rows; what is remembered stays
+    >>> mem.capacity, mem.requests.tolist()
+    (4, [0.0, 5.0, 0.0, 0.0])
+    >>> mem.reset(np.array([1]))          # the row is reused for another entity
+    >>> float(mem.requests[1]), mem.hits.shape
+    (0.0, (4, 6))
     """
 
     def __init__(

@@ -24,6 +24,11 @@ def components(n: int, a: I64, b: I64) -> I64:
     >>> import numpy as np
     >>> components(6, np.array([0, 3, 4]), np.array([1, 4, 5])).tolist()
     [0, 0, 2, 3, 3, 3]
+
+    Edge direction, duplicate edges and self loops do not matter:
+
+    >>> components(5, np.array([4, 2, 2, 1]), np.array([2, 4, 2, 1])).tolist()
+    [0, 1, 2, 3, 2]
     """
     label = np.arange(n, dtype=np.int64)
     if a.size == 0:

@@ -1,0 +1,508 @@
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+import numpy as np
+import pytest
+
+from models.campaigns import (
+    CAMPAIGN_FEATURES,
+    AccountSummaries,
+    CampaignConfig,
+    CampaignLinker,
+    CampaignWindows,
+    summarize,
+)
+from models.events import UsageEvent
+from models.evidence import RATES, EvidenceMemory, stable_hash, window_evidence
+from models.windows import ClosedWindow, Windower
+
+MIN = 60_000
+DAY = 86_400_000
+T0 = 1_700_000_000_000 - 1_700_000_000_000 % MIN + 30 * DAY
+
+
+def u64(x: int) -> int:
+    return x & (2**64 - 1)
+
+
+def variant(base: int, rng: np.random.Generator, flips: int = 3) -> int:
+    return base ^ sum(1 << int(b) for b in rng.choice(64, size=flips, replace=False))
+
+
+class World:
+    """Windows through evidence and summaries into a linker, as `models.detector` wires them."""
+
+    def __init__(self, config: CampaignConfig | None = None) -> None:
+        self.linker = CampaignLinker(config)
+        self.memory = EvidenceMemory(capacity=16)
+        self.rows: dict[str, int] = {}
+        self.summaries: list[AccountSummaries] = []
+
+    def step(self, events: Iterable[UsageEvent]) -> CampaignWindows:
+        win = Windower(MIN, 0)
+        for e in events:
+            assert win.add(e)
+        [w] = win.flush()
+        return self.linker.update(self.summarize(w))
+
+    def summarize(self, w: ClosedWindow) -> AccountSummaries:
+        for a in w.accounts:
+            self.rows.setdefault(a, len(self.rows))
+        if len(self.rows) > self.memory.capacity:
+            self.memory.grow(2 * len(self.rows))
+        rows = np.array([self.rows[a] for a in w.accounts], dtype=np.intp)
+        ev = window_evidence(
+            "account", w, w.account, rows, self.memory, np.zeros(len(w.models), dtype=np.bool_)
+        )
+        s = summarize(
+            w, ev.window_hits, ev.window_trials, np.zeros(len(w.accounts)), stable_hash(w.blocks)
+        )
+        self.summaries.append(s)
+        return s
+
+
+def request(
+    account: str,
+    minute: int,
+    i: int,
+    rng: np.random.Generator,
+    block: str,
+    *,
+    cot: float,
+    inp: int,
+    out: int,
+    fp: int,
+    card: str | None,
+    created: int,
+    second: int | None = None,
+) -> UsageEvent:
+    ts = T0 + minute * MIN + (int(rng.integers(MIN)) if second is None else second * 1000)
+    return UsageEvent(
+        f"{account}-{minute}-{i}",
+        ts,
+        account,
+        block.replace("0/24", "7"),
+        block,
+        "frontier-1",
+        inp,
+        out,
+        prompt_fingerprint=fp,
+        cot_score=cot,
+        payment_fingerprint=card,
+        account_created_ms=created,
+    )
+
+
+def extraction(
+    minute: int,
+    accounts: list[str],
+    rng: np.random.Generator,
+    templates: list[int],
+    card: str | None = "card-campaign",
+    blocks: list[str] | None = None,
+    per_account: int = 6,
+    created: int = T0 - 2 * DAY,
+) -> list[UsageEvent]:
+    """A distillation campaign: templated reasoning prompts, long answers, fresh accounts, one
+    card, requests from a proxy pool."""
+    pool = blocks or [f"45.{j}.3.0/24" for j in range(30)]
+    return [
+        request(
+            a,
+            minute,
+            i,
+            rng,
+            pool[int(rng.integers(len(pool)))],
+            cot=0.9,
+            inp=150,
+            out=1_500,
+            fp=variant(templates[int(rng.integers(len(templates)))], rng),
+            card=card,
+            created=created,
+        )
+        for a in accounts
+        for i in range(per_account)
+    ]
+
+
+def ordinary(
+    minute: int,
+    accounts: list[str],
+    rng: np.random.Generator,
+    *,
+    block: str | None = None,
+    card: str | None = None,
+    created: int | None = None,
+    framework: int | None = None,
+) -> list[UsageEvent]:
+    """People: a few requests, seldom reasoning, balanced answers, their own prompts; by default
+    their own address and card and an old account."""
+    out = []
+    for k, a in enumerate(accounts):
+        for i in range(int(rng.integers(1, 4))):
+            fp = int(rng.integers(2**63))
+            if framework is not None and k % 3 == 0:  # a popular framework's prompt
+                fp = variant(framework, rng)
+            out.append(
+                request(
+                    a,
+                    minute,
+                    i,
+                    rng,
+                    block or f"192.{k % 200}.{k // 200}.0/24",
+                    cot=0.8 if rng.random() < 0.1 else float(rng.uniform(0.0, 0.4)),
+                    inp=int(rng.integers(300, 3_000)),
+                    out=int(rng.integers(100, 700)),
+                    fp=fp,
+                    card=card or f"card-{a}",
+                    created=created
+                    if created is not None
+                    else T0 - int(rng.integers(60, 900)) * DAY,
+                )
+            )
+    return out
+
+
+def names(prefix: str, n: int, start: int = 0) -> list[str]:
+    return [f"{prefix}-{i}" for i in range(start, start + n)]
+
+
+def templates(rng: np.random.Generator, n: int = 3) -> list[int]:
+    return [int(x) for x in rng.integers(0, 2**63, size=n)]
+
+
+# -- campaigns are linked ------------------------------------------------------------------------
+
+
+def test_a_campaign_among_hard_negatives_is_one_campaign_with_a_stable_id() -> None:
+    rng = np.random.default_rng(0)
+    crew = names("crew", 20)
+    people = names("person", 60)
+    staff = names("staff", 30)  # one company: one card, one NAT address
+    phones = names("phone", 150)  # a carrier NAT block
+    tmpl = templates(rng)
+    framework = templates(rng, 1)[0]
+    world = World()
+    ids = []
+    for minute in range(6):
+        out = world.step(
+            extraction(minute, crew, rng, tmpl)
+            + ordinary(minute, people, rng)
+            + ordinary(minute, staff, rng, block="198.51.100.0/24", card="card-acme")
+            + ordinary(minute, phones, rng, block="100.64.0.0/24", framework=framework)
+        )
+        assert len(out) == 1, (minute, out.members)
+        assert sorted(out.members[0]) == sorted(crew)
+        assert out.active.tolist() == [20]
+        ids.append(out.ids[0])
+        # what holds it together is what the crew shares, and it shows in the reasons
+        assert out.templates[0] >= 1 and out.payments[0] == 1
+        assert out.coordination_share[0, 1] == 1.0  # every member pays with the shared card
+        assert out.new_accounts[0] == 1.0
+        reasons = " / ".join(r["detail"] for r in out.reasons(0))
+        assert "20 accounts share" in reasons and "shared payment instrument" in reasons
+        strength = dict(zip(CAMPAIGN_FEATURES[11:], out.strength[0].tolist(), strict=True))
+        assert strength["reasoning_elicitation"] == 1.0
+        assert strength["output_harvesting"] == 1.0
+        assert out.values().shape == (1, len(CAMPAIGN_FEATURES))
+    assert len(set(ids)) == 1
+    assert re.fullmatch(r"campaign-[0-9a-f]{12}", ids[0])
+    # the members joined once, in the first window
+    assert len(world.linker) == 20 + 60 + 30 + 150
+
+
+def test_a_campaign_without_a_shared_card_is_linked_by_its_templates() -> None:
+    rng = np.random.default_rng(1)
+    crew = names("crew", 12)
+    tmpl = templates(rng)
+    world = World()
+    for minute in range(4):
+        events = extraction(minute, crew, rng, tmpl, card=None) + ordinary(
+            minute, names("person", 40), rng
+        )
+        out = world.step(events)
+    assert len(out) == 1 and sorted(out.members[0]) == sorted(crew)
+    assert out.payments[0] == 0 and out.templates[0] >= 1
+
+
+def test_replacing_banned_accounts_keeps_the_campaign_id() -> None:
+    rng = np.random.default_rng(2)
+    tmpl = templates(rng)
+    world = World()
+    seen = []
+    for minute in range(8):
+        crew = names("crew", 20, start=0 if minute < 4 else 8)  # 8 banned, 8 new ones
+        out = world.step(
+            extraction(minute, crew, rng, tmpl) + ordinary(minute, names("p", 30), rng)
+        )
+        assert len(out) == 1
+        seen.append((out.ids[0], set(out.members[0]), set(out.joined[0])))
+    assert len({name for name, _, _ in seen}) == 1
+    assert seen[0][2] == set(names("crew", 20))  # everyone joined in the first window
+    assert seen[1][2] == set()
+    # the replacements join; the banned accounts stay members until their links fade
+    assert seen[4][2] == set(names("crew", 8, start=20))
+    assert set(names("crew", 28)) >= seen[-1][1] >= set(names("crew", 20, start=8))
+
+
+def test_a_silent_campaign_is_not_reported() -> None:
+    rng = np.random.default_rng(3)
+    tmpl = templates(rng)
+    people = names("p", 30)
+    world = World()
+    for minute in range(3):
+        assert len(world.step(extraction(minute, names("crew", 10), rng, tmpl))) == 1
+    for minute in range(3, 6):
+        assert len(world.step(ordinary(minute, people, rng))) == 0
+
+
+def test_same_input_same_campaigns() -> None:
+    def run() -> list[tuple[list[str], list[list[str]]]]:
+        rng = np.random.default_rng(4)
+        tmpl_a, tmpl_b = templates(rng), templates(rng)
+        world = World()
+        got = []
+        for minute in range(4):
+            out = world.step(
+                extraction(minute, names("a", 8), rng, tmpl_a, card="card-a")
+                # another crew: its own templates, card, proxy pool and creation day
+                + extraction(
+                    minute,
+                    names("b", 8),
+                    rng,
+                    tmpl_b,
+                    card="card-b",
+                    blocks=[f"77.{j}.5.0/24" for j in range(30)],
+                    created=T0 - 5 * DAY,
+                )
+                + ordinary(minute, names("p", 30), rng)
+            )
+            got.append((out.ids, out.members))
+        return got
+
+    first = run()
+    assert first == run()
+    assert all(len(ids) == 2 for ids, _ in first)  # two crews, two campaigns
+    assert all(
+        sorted(map(sorted, members)) == [names("a", 8), names("b", 8)] for _, members in first
+    )
+    assert len({tuple(ids) for ids, _ in first}) == 1
+
+
+# -- hard negatives --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("age_days", [400, 30])
+def test_company_staff_on_one_card_behind_one_nat_are_not_a_campaign(age_days: int) -> None:
+    rng = np.random.default_rng(5)
+    staff = names("staff", 90)
+    world = World()
+    for minute in range(6):
+        out = world.step(
+            ordinary(
+                minute,
+                staff,
+                rng,
+                block="198.51.100.0/24",
+                card="card-acme",
+                created=T0 - age_days * DAY,  # the whole team onboarded the same minute
+            )
+        )
+        assert len(out) == 0
+
+
+def test_company_staff_onboarded_today_on_one_card_are_not_a_campaign() -> None:
+    rng = np.random.default_rng(5)
+    staff = names("staff", 90)
+    world = World()
+    for minute in range(6):
+        out = world.step(
+            ordinary(
+                minute,
+                staff,
+                rng,
+                block="198.51.100.0/24",
+                card="card-acme",
+                created=T0 - 3_600_000,
+            )
+        )
+        assert len(out) == 0, [r["detail"] for r in out.reasons(0)]
+
+
+def test_one_circumstantial_hub_does_not_link_two_do() -> None:
+    """Sharing a proxy block can be chance: an account joins through two risky blocks (or
+    cohorts), never through one."""
+
+    def crew(minute: int, rng: np.random.Generator, n_blocks: int) -> list[UsageEvent]:
+        return [
+            request(
+                a,
+                minute,
+                i,
+                rng,
+                f"45.1.{i % n_blocks}.0/24",
+                cot=0.9,
+                inp=150,
+                out=1_500,
+                fp=int(rng.integers(2**63)),  # no templates
+                card=None,  # no card
+                created=T0 - (100 + 37 * k) * DAY,  # no creation cohort
+            )
+            for k, a in enumerate(names("c", 10))
+            for i in range(6)
+        ]
+
+    for n_blocks, expected in ((1, 0), (2, 1)):
+        rng = np.random.default_rng(11)
+        world = World()
+        for minute in range(4):
+            out = world.step(crew(minute, rng, n_blocks) + ordinary(minute, names("p", 30), rng))
+            assert len(out) == expected, n_blocks
+    assert sorted(out.members[0]) == names("c", 10)
+    assert out.blocks[0] == 2 and out.templates[0] == 0 and out.payments[0] == 0
+
+
+def test_a_carrier_nat_block_is_not_a_campaign() -> None:
+    rng = np.random.default_rng(6)
+    phones = names("phone", 300)
+    framework = templates(rng, 1)[0]
+    world = World()
+    for minute in range(6):
+        events = ordinary(minute, phones, rng, block="100.64.0.0/24", framework=framework)
+        # a quarter of the subscribers signed up this week
+        events = [
+            e._replace(account_created_ms=T0 - 3 * DAY) if int(e.account_id[6:]) % 4 == 0 else e
+            for e in events
+        ]
+        assert len(world.step(events)) == 0
+
+
+def test_ordinary_proxy_customers_stay_out_of_the_hydra_on_their_blocks() -> None:
+    rng = np.random.default_rng(7)
+    pool = [f"45.{j}.3.0/24" for j in range(6)]
+    crew = names("crew", 20)
+    proxied = names("vpn", 6)
+    tmpl = templates(rng)
+    world = World()
+    for minute in range(5):
+        events = extraction(minute, crew, rng, tmpl, card=None, blocks=pool)
+        for k, a in enumerate(proxied):  # ordinary people hopping over the same proxy blocks
+            events += ordinary(minute, [a], rng, block=pool[(k + minute) % len(pool)])
+        out = world.step(events + ordinary(minute, names("p", 30), rng))
+        assert len(out) == 1
+        assert sorted(out.members[0]) == sorted(crew)
+
+
+def test_ordinary_users_of_a_popular_template_are_not_linked() -> None:
+    rng = np.random.default_rng(8)
+    framework = templates(rng, 1)[0]
+    world = World()
+    for minute in range(5):
+        assert len(world.step(ordinary(minute, names("dev", 80), rng, framework=framework))) == 0
+    # the template is known and shared: it is not linking them because it is not risky
+    tmpl = world.linker.tmpl[world.linker.tmpl != 0]
+    assert np.unique(tmpl, return_counts=True)[1].max() >= 10
+
+
+# -- summarize -----------------------------------------------------------------------------------
+
+
+def test_summarize_keeps_what_linking_needs_per_account() -> None:
+    rng = np.random.default_rng(9)
+    events = []
+    for i in range(20):  # acct-a: 20 requests over 6 blocks (most from 10.0.0.0/24), one card
+        block = "10.0.0.0/24" if i < 10 else f"10.0.{i % 5 + 1}.0/24"
+        events.append(
+            request(
+                "acct-a",
+                0,
+                i,
+                rng,
+                block,
+                cot=0.9,
+                inp=10,
+                out=10,
+                fp=1000 + i,
+                card="card-1" if i else "card-2",
+                created=T0 - DAY,
+                second=i,
+            )
+        )
+    events.append(
+        request(
+            "acct-b",
+            0,
+            0,
+            rng,
+            "10.9.9.0/24",
+            cot=0.1,
+            inp=10,
+            out=10,
+            fp=7,
+            card=None,
+            created=T0 - 5 * DAY,
+            second=59,
+        )
+    )
+    win = Windower(MIN, 0)
+    for e in events:
+        win.add(e)
+    [w] = win.flush()
+    world = World()
+    s = world.summarize(w)
+    a, b = s.ids.index("acct-a"), s.ids.index("acct-b")
+    assert s.requests[[a, b]].tolist() == [20, 1]
+    assert s.created_ms[[a, b]].tolist() == [T0 - DAY, T0 - 5 * DAY]
+    # the payment instrument it used most; none is 0
+    assert s.payment[b] == 0 and s.payment[a] == w.payment_hash[1] != 0
+    # at most four blocks, most used first
+    blocks = s.blocks[s.block_start[a] : s.block_start[a + 1]]
+    counts = s.block_requests[s.block_start[a] : s.block_start[a + 1]]
+    assert blocks.size == 4 and counts[0] == 10 and (np.diff(counts) <= 0).all()
+    assert blocks[0] == stable_hash(["10.0.0.0/24"])[0]
+    assert s.blocks[s.block_start[b] : s.block_start[b + 1]].tolist() == [
+        int(stable_hash(["10.9.9.0/24"])[0])
+    ]
+    # the latest 16 prompts, in time order, with their times
+    prompts = s.prompts[s.prompt_start[a] : s.prompt_start[a + 1]]
+    assert prompts.tolist() == list(range(1004, 1020))
+    times = s.prompt_ms[s.prompt_start[a] : s.prompt_start[a + 1]]
+    assert (np.diff(times) > 0).all()
+    assert s.prompts[s.prompt_start[b] : s.prompt_start[b + 1]].tolist() == [7]
+    # which seconds of the window it was active in
+    assert int(s.seconds[a]) == (1 << 20) - 1 and int(s.seconds[b]) == 1 << 59
+    # this window's behaviour counts, columns as RATES
+    r = RATES.index("reasoning_elicitation")
+    assert s.hits[a, r] == 20 and s.trials[b, r] == 1 and s.hits[b, r] == 0
+    assert len(s) == 2
+
+
+def test_summarize_prompt_limit() -> None:
+    rng = np.random.default_rng(10)
+    events = [
+        request(
+            "a",
+            0,
+            i,
+            rng,
+            "10.0.0.0/24",
+            cot=0.0,
+            inp=1,
+            out=1,
+            fp=i + 1,
+            card=None,
+            created=T0,
+            second=i,
+        )
+        for i in range(10)
+    ]
+    win = Windower(MIN, 0)
+    for e in events:
+        win.add(e)
+    [w] = win.flush()
+    z = np.zeros((1, len(RATES)))
+    s = summarize(w, z, z, np.zeros(1), stable_hash(w.blocks), prompts_per_account=3)
+    assert s.prompts.tolist() == [8, 9, 10]
+    assert s.prompt_start.tolist() == [0, 3]
