@@ -13,6 +13,7 @@ import asyncio
 import sys
 import time
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -112,6 +113,10 @@ async def _run(scenario: Scenario, settings: Settings, out: Any) -> int:
         say("\nan enforcement event, as billing and gateway systems receive it:")
         say(orjson.dumps(example, option=orjson.OPT_INDENT_2).decode())
         say(f"\nwhy:      ./run dg investigate account {example['entity_id']} {where}")
+        say(
+            f"web view: ./run dg ui {where}   then open "
+            f"http://127.0.0.1:6067/ui/account/{quote(example['entity_id'], safe='')}"
+        )
     campaign = next((a for a in actions if a["entity_kind"] == "campaign"), None)
     if campaign:
         say(f"campaign: ./run dg investigate campaign {campaign['entity_id']} {where}")
