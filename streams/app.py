@@ -18,10 +18,13 @@ import asyncio
 import hmac
 import ipaddress
 import logging
+import os
+import signal
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
 import faust
+import mode
 import orjson
 from aiohttp import web as aioweb
 from faust.web import Web
@@ -152,6 +155,10 @@ def prometheus(engine: Engine) -> str:
         *(f'distillguard_consumer_lag{{stage="{k}"}} {v}' for k, v in sorted(m.lag.items())),
         "# TYPE distillguard_checkpoints_total counter",
         f"distillguard_checkpoints_total {m.checkpoints}",
+        "# TYPE distillguard_output_errors_total counter",
+        f"distillguard_output_errors_total {m.output_errors}",
+        "# TYPE distillguard_degraded gauge",
+        f"distillguard_degraded {int(engine.degraded() is not None)}",
         "# TYPE distillguard_clickhouse_inserts_total counter",
         f"distillguard_clickhouse_inserts_total {sink.inserts}",
         "# TYPE distillguard_clickhouse_insert_seconds_total counter",
@@ -241,21 +248,49 @@ def create_app(settings: Settings) -> faust.App:
             if engine is not None:
                 await engine.stop()
 
+        @Service.task
+        async def _exit_when_failed(self) -> None:
+            """A stage that stopped (outputs that kept failing, a topic it cannot read) takes
+            the worker down, non-zero, for its supervisor to restart it; the stage logged why.
+
+            The stop is the one SIGTERM makes (the engine checkpoints what was published, the
+            consumers leave their groups); the worker then exits 1 with the stage's error as
+            its crash reason."""
+            while not self.should_stop:
+                engine: Engine | None = state.get("engine")
+                failed = engine.failed() if engine else None
+                if failed is not None:
+                    worker = self.beacon.root.data if self.beacon.root is not None else None
+                    if isinstance(worker, mode.Worker):
+                        worker.crash_reason = failed
+                        os.kill(os.getpid(), signal.SIGTERM)
+                    else:  # not run by a worker: crash the app
+                        await self.crash(failed)
+                    return
+                await self.sleep(1.0)
+
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
         try:
             _params(request.query, set())
         except BadRequest as exc:
             return web.json({"error": str(exc)}, status=400)
+        # ok (200); starting, degraded (outputs failing and being retried; the reason says
+        # what, and the worker exits on its own if they keep failing) or failed (503).
         engine: Engine | None = state.get("engine")
         failed = engine.failed() if engine else None
+        degraded = engine.degraded() if engine and failed is None else None
+        status = (
+            "starting" if not engine else "failed" if failed else "degraded" if degraded else "ok"
+        )
         body = {
-            "status": "ok" if engine and failed is None else "starting" if not engine else "failed",
+            "status": status,
             "error": redact(repr(failed)) if failed else None,
+            "reason": redact(degraded) if degraded else None,
             "lag": engine.metrics.lag if engine else {},
             "detector_version": settings.detector_config().version,
         }
-        return web.json(body, status=200 if body["status"] == "ok" else 503)
+        return web.json(body, status=200 if status == "ok" else 503)
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:

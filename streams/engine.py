@@ -25,6 +25,24 @@ offsets. After a crash, a partition restores its last checkpoint and replays fro
 close on the event sequence alone, so the replay rebuilds the same windows and the same decisions
 with the same enforcement ids. Rows collapse in ClickHouse (ReplacingMergeTree); consumers of the
 enforcement topic drop redelivered ids.
+
+Outputs that fail are retried, never dropped: a batch whose Kafka sends or ClickHouse inserts fail
+is retried (only what failed) with exponential backoff (``output_retry_initial_seconds`` doubling
+up to ``output_retry_max_seconds``) while its stage reads nothing more, so a stage holds at most
+one batch. The first failure of a streak and the recovery are logged (one line each), failed
+attempts are counted (``Metrics.output_errors``), and `Engine.degraded` says what fails. After
+``output_give_up_seconds`` the stage stops with `OutputsUnavailable` (`Engine.failed`); the
+worker then exits non-zero for its supervisor to restart it. A stage checkpoints only when
+everything it read has been published: a batch not (yet) published is never checkpointed or
+committed, not at a checkpoint, a revocation or a stop, so the next owner reads it again.
+
+Poison messages never stop a stage: a message over ``max_message_bytes`` is dead-lettered by
+reference (its first bytes, size, partition and offset); an event whose time is more than
+``max_future_skew_ms`` ahead of (or, if set, ``max_past_skew_ms`` behind) the time the worker
+received it is dead-lettered before it reaches a detector, so it cannot move a watermark; an
+event for a window that has already closed is dead-lettered as late. Of the messages a worker
+reads, every one is scored once, dead-lettered once (``dead_letters`` FINAL) or is a duplicate
+of an event already counted.
 """
 
 from __future__ import annotations
@@ -36,7 +54,8 @@ import pickle
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
@@ -52,12 +71,20 @@ from models.features import EntityKind
 from schemas.dead_letters import DeadLetter
 from schemas.topics import BY_BLOCK, DEAD_LETTERS, ENFORCEMENT, SUMMARIES, SUSPECTS, USAGE_EVENTS
 from schemas.validation import Rejection, parse_event
-from streams.clickhouse import ClickHouseSink, StateStore
+from streams.clickhouse import ClickHouseSink, StateStore, one_line
 
-__all__ = ["Engine", "EngineConfig", "Metrics"]
+__all__ = ["Engine", "EngineConfig", "Metrics", "OutputsUnavailable"]
 
 log = logging.getLogger("distillguard.engine")
 POPULATION = -1
+T = TypeVar("T")
+
+#: The producer's ``max_request_size``: no message the worker writes may be longer.
+MAX_REQUEST_BYTES = 8 * 1024 * 1024
+#: A dead letter longer than this refers to its message instead of copying it (headroom for the
+#: key and the record batch around it).
+DEAD_LETTER_MAX_BYTES = MAX_REQUEST_BYTES - 64 * 1024
+LATE = Rejection("late", "window already closed")
 
 
 @dataclass
@@ -75,6 +102,59 @@ class EngineConfig:
     client_id: str = "distillguard"
     group_prefix: str = "distillguard"
     internal_partitions: int = 8
+    # -- poison messages -----------------------------------------------------------------------
+    # A longer input message is dead-lettered by reference (its first 256 bytes and its size).
+    # At most half the producer's limit, so whatever the worker derives from a message (an event
+    # forwarded by block: at most the message plus a few hundred bytes) can always be written.
+    max_message_bytes: int = 1024 * 1024
+    # How far an event's time may be ahead of the worker's clock when it reads it. Clocks on NTP
+    # agree to well under a second and an event is written after the request it describes, so
+    # an event further ahead has a wrong clock or a unit or time-zone bug (local time labelled
+    # UTC is off by whole hours: a 1 h bound would let UTC+1 through). Whatever is accepted can
+    # move its partition's watermark at most this far past real time, which makes at most this
+    # much of the partition's later traffic late; a worker whose own clock is slow by less than
+    # this still accepts current traffic.
+    max_future_skew_ms: int | None = 300_000
+    # How far behind; None: no bound. An old event cannot move a watermark (it is scored in its
+    # window, or dead-lettered as late), and the input's retention, not a clock, bounds how old
+    # a legitimate event is when read (a backlog after an outage, a topic read again from the
+    # start, the simulator's fixed dates). Set it to refuse producers with a clock far behind.
+    max_past_skew_ms: int | None = None
+    # -- outputs -------------------------------------------------------------------------------
+    # A batch whose outputs fail is retried after 0.5, 1, 2, ... up to 30 s between attempts;
+    # after output_give_up_seconds the stage stops (Engine.failed) and the worker exits.
+    output_retry_initial_seconds: float = 0.5
+    output_retry_max_seconds: float = 30.0
+    output_give_up_seconds: float = 300.0
+    # A graceful stop waits this long for the batches in hand, then drops them (uncheckpointed).
+    stop_timeout_seconds: float = 30.0
+    # -- consumer groups -----------------------------------------------------------------------
+    # A crashed worker's partitions move to another after about session_timeout + a rebalance:
+    # 6 s is the smallest session a stock Kafka broker accepts (group.min.session.timeout.ms),
+    # measured 11 s to take over on Tansu (19 s with aiokafka's 10 s default, ~100 s with
+    # Faust's 60 s). A stopping worker leaves its groups at once (aiokafka's stop).
+    session_timeout_ms: int = 6_000
+    heartbeat_interval_ms: int = 1_000
+    # How long the broker waits for members to rejoin in a rebalance: covers a revocation's
+    # checkpoint (which waits up to a third of it for the batch in hand to be published).
+    rebalance_timeout_ms: int = 30_000
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_message_bytes <= MAX_REQUEST_BYTES // 2:
+            raise ValueError(
+                f"max_message_bytes must be in 1..{MAX_REQUEST_BYTES // 2} (half the producer's "
+                f"max_request_size), got {self.max_message_bytes}"
+            )
+        if not 0 < self.output_retry_initial_seconds <= self.output_retry_max_seconds:
+            raise ValueError("need 0 < output_retry_initial_seconds <= output_retry_max_seconds")
+        if not 0 < self.heartbeat_interval_ms < self.session_timeout_ms:
+            raise ValueError("need 0 < heartbeat_interval_ms < session_timeout_ms")
+
+    @property
+    def max_poll_interval_ms(self) -> int:
+        """Longer than a stage may go without reading (retrying a batch until it gives up), so a
+        worker keeps its partitions while it retries and leaves its groups when it stops."""
+        return int(max(300.0, self.output_give_up_seconds + 60.0) * 1000)
 
 
 @dataclass
@@ -94,6 +174,8 @@ class Metrics:
     checkpoints: int = 0
     lag: dict[str, int] = field(default_factory=dict)
     batch_seconds: float = 0.0
+    # Failed attempts to write outputs (Kafka sends, ClickHouse inserts, checkpoints).
+    output_errors: int = 0
 
 
 @dataclass
@@ -116,26 +198,220 @@ class _Batch:
         )
 
 
-class _Stage(ConsumerRebalanceListener):  # type: ignore[misc]
+class OutputsUnavailable(RuntimeError):
+    """A stage's outputs kept failing for ``output_give_up_seconds``: the stage has stopped, and
+    the worker must exit (and be restarted) rather than hold its partitions without progress."""
+
+
+class _OutputError(Exception):
+    """One failed attempt: what failed (``Kafka send to <topic>``, ``ClickHouse insert into
+    <table>``) and why."""
+
+    def __init__(self, what: str, cause: BaseException) -> None:
+        super().__init__(f"{what}: {one_line(cause)}")
+        self.what = what
+        self.cause = cause
+
+
+class _Abandoned(Exception):
+    """The engine is stopping: the retried work was given up, and nothing was checkpointed."""
+
+
+@dataclass
+class _Streak:
+    """Consecutive failures of one stage's outputs (or of its checkpoints)."""
+
+    started: float
+    what: str
+    cause: str
+    attempts: int = 0
+
+
+@dataclass(slots=True)
+class _Message:
+    topic: str
+    value: bytes
+    key: bytes | None = None
+    partition: int | None = None
+
+
+class _Outputs:
+    """What one batch still has to write, so that an attempt after a failure retries only what
+    failed: Kafka messages not yet acknowledged (in their order), ClickHouse tables not yet
+    inserted into, then the progress heartbeats, sent only once everything they vouch for (the
+    forwarded events and summaries before them) is acknowledged."""
+
+    def __init__(self, engine: Engine, batch: _Batch) -> None:
+        self.engine = engine
+        out, dead = batch.out, batch.dead
+        msgs = [_Message(ENFORCEMENT, a.to_json(), a.key.encode()) for a in out.actions]
+        msgs += [
+            _Message(DEAD_LETTERS, d.to_json(DEAD_LETTER_MAX_BYTES), str(d.source_offset).encode())
+            for d in dead
+        ]
+        msgs += [_Message(BY_BLOCK, value, key) for key, value in batch.forwards]
+        # Summaries before the progress that says they are complete (one partition: in order).
+        msgs += [_Message(SUMMARIES, value, None, 0) for value in batch.summaries]
+        msgs += [_Message(SUSPECTS, value, key) for key, value in batch.suspects]
+        self.messages = msgs
+        self.heartbeats = list(batch.heartbeats)
+        self.progress: list[_Message] | None = None  # the heartbeats, once partitions are known
+        sink, version = engine.sink, engine.config.detector.version
+        self.inserts: list[tuple[str, Callable[[], None]]] = []
+        if out.scored or out.campaigns:
+            self.inserts.append(
+                ("entity_scores/campaign_members", lambda: sink.write_scores(out, version))
+            )
+        if out.actions:
+            self.inserts.append(("enforcement_actions", lambda: sink.write_actions(out.actions)))
+        if out.links:
+            self.inserts.append(("entity_links", lambda: sink.write_links(out)))
+        if dead:
+            self.inserts.append(("dead_letters", lambda: sink.write_dead_letters(dead)))
+
+    async def attempt(self) -> None:
+        """Write what is left; raises `_OutputError` for the first failure (after waiting for
+        the rest of this attempt, so that whatever succeeded is not written again)."""
+        work: list[Awaitable[None]] = []
+        if self.messages:
+            work.append(self._send(self.messages))
+        if self.inserts:
+            work.append(self.engine.clickhouse(self._insert))
+        for result in await asyncio.gather(*work, return_exceptions=True):
+            if isinstance(result, BaseException):
+                raise result
+        if self.progress is None and self.heartbeats:
+            try:
+                block_parts = sorted(await self.engine.producer.partitions_for(BY_BLOCK))
+            except Exception as exc:
+                raise _OutputError(f"Kafka metadata of {BY_BLOCK}", exc) from exc
+            self.progress = []
+            for value in self.heartbeats:
+                self.progress += [_Message(BY_BLOCK, value, None, p) for p in block_parts]
+                self.progress.append(_Message(SUMMARIES, value, None, 0))
+        if self.progress:
+            await self._send(self.progress)
+
+    async def _send(self, queue: list[_Message]) -> None:
+        """Send the queue; leave in it (in order) what was not acknowledged."""
+        producer = self.engine.producer
+        sent: list[tuple[_Message, Awaitable[Any]]] = []
+        error: tuple[str, BaseException] | None = None
+        for m in queue:
+            try:
+                fut = await producer.send(m.topic, m.value, key=m.key, partition=m.partition)
+            except Exception as exc:  # e.g. no metadata: keep this message and the rest
+                error = (m.topic, exc)
+                break
+            sent.append((m, fut))
+        results = await asyncio.gather(*(f for _, f in sent), return_exceptions=True)
+        failed = []
+        for (m, _), result in zip(sent, results, strict=True):
+            if isinstance(result, BaseException):
+                failed.append(m)
+                if error is None:
+                    error = (m.topic, result)
+        queue[:] = failed + queue[len(sent) :]
+        if error is not None:
+            raise _OutputError(f"Kafka send to {error[0]}", error[1])
+
+    def _insert(self) -> None:
+        """In a worker thread: one insert per table, each removed once it succeeded."""
+        while self.inserts:
+            table, write = self.inserts[0]
+            try:
+                write()
+            except Exception as exc:
+                raise _OutputError(f"ClickHouse insert into {table}", exc) from exc
+            del self.inserts[0]
+
+
+def _consumer(engine: Engine, name: str, fetch_bytes: int) -> AIOKafkaConsumer:
+    cfg = engine.config
+    return AIOKafkaConsumer(
+        bootstrap_servers=cfg.bootstrap,
+        group_id=f"{cfg.group_prefix}-{name}",
+        client_id=f"{cfg.client_id}-{name}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=fetch_bytes,
+        session_timeout_ms=cfg.session_timeout_ms,
+        heartbeat_interval_ms=cfg.heartbeat_interval_ms,
+        rebalance_timeout_ms=cfg.rebalance_timeout_ms,
+        max_poll_interval_ms=cfg.max_poll_interval_ms,
+    )
+
+
+class _Member(ConsumerRebalanceListener):  # type: ignore[misc]
+    """What the stages share: a batch is *in hand* from the moment it is read until everything
+    it produced is published; while one is, the stage's state is ahead of what was written, so
+    it must not be checkpointed."""
+
+    name = ""
+    topic = ""
+    engine: Engine
+    consumer: AIOKafkaConsumer
+
+    def __init__(self) -> None:
+        self._published = asyncio.Event()
+        self._published.set()
+
+    @property
+    def in_hand(self) -> bool:
+        """A batch was read whose outputs are not (yet) all published."""
+        return not self._published.is_set()
+
+    async def _settle(self) -> bool:
+        """Before a revocation's checkpoint: wait a little for the batch in hand to be published
+        (the rebalance waits for this callback). False if it is still in hand."""
+        if self.in_hand:
+            wait = self.engine.config.rebalance_timeout_ms / 3000
+            try:
+                await asyncio.wait_for(self._published.wait(), wait)
+            except TimeoutError:
+                log.warning(
+                    "%s: partitions revoked while a batch is not published: not checkpointed; "
+                    "their next owner reads from the last checkpoint",
+                    self.name,
+                )
+                return False
+        return True
+
+    async def _save(self, rows: list[tuple[str, int, int, bytes]], offsets: dict[int, int]) -> bool:
+        """Save checkpoint rows, then commit their offsets; a failure is reported and retried at
+        the next checkpoint (nothing is committed that was not saved)."""
+        engine = self.engine
+        key = f"{self.name} checkpoint"
+        try:
+            await engine.clickhouse(engine.store.save, rows, engine.config.detector.version)
+            await self.consumer.commit(
+                {
+                    TopicPartition(self.topic, p): OffsetAndMetadata(o, "")
+                    for p, o in offsets.items()
+                }
+            )
+        except Exception as exc:
+            engine.failure(key, "saving a checkpoint", exc, None)
+            return False
+        engine.recovered(key)
+        engine.metrics.checkpoints += 1
+        return True
+
+
+class _Stage(_Member):
     name = ""
     topic = ""
     kinds: tuple[EntityKind, ...] = ()
 
     def __init__(self, engine: Engine) -> None:
+        super().__init__()
         self.engine = engine
         cfg = engine.config
         self.population = Population(cfg.detector)
         self.parts: dict[int, Detector] = {}
         self.next_offset: dict[int, int] = {}
         self.last_seen: dict[int, float] = {}
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=cfg.bootstrap,
-            group_id=f"{cfg.group_prefix}-{self.name}",
-            client_id=f"{cfg.client_id}-{self.name}",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=8 * 1024 * 1024,
-        )
+        self.consumer = _consumer(engine, self.name, 8 * 1024 * 1024)
         self._last_checkpoint = time.monotonic()
 
     # -- partition ownership -------------------------------------------------------------------
@@ -144,16 +420,23 @@ class _Stage(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         mine = [tp.partition for tp in revoked if tp.partition in self.parts]
-        if mine:
+        if mine and await self._settle():
             await self.checkpoint(mine)
         for p in mine:
             self.parts.pop(p, None)
             self.next_offset.pop(p, None)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        store = self.engine.store
+        try:
+            await self._assign(assigned)
+        except _Abandoned:
+            pass
+        except OutputsUnavailable as exc:
+            self.engine.fatal = exc  # the run loop raises it (aiokafka would only log it)
+
+    async def _assign(self, assigned: list[TopicPartition]) -> None:
         if self.engine.population_loaded.get(self.name) is None:
-            saved = await self.engine.clickhouse(store.load, self.name, POPULATION)
+            saved = await self.engine.load(self.name, POPULATION)
             if saved is not None:
                 self.population = Population.restore(saved[1])
                 for det in self.parts.values():
@@ -163,7 +446,7 @@ class _Stage(ConsumerRebalanceListener):  # type: ignore[misc]
             if tp.partition in self.parts:
                 continue
             det = self._detector()
-            saved = await self.engine.clickhouse(store.load, self.name, tp.partition)
+            saved = await self.engine.load(self.name, tp.partition)
             if saved is not None:
                 offset, blob = saved
                 self.restore_partition(tp.partition, det, blob)
@@ -195,6 +478,8 @@ class _Stage(ConsumerRebalanceListener):  # type: ignore[misc]
     async def run(self, stopping: asyncio.Event) -> None:
         self.consumer.subscribe([self.topic], listener=self)
         while not stopping.is_set():
+            if self.engine.fatal is not None:
+                raise self.engine.fatal
             try:
                 data = await self.consumer.getmany(
                     timeout_ms=200, max_records=self.engine.config.max_records
@@ -213,6 +498,7 @@ class _Stage(ConsumerRebalanceListener):  # type: ignore[misc]
                 )
                 raise
             started = time.perf_counter()
+            self._published.clear()  # from here until published, nothing is checkpointed
             batch = _Batch()
             now = time.monotonic()
             for tp, records in data.items():
@@ -229,8 +515,9 @@ class _Stage(ConsumerRebalanceListener):  # type: ignore[misc]
             self._idle_flush(now, batch)
             self._align()
             self.after_scoring(batch.out, batch)
-            if batch:
-                await self.engine.publish(batch)
+            if batch and not await self.engine.publish(batch, self.name):
+                return  # stopping: the batch stays in hand, so it is never checkpointed
+            self._published.set()
             self.engine.metrics.batch_seconds = time.perf_counter() - started
             if now - self._last_checkpoint >= self.engine.config.checkpoint_seconds:
                 await self.checkpoint()
@@ -319,22 +606,22 @@ class _Stage(ConsumerRebalanceListener):  # type: ignore[misc]
         self.engine.metrics.lag[self.name] = lag
 
     async def checkpoint(self, partitions: list[int] | None = None) -> None:
-        """Save detector state with offsets, then commit those offsets (in that order)."""
-        parts = [p for p in (partitions or list(self.parts)) if p in self.next_offset]
+        """Save detector state with offsets, then commit those offsets (in that order).
+
+        Never while a batch is in hand: its partitions' state is ahead of what was published,
+        and committing its offsets would skip outputs that were never written.
+        """
         self._last_checkpoint = time.monotonic()
+        if self.in_hand:
+            return
+        parts = [p for p in (partitions or list(self.parts)) if p in self.next_offset]
         if not parts:
             return
-        rows = [(self.name, p, self.next_offset[p], self.partition_blob(p)) for p in parts]
+        # State and offsets taken together, before anything else can run.
+        offsets = {p: self.next_offset[p] for p in parts}
+        rows = [(self.name, p, offsets[p], self.partition_blob(p)) for p in parts]
         rows.append((self.name, POPULATION, 0, self.population.snapshot()))
-        version = self.engine.config.detector.version
-        await self.engine.clickhouse(self.engine.store.save, rows, version)
-        await self.consumer.commit(
-            {
-                TopicPartition(self.topic, p): OffsetAndMetadata(self.next_offset[p], "")
-                for p in parts
-            }
-        )
-        self.engine.metrics.checkpoints += 1
+        await self._save(rows, offsets)
 
 
 class _AccountStage(_Stage):
@@ -356,28 +643,54 @@ class _AccountStage(_Stage):
         )
 
     def handle(self, partition: int, det: Detector, records: list[Any], batch: _Batch) -> None:
+        """Every message is either added to a window, a duplicate, or dead-lettered: over the
+        size limit (by reference), invalid, too far from the time received, or late."""
         metrics = self.engine.metrics
+        cfg = self.engine.config
         received = int(time.time() * 1000)
+        max_bytes = cfg.max_message_bytes
+        newest = (
+            received + cfg.max_future_skew_ms if cfg.max_future_skew_ms is not None else 1 << 62
+        )
+        oldest = received - cfg.max_past_skew_ms if cfg.max_past_skew_ms is not None else -1
         add = det.add
         forwards = batch.forwards
+        dead = batch.dead
+        topic = self.topic
         windower = det.windower
-        before = det.stats.duplicates, det.stats.late
+        stats = det.stats
+        before = stats.duplicates, stats.late
+        late = stats.late
         for r in records:
-            parsed = parse_event(r.value if r.value is not None else b"")
-            if isinstance(parsed, Rejection):
-                batch.dead.append(
-                    DeadLetter(received, self.topic, partition, r.offset, parsed, r.value or b"")
+            raw = r.value if r.value is not None else b""
+            if len(raw) > max_bytes:
+                why = Rejection(
+                    "$", f"message of {len(raw)} bytes exceeds max_message_bytes {max_bytes}"
                 )
+                dead.append(DeadLetter.by_reference(received, topic, partition, r.offset, why, raw))
+                continue
+            parsed = parse_event(raw)
+            if isinstance(parsed, Rejection):
+                dead.append(DeadLetter(received, topic, partition, r.offset, parsed, raw))
+                continue
+            if not oldest <= parsed.ts_ms <= newest:
+                why = _skewed(parsed.ts_ms, received, cfg)
+                dead.append(DeadLetter(received, topic, partition, r.offset, why, raw))
                 continue
             if add(parsed):
                 # Tagged with this partition's progress: every later event from it belongs to a
                 # window ending after closed_before_ms (what the block stage's watermark needs).
+                # At most the message plus a few hundred bytes (the fields re-encoded, unknown
+                # ones dropped, the block added), so under the producer's limit.
                 forwards.append(
                     (
                         parsed.ip_block.encode(),
                         orjson.dumps([partition, windower.closed_before_ms, tuple(parsed)]),
                     )
                 )
+            elif stats.late != late:  # its window had closed (else: a duplicate, counted once)
+                late = stats.late
+                dead.append(DeadLetter(received, topic, partition, r.offset, LATE, raw))
         metrics.events_in += len(records)
         metrics.duplicates += det.stats.duplicates - before[0]
         metrics.late += det.stats.late - before[1]
@@ -401,6 +714,37 @@ class _AccountStage(_Stage):
                 batch.suspects.append(
                     (sw.ids[i].encode(), orjson.dumps([sw.ids[i], sw.end_ms, float(sw.score[i])]))
                 )
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def _skewed(ts_ms: int, received_ms: int, cfg: EngineConfig) -> Rejection:
+    """Why an event's time is refused, precisely.
+
+    Examples
+    --------
+    >>> cfg = EngineConfig("k:9092", max_past_skew_ms=86_400_000)
+    >>> why = _skewed(1_795_400_000_000, 1_795_392_000_000, cfg)
+    >>> print(why.field, why.problem.split(" the ")[0])
+    ts 2026-11-23T02:13:20.000+00:00 is 8000000 ms ahead of
+    >>> why.problem.split("; ")[1]
+    'max_future_skew_ms is 300000'
+    >>> print(_skewed(1_700_000_000_000, 1_795_392_000_000, cfg).problem.split("; ")[1])
+    max_past_skew_ms is 86400000
+    """
+    ahead = ts_ms - received_ms
+    where, limit, name = (
+        ("ahead of", cfg.max_future_skew_ms, "max_future_skew_ms")
+        if ahead > 0
+        else ("behind", cfg.max_past_skew_ms, "max_past_skew_ms")
+    )
+    return Rejection(
+        "ts",
+        f"{_iso(ts_ms)} is {abs(ahead)} ms {where} the time the worker received it "
+        f"({_iso(received_ms)}); {name} is {limit}",
+    )
 
 
 class _BlockStage(_Stage):
@@ -461,7 +805,7 @@ class _BlockStage(_Stage):
         batch.out.extend(det.advance())
 
 
-class _CampaignStage(ConsumerRebalanceListener):  # type: ignore[misc]
+class _CampaignStage(_Member):
     """Links accounts into campaigns over every account partition (see the module docstring).
 
     One partition, so one worker of the group owns it. Its state (the campaign scorer, windows
@@ -477,6 +821,7 @@ class _CampaignStage(ConsumerRebalanceListener):  # type: ignore[misc]
         engine: Engine,
         sources: Callable[[], set[int] | None],
     ) -> None:
+        super().__init__()
         self.engine = engine
         self.sources = sources
         cfg = engine.config
@@ -485,14 +830,7 @@ class _CampaignStage(ConsumerRebalanceListener):  # type: ignore[misc]
         self.upstream: dict[int, int] = {}
         self.owned = False
         self.next_offset: int | None = None
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=cfg.bootstrap,
-            group_id=f"{cfg.group_prefix}-{self.name}",
-            client_id=f"{cfg.client_id}-{self.name}",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=16 * 1024 * 1024,
-        )
+        self.consumer = _consumer(engine, self.name, 16 * 1024 * 1024)
         self._last_checkpoint = time.monotonic()
 
     def _blob(self) -> bytes:
@@ -501,14 +839,21 @@ class _CampaignStage(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         if self.owned and any(tp.partition == 0 for tp in revoked):
-            await self.checkpoint()
+            if await self._settle():
+                await self.checkpoint()
             self.owned = False
             self.next_offset = None
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         if not any(tp.partition == 0 for tp in assigned) or self.owned:
             return
-        saved = await self.engine.clickhouse(self.engine.store.load, self.name, 0)
+        try:
+            saved = await self.engine.load(self.name, 0)
+        except _Abandoned:
+            return
+        except OutputsUnavailable as exc:
+            self.engine.fatal = exc
+            return
         self.scorer = CampaignScorer(self.engine.config.detector)
         self.pending, self.upstream = {}, {}
         if saved is not None:
@@ -542,9 +887,12 @@ class _CampaignStage(ConsumerRebalanceListener):  # type: ignore[misc]
     async def run(self, stopping: asyncio.Event) -> None:
         self.consumer.subscribe([self.topic], listener=self)
         while not stopping.is_set():
+            if self.engine.fatal is not None:
+                raise self.engine.fatal
             data = await self.consumer.getmany(
                 timeout_ms=200, max_records=self.engine.config.max_records
             )
+            self._published.clear()
             batch = _Batch()
             for tp, records in data.items():
                 if not records:
@@ -554,8 +902,9 @@ class _CampaignStage(ConsumerRebalanceListener):  # type: ignore[misc]
                     continue
                 self.handle(records, batch.out)
                 self.next_offset = records[-1].offset + 1
-            if batch:
-                await self.engine.publish(batch)
+            if batch and not await self.engine.publish(batch, self.name):
+                return  # stopping: the batch stays in hand, so it is never checkpointed
+            self._published.set()
             if time.monotonic() - self._last_checkpoint >= self.engine.config.checkpoint_seconds:
                 await self.checkpoint()
             self._record_lag()
@@ -568,18 +917,13 @@ class _CampaignStage(ConsumerRebalanceListener):  # type: ignore[misc]
         )
 
     async def checkpoint(self) -> None:
-        """Save the stage's state with its next offset, then commit that offset."""
+        """Save the stage's state with its next offset, then commit that offset (never while a
+        batch is in hand, see `_Stage.checkpoint`)."""
         self._last_checkpoint = time.monotonic()
-        if not self.owned or self.next_offset is None:
+        if not self.owned or self.next_offset is None or self.in_hand:
             return
         rows = [(self.name, 0, self.next_offset, self._blob())]
-        await self.engine.clickhouse(
-            self.engine.store.save, rows, self.engine.config.detector.version
-        )
-        await self.consumer.commit(
-            {TopicPartition(self.topic, 0): OffsetAndMetadata(self.next_offset, "")}
-        )
-        self.engine.metrics.checkpoints += 1
+        await self._save(rows, {0: self.next_offset})
 
 
 class Engine:
@@ -604,7 +948,7 @@ class Engine:
             acks="all",
             linger_ms=5,
             max_batch_size=1024 * 1024,
-            max_request_size=8 * 1024 * 1024,
+            max_request_size=MAX_REQUEST_BYTES,
         )
         self.stages: list[_Stage] = [_AccountStage(self), _BlockStage(self)]
         accounts = self.stages[0].consumer
@@ -620,6 +964,10 @@ class Engine:
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.flush_requested = False
+        # Failure streaks of outputs, by stage ("accounts") or checkpoint ("accounts checkpoint").
+        self._streaks: dict[str, _Streak] = {}
+        # A stage that cannot go on, found outside its task (a partition assignment's load).
+        self.fatal: OutputsUnavailable | None = None
 
     def request_flush(self) -> None:
         """The input has ended (a replay, the demo): close every window once its partition has
@@ -641,42 +989,113 @@ class Engine:
                 out[i] = seen[1]
         return out
 
-    async def publish(self, batch: _Batch) -> None:
-        """Send and insert everything a batch produced; returns once all of it is acknowledged."""
-        producer = self.producer
-        futures: list[Awaitable[Any]] = []
-        for a in batch.out.actions:
-            futures.append(await producer.send(ENFORCEMENT, a.to_json(), key=a.key.encode()))
-            self.metrics.actions[a.action] = self.metrics.actions.get(a.action, 0) + 1
-        for d in batch.dead:
-            futures.append(
-                await producer.send(DEAD_LETTERS, d.to_json(), key=str(d.source_offset).encode())
+    async def publish(self, batch: _Batch, stage: str = "") -> bool:
+        """Send and insert everything a batch produced; returns True once all of it is
+        acknowledged. Retries what failed (see the module docstring); False if the engine stops
+        first; raises `OutputsUnavailable` after ``output_give_up_seconds`` of failures."""
+        outputs = _Outputs(self, batch)
+        try:
+            await self._persist(stage or "outputs", "outputs", outputs.attempt)
+        except _Abandoned:
+            log.warning(
+                "%s: stopping with a batch whose outputs are not all written: not checkpointed, "
+                "it is read again from the last checkpoint",
+                stage,
             )
-        for key, value in batch.forwards:
-            futures.append(await producer.send(BY_BLOCK, value, key=key))
-        # Summaries before the progress that says they are complete (one partition: in order).
-        for value in batch.summaries:
-            futures.append(await producer.send(SUMMARIES, value, partition=0))
-        self.metrics.summaries_out += len(batch.summaries)
-        if batch.heartbeats:
-            block_parts = await producer.partitions_for(BY_BLOCK)
-            for value in batch.heartbeats:
-                for part in sorted(block_parts):
-                    futures.append(await producer.send(BY_BLOCK, value, partition=part))
-                futures.append(await producer.send(SUMMARIES, value, partition=0))
-        self.metrics.forwarded += len(batch.forwards)
-        for key, value in batch.suspects:
-            futures.append(await producer.send(SUSPECTS, value, key=key))
-        self.metrics.dead_letters += len(batch.dead)
+            return False
+        m = self.metrics
+        for a in batch.out.actions:
+            m.actions[a.action] = m.actions.get(a.action, 0) + 1
+        m.summaries_out += len(batch.summaries)
+        m.forwarded += len(batch.forwards)
+        m.dead_letters += len(batch.dead)
         for sw in batch.out.scored:
-            self.metrics.windows_scored[sw.kind] = self.metrics.windows_scored.get(
-                sw.kind, 0
-            ) + len(sw)
-        version = self.config.detector.version
-        await asyncio.gather(
-            asyncio.gather(*futures),
-            self.clickhouse(self.sink.write, batch.out, batch.dead, version),
+            m.windows_scored[sw.kind] = m.windows_scored.get(sw.kind, 0) + len(sw)
+        return True
+
+    async def load(self, stage: str, partition: int) -> tuple[int, bytes] | None:
+        """A checkpoint, retried like outputs (a partition cannot start without it)."""
+        return await self._persist(
+            f"{stage} checkpoint",
+            "loading a checkpoint from ClickHouse",
+            lambda: self.clickhouse(self.store.load, stage, partition),
         )
+
+    async def _persist(self, key: str, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """``attempt()`` until it succeeds, with exponential backoff between attempts.
+
+        Raises `_Abandoned` if the engine stops first, `OutputsUnavailable` once it has failed
+        for ``output_give_up_seconds``."""
+        cfg = self.config
+        delay = cfg.output_retry_initial_seconds
+        while True:
+            try:
+                result = await attempt()
+            except Exception as exc:
+                failed, cause = (
+                    (exc.what, exc.cause) if isinstance(exc, _OutputError) else (what, exc)
+                )
+                streak = self.failure(key, failed, cause, delay)
+                elapsed = time.monotonic() - streak.started
+                if elapsed >= cfg.output_give_up_seconds:
+                    message = (
+                        f"{key}: {streak.what} has failed for {elapsed:.0f} s "
+                        f"({streak.attempts} attempts), last: {streak.cause}; giving up: the "
+                        "worker exits for its supervisor to restart it, from the last checkpoint"
+                    )
+                    log.critical("%s", message)
+                    raise OutputsUnavailable(message) from None
+                wait = min(delay, cfg.output_give_up_seconds - elapsed)
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), wait)
+                except TimeoutError:
+                    delay = min(2 * delay, cfg.output_retry_max_seconds)
+                    continue
+                raise _Abandoned(key) from None
+            self.recovered(key)
+            return result
+
+    def failure(self, key: str, what: str, exc: BaseException, retry_in: float | None) -> _Streak:
+        """Count a failed attempt; log the first of a streak (one line: what, why, what next)."""
+        self.metrics.output_errors += 1
+        cause = one_line(exc)
+        streak = self._streaks.get(key)
+        if streak is None:
+            streak = self._streaks[key] = _Streak(time.monotonic(), what, cause)
+            log.error(
+                "%s: %s failed: %s; %s",
+                key,
+                what,
+                cause,
+                f"retrying in {retry_in:g} s, reading nothing more meanwhile (giving up after "
+                f"{self.config.output_give_up_seconds:g} s)"
+                if retry_in is not None
+                else "trying again at the next checkpoint",
+            )
+        streak.what, streak.cause = what, cause
+        streak.attempts += 1
+        return streak
+
+    def recovered(self, key: str) -> None:
+        streak = self._streaks.pop(key, None)
+        if streak is not None:
+            log.warning(
+                "%s: %s works again, after %.1f s and %d failed attempts",
+                key,
+                streak.what,
+                time.monotonic() - streak.started,
+                streak.attempts,
+            )
+
+    def degraded(self) -> str | None:
+        """What is failing and being retried (None when nothing is), for /health."""
+        now = time.monotonic()
+        reasons = [
+            f"{key}: {s.what} failing for {now - s.started:.0f} s ({s.attempts} attempts): "
+            f"{s.cause}"
+            for key, s in sorted(self._streaks.items())
+        ]
+        return "; ".join(reasons) or None
 
     async def _follow_suspects(self) -> None:
         consumer = self._suspect_consumer
@@ -713,7 +1132,12 @@ class Engine:
         since the last checkpoint (what a crash does)."""
         self._stopping.set()
         if graceful:
+            if self._tasks:
+                _, late = await asyncio.wait(self._tasks, timeout=self.config.stop_timeout_seconds)
+                for t in late:  # a batch still in hand: dropped, so never checkpointed
+                    t.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            # Only stages with nothing in hand checkpoint (see _Stage.checkpoint).
             for stage in self.stages:
                 await stage.checkpoint()
             await self.campaigns.checkpoint()
@@ -748,6 +1172,9 @@ class Engine:
         )
 
     def failed(self) -> BaseException | None:
+        """Why a stage stopped, if one did (the worker exits then)."""
+        if self.fatal is not None:
+            return self.fatal
         for t in self._tasks:
             if t.done() and not t.cancelled() and t.exception() is not None:
                 return t.exception()
