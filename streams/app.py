@@ -45,6 +45,7 @@ from streams.clickhouse import (
 )
 from streams.engine import Engine, EngineConfig
 from streams.settings import Settings, is_loopback, redact
+from streams.ui import is_ui_path, register_ui
 
 log = logging.getLogger("distillguard.worker")
 
@@ -108,15 +109,16 @@ def _entity_id(query: Mapping[str, str], kind: str) -> str:
 
 
 def _bearer(token: str) -> Any:
-    """aiohttp middleware: every path but ``/health`` needs ``Authorization: Bearer <token>``,
-    compared in constant time."""
+    """aiohttp middleware: every path but ``/health`` and the web view (which checks the same
+    header, or its login cookie, itself) needs ``Authorization: Bearer <token>``, compared in
+    constant time."""
     expected = token.encode()
 
     @aioweb.middleware
     async def check(
         request: aioweb.Request, handler: Callable[[aioweb.Request], Awaitable[Any]]
     ) -> Any:
-        if request.path != "/health":
+        if request.path != "/health" and not is_ui_path(request.path):
             scheme, _, given = request.headers.get("Authorization", "").partition(" ")
             if not (
                 scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected)
@@ -186,8 +188,17 @@ def create_app(settings: Settings) -> faust.App:
 
     class App(faust.App):
         def on_webserver_init(self, web: Web) -> None:
+            web_app = cast(AiohttpWeb, web).web_app
             if settings.web_token:
-                cast(AiohttpWeb, web).web_app.middlewares.append(_bearer(settings.web_token))
+                web_app.middlewares.append(_bearer(settings.web_token))
+            # the analyst's pages (/ui/), sharing the engine's ClickHouse lock
+            register_ui(
+                web_app,
+                lambda: state.get("investigation"),
+                settings.web_token or None,
+                run=lambda fn, *a: state["engine"].clickhouse(fn, *a),
+                policy=settings.detector_config().policy,
+            )
 
     app = App(
         settings.worker_name,
@@ -223,6 +234,10 @@ def create_app(settings: Settings) -> faust.App:
                     idle_flush_seconds=settings.idle_flush_seconds,
                     client_id=settings.worker_name,
                     internal_partitions=settings.internal_partitions,
+                    max_message_bytes=settings.max_message_bytes,
+                    max_future_skew_ms=int(settings.max_future_skew_seconds * 1000) or None,
+                    max_past_skew_ms=int(settings.max_past_skew_seconds * 1000) or None,
+                    output_give_up_seconds=settings.output_give_up_seconds,
                 ),
                 ClickHouseSink(client, settings.clickhouse_database),
                 StateStore(client, settings.clickhouse_database),

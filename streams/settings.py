@@ -109,6 +109,10 @@ class Settings:
     idle_flush_seconds: float = 60.0
     internal_partitions: int = 8
     worker_name: str = "distillguard"
+    max_message_bytes: int = 1024 * 1024  # larger input messages are dead-lettered by reference
+    max_future_skew_seconds: float = 300.0  # events further ahead of the clock: dead letters; 0 off
+    max_past_skew_seconds: float = 0.0  # events further behind the clock: dead letters; 0 off
+    output_give_up_seconds: float = 300.0  # retrying a failed output this long: the worker exits
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

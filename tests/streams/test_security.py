@@ -185,6 +185,12 @@ def test_token_guards_every_route_but_health(worker: Worker) -> None:
     assert get(f"{base}/metrics", scheme="bearer")[0] == 200  # the scheme is case-insensitive
     status, body = get(f"{base}/investigate/account?id={worker.account}")
     assert status == 200 and orjson.loads(body)["entity_id"] == worker.account
+    # the web view the worker serves: the same token (as a header here; a login form for people)
+    for path in ("/ui/", f"/ui/account/{worker.account}"):
+        assert get(base + path, token=None)[0] == 401, path
+        status, body = get(base + path)
+        assert status == 200 and b"<html" in body.lower(), path
+    assert b"<svg" in get(f"{base}/ui/account/{worker.account}")[1]
 
 
 @pytest.mark.kafka
