@@ -191,6 +191,7 @@ def create_app(settings: Settings) -> faust.App:
             web_app = cast(AiohttpWeb, web).web_app
             if settings.web_token:
                 web_app.middlewares.append(_bearer(settings.web_token))
+            state["add_rest_routes"](web_app)
             # the analyst's pages (/ui/), sharing the engine's ClickHouse lock
             register_ui(
                 web_app,
@@ -316,26 +317,21 @@ def create_app(settings: Settings) -> faust.App:
         engine = state.get("engine")
         return web.text(prometheus(engine) if engine else "", content_type="text/plain")
 
-    @app.page("/investigate/{kind}")
-    async def investigate(web: Any, request: Any, kind: str) -> Any:
+    async def answer(kind: str, q: Mapping[str, str]) -> tuple[Any, int]:
         """``/investigate/account?id=...``, ``/investigate/ip-block?id=CIDR``,
         ``/investigate/campaign?id=...``, ``/investigate/top?kind=account&minutes=60``: the same
         views as the CLI, as JSON.
         Bad parameters answer 400, an unknown view or entity 404, a failed query 503, each with
         a one-line ``{"error": ...}``."""
         if kind not in ("top", "account", "ip-block", "ip_block", "campaign"):
-            return web.json(
-                {
-                    "error": f"no view {kind[:40]!r}; use /investigate/account, ip-block, "
-                    "campaign or top"
-                },
-                status=404,
-            )
+            return {
+                "error": f"no view {kind[:40]!r}; use /investigate/account, ip-block, "
+                "campaign or top"
+            }, 404
         inv: Investigation | None = state.get("investigation")
         if inv is None:
-            return web.json({"error": "starting"}, status=503)
+            return {"error": "starting"}, 503
         engine: Engine = state["engine"]
-        q = request.query
         try:
             if kind == "top":
                 _params(q, {"kind", "minutes", "limit"})
@@ -357,11 +353,11 @@ def create_app(settings: Settings) -> faust.App:
                 # each list keeps its own default length unless a limit is given
                 bound = (_int(q, "limit", 0, 1, MAX_ROWS),) if "limit" in q else ()
         except BadRequest as exc:
-            return web.json({"error": str(exc)}, status=400)
+            return {"error": str(exc)}, 400
         try:
             if kind == "top":
                 rows = await engine.clickhouse(inv.top, top_kind, minutes, limit)
-                return web.json(_jsonable({"kind": top_kind, "top": rows}))
+                return _jsonable({"kind": top_kind, "top": rows}), 200
             view = {
                 "entity_kind": entity_kind,
                 "entity_id": entity_id,
@@ -377,12 +373,42 @@ def create_app(settings: Settings) -> faust.App:
                 view["linked"] = await engine.clickhouse(inv.linked, entity_kind, entity_id, *bound)
                 found = view["windows"] or view["actions"] or view["linked"]
         except ClickHouseError as exc:
-            return web.json({"error": f"ClickHouse: {one_line(exc)}"}, status=503)
+            return {"error": f"ClickHouse: {one_line(exc)}"}, 503
         if not found:
-            return web.json(
-                {"error": f"no {entity_kind} {entity_id[:80]!r} in ClickHouse"}, status=404
-            )
-        return web.json(_jsonable(view))
+            return {"error": f"no {entity_kind} {entity_id[:80]!r} in ClickHouse"}, 404
+        return _jsonable(view), 200
+
+    @app.page("/investigate/{kind}")
+    async def investigate(web: Any, request: Any, kind: str) -> Any:
+        """The views by query parameter (``/investigate/account?id=...``); see `answer`."""
+        doc, status = await answer(kind, request.query)
+        return web.json(doc, status=status)
+
+    def rest(kind: str, with_id: bool) -> Callable[[aioweb.Request], Awaitable[Any]]:
+        async def handler(request: aioweb.Request) -> Any:
+            q = dict(request.query)
+            if "id" in q:
+                return aioweb.json_response(
+                    {"error": "give the id in the path, not as ?id="}, status=400
+                )
+            if with_id:
+                q["id"] = request.match_info["id"]
+            doc, status = await answer(kind, q)
+            return aioweb.json_response(doc, status=status)
+
+        return handler
+
+    def add_rest_routes(web_app: aioweb.Application) -> None:
+        """REST-style paths (documented in the README): ``/api/accounts/{id}``,
+        ``/api/ip-blocks/{cidr}`` (the CIDR's slash included), ``/api/campaigns/{id}``,
+        ``/api/top?kind=&minutes=&limit=``."""
+        router = web_app.router
+        router.add_get("/api/accounts/{id}", rest("account", True))
+        router.add_get("/api/ip-blocks/{id:.+}", rest("ip-block", True))
+        router.add_get("/api/campaigns/{id}", rest("campaign", True))
+        router.add_get("/api/top", rest("top", False))
+
+    state["add_rest_routes"] = add_rest_routes
 
     return app
 

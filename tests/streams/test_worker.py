@@ -79,6 +79,17 @@ def test_worker_process_serves_health_metrics_and_investigations(tmp_path) -> No
             assert status == 200 and view["entity_id"] == account and view["windows"]
             status, _ = get(f"{base}/investigate/account")
             assert status == 400
+            # REST-style paths: the same views, 404 for unknown entities, 400 for bad parameters
+            status, body = get(f"{base}/api/accounts/{account}")
+            assert status == 200 and orjson.loads(body)["entity_id"] == account
+            block = orjson.loads(body)["linked"][0]["entity"]  # a CIDR, slash and all
+            status, body = get(f"{base}/api/ip-blocks/{block}")
+            assert status == 200 and orjson.loads(body)["entity_id"] == block
+            assert get(f"{base}/api/accounts/no-such-account")[0] == 404
+            assert get(f"{base}/api/ip-blocks/not-a-cidr")[0] == 400
+            assert get(f"{base}/api/top?kind=account&minutes=abc")[0] == 400
+            status, body = get(f"{base}/api/top?kind=ip-block&minutes=10080&limit=3")
+            assert status == 200 and len(orjson.loads(body)["top"]) == 3
             status, body = get(f"{base}/investigate/campaign?id=no-such-campaign")
             assert status == 404 and "no campaign" in orjson.loads(body)["error"]
             status, body = get(f"{base}/investigate/top?kind=campaign&minutes=10080")
