@@ -307,11 +307,18 @@ def write_report(
             missed_rows.append([cid, len(missed), ", ".join(missed[:20]) + more])
     scenario = labels.get("scenario", {})
     versions = sorted({str(a.get("detector_version")) for a in actions}) or ["(no actions)"]
+    if scenario.get("randomized"):
+        world = "randomized world"
+    elif scenario:
+        world = (
+            f"{scenario.get('name', 'simulated')}: {scenario.get('minutes', '?')} minutes, "
+            f"{scenario.get('benign_accounts', '?')} ordinary accounts, campaigns "
+            f"{', '.join(scenario.get('campaigns', ())) or 'none'}"
+        )
+    else:
+        world = "-"
     made = [
-        [
-            "scenario",
-            str(scenario.get("name", "randomized" if scenario.get("randomized") else "-")),
-        ],
+        ["traffic", world],
         ["seed", str(scenario.get("seed", "-"))],
         ["detector version", ", ".join(versions)],
         ["report written", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")],
