@@ -97,8 +97,8 @@ def _unavailable(url: str, exc: BaseException) -> ClickHouseUnavailable:
         path = url.removeprefix("chdb://").split("?", 1)[0]
         return ClickHouseUnavailable(
             f"the chDB path {redact(path)} is in use by another process (chDB opens a path in "
-            "one process at a time): if a worker holds it, ask the worker instead "
-            "(http://127.0.0.1:6066/investigate/top, /investigate/account?id=...); or stop that "
+            "one process at a time): if a worker holds it, use the worker's web view "
+            "(http://127.0.0.1:6066/ui/) or API (/api/top, /api/accounts/ID); or stop that "
             "process, or pass another chdb:///path with --clickhouse / DISTILLGUARD_CLICKHOUSE_URL"
         )
     if url.startswith("chdb://") and "cannot connect with different path" in message:

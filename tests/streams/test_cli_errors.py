@@ -153,7 +153,7 @@ def test_a_chdb_path_held_by_another_process_is_one_line(tmp_path: Path) -> None
             assert len(lines) == 1, done.stderr
             assert f"the chDB path {tmp_path}/held is in use by another process" in lines[0]
             assert "EmbeddedServer" not in lines[0]
-            assert "ask the worker instead" in lines[0]  # where to look while a worker runs
+            assert "use the worker's web view" in lines[0]  # where to look while a worker runs
     finally:
         assert holder.stdin is not None
         holder.stdin.close()
