@@ -268,12 +268,12 @@ def test_a_stop_during_an_outage_commits_nothing_unpublished(broker, db, message
 
 WORKER = """
     # `distillguard worker` whose ClickHouse database is renamed away (never back) once its
-    # stages own their partitions, with a short give-up time.
-    import asyncio, functools, sys
+    # stages own their partitions, with a short give-up time (DISTILLGUARD_OUTPUT_GIVE_UP_SECONDS).
+    import asyncio, sys
 
     import streams.app as app
     from streams.cli import main
-    from streams.engine import Engine, EngineConfig
+    from streams.engine import Engine
 
 
     class OutageEngine(Engine):
@@ -289,7 +289,6 @@ WORKER = """
 
 
     app.Engine = OutageEngine
-    app.EngineConfig = functools.partial(EngineConfig, output_give_up_seconds=float(sys.argv[1]))
     sys.exit(main(["worker", "--loglevel", "warning"]))
 """
 
@@ -321,9 +320,10 @@ def test_a_worker_whose_outputs_keep_failing_exits_non_zero(tmp_path: Path) -> N
             "DISTILLGUARD_CLICKHOUSE_URL": f"chdb://{tmp_path}/chdb",
             "DISTILLGUARD_WEB_PORT": str(port),
             "DISTILLGUARD_INTERNAL_PARTITIONS": "2",
+            "DISTILLGUARD_OUTPUT_GIVE_UP_SECONDS": str(give_up),
         }
         worker = subprocess.Popen(
-            [sys.executable, str(script), str(give_up)],
+            [sys.executable, str(script)],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
