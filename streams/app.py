@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import logging
 import os
 import signal
@@ -44,6 +43,7 @@ from streams.clickhouse import (
     one_line,
 )
 from streams.engine import Engine, EngineConfig
+from streams.params import BadRequest, check_id, check_params, int_param
 from streams.settings import Settings, is_loopback, redact
 from streams.ui import is_ui_path, register_ui
 
@@ -52,43 +52,6 @@ log = logging.getLogger("distillguard.worker")
 __all__ = ["create_app", "prometheus"]
 
 #: Longest entity id a view accepts (account ids and CIDR blocks are far shorter).
-MAX_ID_LENGTH = 256
-
-
-class BadRequest(ValueError):
-    """A request parameter a view cannot use: answered 400 with the message."""
-
-
-def _params(query: Mapping[str, str], allowed: set[str]) -> None:
-    """Refuse parameters a view does not know (a typo would otherwise be silently ignored)."""
-    unknown = sorted(set(query) - allowed)
-    if unknown:
-        known = ", ".join(sorted(allowed)) or "none"
-        raise BadRequest(f"unknown parameter {unknown[0][:40]!r}; this view takes: {known}")
-
-
-def _int(query: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    """Integer parameter ``name`` in ``low..high``.
-
-    Examples
-    --------
-    >>> _int({"minutes": "15"}, "minutes", 60, 1, 10080), _int({}, "minutes", 60, 1, 10080)
-    (15, 60)
-    >>> _int({"minutes": "abc"}, "minutes", 60, 1, 10080)
-    Traceback (most recent call last):
-    ...
-    streams.app.BadRequest: minutes must be an integer in 1..10080, got 'abc'
-    """
-    raw = query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = low - 1
-    if not low <= value <= high:
-        raise BadRequest(f"{name} must be an integer in {low}..{high}, got {raw[:40]!r}")
-    return value
 
 
 def _entity_id(query: Mapping[str, str], kind: str) -> str:
@@ -96,16 +59,7 @@ def _entity_id(query: Mapping[str, str], kind: str) -> str:
     entity = query.get("id", "")
     if not entity:
         raise BadRequest("use /investigate/account?id=... or /investigate/ip-block?id=CIDR")
-    if len(entity) > MAX_ID_LENGTH or not entity.isprintable():
-        raise BadRequest(f"id must be at most {MAX_ID_LENGTH} printable characters")
-    if kind == "ip_block":
-        try:
-            ipaddress.ip_network(entity, strict=False)
-        except ValueError:
-            raise BadRequest(
-                f"id must be a CIDR block such as 10.0.0.0/24, got {entity[:40]!r}"
-            ) from None
-    return entity
+    return check_id(entity, cidr=kind == "ip_block", what="id")
 
 
 def _bearer(token: str) -> Any:
@@ -288,7 +242,7 @@ def create_app(settings: Settings) -> faust.App:
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
         try:
-            _params(request.query, set())
+            check_params(request.query, set())
         except BadRequest as exc:
             return web.json({"error": str(exc)}, status=400)
         # ok (200); starting, degraded (outputs failing and being retried; the reason says
@@ -311,7 +265,7 @@ def create_app(settings: Settings) -> faust.App:
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
         try:
-            _params(request.query, set())
+            check_params(request.query, set())
         except BadRequest as exc:
             return web.json({"error": str(exc)}, status=400)
         engine = state.get("engine")
@@ -334,7 +288,7 @@ def create_app(settings: Settings) -> faust.App:
         engine: Engine = state["engine"]
         try:
             if kind == "top":
-                _params(q, {"kind", "minutes", "limit"})
+                check_params(q, {"kind", "minutes", "limit"})
                 which = {
                     "account": "account",
                     "ip-block": "ip_block",
@@ -344,14 +298,14 @@ def create_app(settings: Settings) -> faust.App:
                 if q.get("kind", "account") not in which:
                     raise BadRequest("kind must be account, ip-block or campaign")
                 top_kind = which[q.get("kind", "account")]
-                minutes = _int(q, "minutes", 60, 1, MAX_MINUTES)
-                limit = _int(q, "limit", 20, 1, MAX_ROWS)
+                minutes = int_param(q, "minutes", 60, 1, MAX_MINUTES)
+                limit = int_param(q, "limit", 20, 1, MAX_ROWS)
             else:
-                _params(q, {"id", "limit"})
+                check_params(q, {"id", "limit"})
                 entity_kind = kind if kind in ("account", "campaign") else "ip_block"
                 entity_id = _entity_id(q, entity_kind)
                 # each list keeps its own default length unless a limit is given
-                bound = (_int(q, "limit", 0, 1, MAX_ROWS),) if "limit" in q else ()
+                bound = (int_param(q, "limit", 0, 1, MAX_ROWS),) if "limit" in q else ()
         except BadRequest as exc:
             return {"error": str(exc)}, 400
         try:

@@ -46,6 +46,7 @@ from aiohttp import web
 
 from models.policy import PolicyConfig
 from streams.clickhouse import MAX_MINUTES, MAX_ROWS, ClickHouseError, Investigation, one_line
+from streams.params import BadRequest, check_id, check_params, int_param
 
 __all__ = [
     "PREFIX",
@@ -61,7 +62,6 @@ __all__ = [
 #: Where the pages live, in a standalone server and in the worker alike.
 PREFIX = "/ui"
 #: Longest entity id a page accepts (the API's bound).
-MAX_ID_LENGTH = 256
 #: The cookie a browser gets from ``POST /ui/login``: a MAC of the token, never the token.
 COOKIE = "distillguard_ui"
 COOKIE_SECONDS = 12 * 3600
@@ -97,8 +97,7 @@ HEADERS = {
 }
 
 
-class _BadRequest(ValueError):
-    """A parameter a page cannot use: answered with a 400 page carrying the message."""
+_BadRequest = BadRequest  # a parameter a page cannot use: answered with a 400 page
 
 
 class _NotFound(LookupError):
@@ -719,38 +718,17 @@ LEGEND = (
 
 
 def _params(query: Mapping[str, str], allowed: set[str]) -> None:
-    unknown = sorted(set(query) - allowed)
-    if unknown:
-        known = ", ".join(sorted(allowed)) or "none"
-        raise _BadRequest(f"unknown parameter {unknown[0][:40]!r}; this page takes: {known}")
+    check_params(query, allowed, noun="page")
 
 
 def _int(query: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = low - 1
-    if not low <= value <= high:
-        raise _BadRequest(f"{name} must be an integer in {low}..{high}, got {raw[:40]!r}")
-    return value
+    return int_param(query, name, default, low, high, empty_is_default=True)
 
 
 def _entity(raw: str, kind: str) -> str:
     if not raw:
         raise _BadRequest(f"give the {kind} in the path: {PREFIX}/{kind}/ID")
-    if len(raw) > MAX_ID_LENGTH or not raw.isprintable():
-        raise _BadRequest(f"an id must be at most {MAX_ID_LENGTH} printable characters")
-    if kind == "ip-block":
-        try:
-            ipaddress.ip_network(raw, strict=False)
-        except ValueError:
-            raise _BadRequest(
-                f"an IP block is a CIDR block such as 10.0.0.0/24, got {raw[:40]!r}"
-            ) from None
-    return raw
+    return check_id(raw, cidr=kind == "ip-block", what="an id")
 
 
 # ---------------------------------------------------------------------------------------------
