@@ -74,6 +74,7 @@ __all__ = [
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 _DAY_MS = 86_400_000
+UNKNOWN_MS = np.iinfo(np.int64).max  # no creation time seen yet
 
 # Two SimHash fingerprints of unrelated prompts differ in 32 +- 4 of 64 bits; the chance that they
 # fall within 12 bits is about 2e-7, so a match within 12 bits is the same prompt with its slots
@@ -251,7 +252,9 @@ def stable_hash(values: list[str]) -> I64:
 
 class EvidenceMemory:
     """What an entity table remembers between windows to build evidence: decayed sums, the last
-    IP block and the latest prompt fingerprints. About 130 bytes per entity.
+    IP blocks, the latest prompt fingerprints and the account's creation time (a producer may send
+    ``account_created_at`` on some events only; once seen, it is known). About 140 bytes per
+    entity.
 
     Rows are the rows of the owning `models.state.EntityTable`.
 
@@ -281,6 +284,13 @@ class EvidenceMemory:
         self.n_blocks = np.zeros(capacity, dtype=np.uint8)
         self.prompts = np.zeros((capacity, RECENT_PROMPTS), dtype=np.uint64)
         self.n_prompts = np.zeros(capacity, dtype=np.uint8)
+        self.created_ms = np.full(capacity, UNKNOWN_MS, dtype=np.int64)
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        # Snapshots written before the creation time was remembered: nothing known yet.
+        self.__dict__.update(state)
+        if "created_ms" not in state:
+            self.created_ms = np.full(self.requests.size, UNKNOWN_MS, dtype=np.int64)
 
     @property
     def capacity(self) -> int:
@@ -296,12 +306,16 @@ class EvidenceMemory:
             setattr(self, name, np.concatenate([col, pad]))
         self.n_prompts = np.concatenate([self.n_prompts, np.zeros(extra, dtype=np.uint8)])
         self.n_blocks = np.concatenate([self.n_blocks, np.zeros(extra, dtype=np.uint8)])
+        self.created_ms = np.concatenate(
+            [self.created_ms, np.full(extra, UNKNOWN_MS, dtype=np.int64)]
+        )
 
     def reset(self, rows: npt.NDArray[np.intp]) -> None:
         for name in ("hits", "trials", "requests", "updated_ms", "blocks", "prompts"):
             getattr(self, name)[rows] = 0
         self.n_prompts[rows] = 0
         self.n_blocks[rows] = 0
+        self.created_ms[rows] = UNKNOWN_MS
 
     def nbytes_per_entity(self) -> int:
         return int(
@@ -312,6 +326,7 @@ class EvidenceMemory:
             + self.prompts.itemsize * RECENT_PROMPTS
             + self.n_prompts.itemsize
             + self.n_blocks.itemsize
+            + self.created_ms.itemsize
         )
 
 
@@ -499,13 +514,16 @@ def window_evidence(
             r = RATES.index(b.name)
             share[:, j], lower[:, j] = rate_share[:, r], rate_lower[:, r]
         elif b.name == "disposable_account":
-            created = np.full(n, np.iinfo(np.int64).max)
+            # The earliest creation time any event of the account has carried, in this window
+            # or before: a producer that sends it on some events only does not make it flap.
+            created = memory.created_ms[table_rows].copy()
             known = w.created_ms >= 0
             np.minimum.at(created, g[known], w.created_ms[known])
+            memory.created_ms[table_rows] = created
             age_days = (w.end_ms - created.astype(np.float64)) / _DAY_MS
             with np.errstate(over="ignore"):
                 newness = np.exp(-np.maximum(age_days, 0.0) / 7.0)
-            newness = np.where(created == np.iinfo(np.int64).max, np.nan, newness)
+            newness = np.where(created == UNKNOWN_MS, np.nan, newness)
             share[:, j], lower[:, j] = newness, np.nan_to_num(newness)
         elif b.name == "new_account_crowd":
             share[:, j], lower[:, j] = _new_account_crowd(w, g, n)

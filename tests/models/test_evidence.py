@@ -505,6 +505,33 @@ def test_disposable_account(age_ms: int | None, expected: float) -> None:
     )
 
 
+def test_a_creation_time_sent_once_is_remembered_in_later_windows() -> None:
+    """A producer that sends ``account_created_at`` on some events only (one gateway of several
+    does) must not make a fresh account's evidence flap from window to window; a reused row
+    forgets it."""
+    acc = Accounts()
+    first = [event(i, T0 + i * 1000, created=T0 - 3_600_000 if i == 0 else None) for i in range(5)]
+    later = [event(i, T0 + MIN + i * 1000) for i in range(5)]
+    _, ev1, names = acc.window(first)
+    _, ev2, _ = acc.window(later)
+    assert strength_of(ev1, names, "a")["disposable_account"] == pytest.approx(1.0, abs=1e-3)
+    assert strength_of(ev2, names, "a")["disposable_account"] == pytest.approx(1.0, abs=1e-3)
+    acc.memory.reset(np.array([acc.rows["a"]]))
+    _, ev3, _ = acc.window([event(i, T0 + 2 * MIN + i * 1000) for i in range(5)])
+    assert strength_of(ev3, names, "a")["disposable_account"] == 0.0
+
+
+def test_memory_from_before_the_creation_time_was_kept_restores_as_unknown() -> None:
+    import pickle
+
+    mem = EvidenceMemory(capacity=3)
+    state = dict(mem.__dict__)
+    del state["created_ms"]
+    old = EvidenceMemory.__new__(EvidenceMemory)
+    old.__setstate__(state)
+    assert pickle.loads(pickle.dumps(old)).created_ms.tolist() == [np.iinfo(np.int64).max] * 3
+
+
 def test_output_volume_is_relative_and_outside_the_evidence_sum() -> None:
     events = [event(i, T0 + i * 1000, out=1_000) for i in range(32)]  # 32,000 output tokens
     acc = Accounts()
