@@ -85,6 +85,8 @@ MAX_REQUEST_BYTES = 8 * 1024 * 1024
 #: key and the record batch around it).
 DEAD_LETTER_MAX_BYTES = MAX_REQUEST_BYTES - 64 * 1024
 LATE = Rejection("late", "window already closed")
+# A message with a key and no value (log compaction's delete marker) is not an event.
+TOMBSTONE = Rejection("$", "a tombstone (a message without a value) is not a usage event")
 
 
 @dataclass
@@ -662,7 +664,10 @@ class _AccountStage(_Stage):
         before = stats.duplicates, stats.late
         late = stats.late
         for r in records:
-            raw = r.value if r.value is not None else b""
+            if r.value is None:
+                dead.append(DeadLetter(received, topic, partition, r.offset, TOMBSTONE, b""))
+                continue
+            raw = r.value
             if len(raw) > max_bytes:
                 why = Rejection(
                     "$", f"message of {len(raw)} bytes exceeds max_message_bytes {max_bytes}"
