@@ -9,6 +9,7 @@ Whoever starts a broker stops it: use `EmbeddedBroker` as a context manager.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -80,11 +81,14 @@ class EmbeddedBroker:
         self.bootstrap = f"127.0.0.1:{self.port}"
         self._log_dir = log_dir
         self._process: subprocess.Popen[bytes] | None = None
+        self._own_dir: Path | None = None  # a temporary directory this broker made for its log
         self.log_path: Path | None = None
 
     def start(self, ready_timeout_s: float = 20.0) -> EmbeddedBroker:
         url = f"tcp://127.0.0.1:{self.port}"
-        log_dir = self._log_dir or Path(tempfile.mkdtemp(prefix="distillguard-broker-"))
+        log_dir = self._log_dir
+        if log_dir is None:
+            log_dir = self._own_dir = Path(tempfile.mkdtemp(prefix="distillguard-broker-"))
         self.log_path = log_dir / "tansu.log"
         log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the process
         self._process = subprocess.Popen(
@@ -115,13 +119,15 @@ class EmbeddedBroker:
                 return self
             except (KafkaError, OSError):
                 if time.monotonic() > deadline:
-                    self.stop()
+                    self.stop(keep_log=True)
                     raise TimeoutError(
                         f"the embedded broker was not ready within {ready_timeout_s:.0f} s"
                     ) from None
                 time.sleep(0.05)
 
-    def stop(self, timeout_s: float = 5.0) -> None:
+    def stop(self, timeout_s: float = 5.0, keep_log: bool = False) -> None:
+        """Stop the broker. The temporary directory it made for its log goes with it, unless
+        ``keep_log`` or the broker had already exited on its own (its log says why)."""
         p, self._process = self._process, None
         if p is None or p.poll() is not None:
             return
@@ -131,6 +137,9 @@ class EmbeddedBroker:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait(timeout_s)
+        if self._own_dir is not None and not keep_log:
+            shutil.rmtree(self._own_dir, ignore_errors=True)
+            self._own_dir = None
 
     @property
     def running(self) -> bool:
