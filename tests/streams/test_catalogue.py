@@ -33,16 +33,8 @@ from streams.cli import main
 from streams.engine import TOMBSTONE
 from tests.schemas.test_contracts import BAD, MINIMAL
 from tests.schemas.test_event_agreement import REGRESSIONS
-from tests.streams.test_faults import (
-    DAY_MS,
-    broker,  # noqa: F401  (fixture)
-    db,  # noqa: F401  (fixture)
-    engine,
-    finish,
-    produce_raw,
-    query,
-    valid,
-)
+from tests.streams.conftest import query, valid
+from tests.streams.test_faults import DAY_MS, engine, finish, produce_raw
 
 CODECS = ("gzip", "snappy", "lz4", "zstd")
 MAX_MESSAGE_BYTES = 1024 * 1024
@@ -239,8 +231,8 @@ def produce_catalogue(bootstrap: str, codec: str) -> None:
 @pytest.mark.kafka
 @pytest.mark.clickhouse
 def test_the_worker_dead_letters_the_catalogue_from_every_codec_and_loses_nothing(
-    broker,  # noqa: F811
-    db,  # noqa: F811
+    broker: Any,
+    db: Any,
 ) -> None:
     """The catalogue once per librdkafka codec, amid valid traffic from kafka-python: the worker
     never fails, scores every valid event once (valid in = scored + late), and writes exactly one

@@ -8,10 +8,8 @@ and the real ClickHouse engine (chDB), with the helpers of the pipeline tests.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,15 +23,16 @@ from kafka import KafkaProducer
 from kafka.codec import has_lz4
 
 import schemas.json
-from infra.broker import EmbeddedBroker, ensure_topics
+from infra.broker import EmbeddedBroker
 from models.detector import DetectorConfig
 from models.policy import PolicyConfig
-from schemas.topics import ENFORCEMENT, USAGE_EVENTS, default_topics
+from schemas.topics import ENFORCEMENT, USAGE_EVENTS
 from schemas.validation import Rejection, parse_enforcement
 from simulator.traffic import SCENARIOS, simulate, traffic_lines
-from streams.clickhouse import ClickHouseSink, StateStore, connect, migrate
+from streams.clickhouse import ClickHouseSink, StateStore
 from streams.engine import Engine, EngineConfig
-from tests.streams.test_pipeline import PARTITIONS, finish, query, wait_until
+from tests.streams.conftest import PARTITIONS, query, wait_until
+from tests.streams.test_pipeline import finish
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 Messages = list[tuple[bytes, bytes]]
@@ -46,7 +45,6 @@ LIBRDKAFKA_CODECS = ("gzip", "snappy", "lz4", "zstd")
 CONTRACT = orjson.loads(
     (Path(schemas.json.__file__).parent / "enforcement-action.schema.json").read_bytes()
 )
-_db = itertools.count()
 
 
 @pytest.fixture(scope="module")
@@ -61,21 +59,6 @@ def messages() -> Messages:
         )
     )
     return list(traffic_lines(traffic))
-
-
-@pytest.fixture
-def broker() -> Iterator[EmbeddedBroker]:
-    with EmbeddedBroker() as b:
-        ensure_topics(b.bootstrap, default_topics(PARTITIONS))
-        yield b
-
-
-@pytest.fixture
-def db(chdb_url):
-    name = f"dg_codecs_{next(_db)}"
-    client = connect(chdb_url)
-    migrate(client, name)
-    return client, name
 
 
 def engine(broker: EmbeddedBroker, db) -> Engine:

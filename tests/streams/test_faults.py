@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import itertools
 import os
 import signal
 import subprocess
@@ -28,7 +27,6 @@ import sys
 import textwrap
 import time
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -41,17 +39,14 @@ from models.detector import DetectorConfig
 from schemas.topics import DEAD_LETTERS, USAGE_EVENTS, default_topics
 from schemas.validation import Rejection, parse_event
 from simulator.traffic import SCENARIOS, simulate, traffic_lines
-from streams.clickhouse import ClickHouseSink, StateStore, connect, migrate
+from streams.clickhouse import ClickHouseSink, StateStore
 from streams.engine import MAX_REQUEST_BYTES, Engine, EngineConfig
+from tests.streams.conftest import PARTITIONS, Messages, query, valid, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
-PARTITIONS = 4
 DETECTOR = DetectorConfig(calibration_warmup=2_000, forest_window=500)
 OUTAGE_SECONDS = float(os.environ.get("DISTILLGUARD_OUTAGE_SECONDS", "15"))
 DAY_MS = 86_400_000
-_db = itertools.count()
-
-Messages = list[tuple[bytes, bytes]]
 
 
 @pytest.fixture(scope="module")
@@ -72,21 +67,6 @@ def messages(traffic) -> Messages:
     return list(traffic_lines(traffic, bad_line_rate=0.002))
 
 
-@pytest.fixture
-def broker() -> Iterator[EmbeddedBroker]:
-    with EmbeddedBroker() as b:
-        ensure_topics(b.bootstrap, default_topics(PARTITIONS))
-        yield b
-
-
-@pytest.fixture
-def db(chdb_url):
-    name = f"dg_faults_{next(_db)}"
-    client = connect(chdb_url)
-    migrate(client, name)
-    return client, name
-
-
 def engine(broker, db, lock, **kw) -> Engine:
     client, name = db
     cfg = EngineConfig(
@@ -97,15 +77,6 @@ def engine(broker, db, lock, **kw) -> Engine:
         **kw,
     )
     return Engine(cfg, ClickHouseSink(client, name), StateStore(client, name), lock)
-
-
-def valid(messages: Messages) -> int:
-    return sum(not isinstance(parse_event(v), Rejection) for _, v in messages)
-
-
-def query(db, sql: str) -> list[tuple]:
-    client, name = db
-    return client.query(sql.replace("DB", name)).result_rows
 
 
 def produce_raw(messages: Messages, bootstrap: str) -> None:
@@ -120,17 +91,6 @@ def produce_raw(messages: Messages, bootstrap: str) -> None:
             f.get(timeout=30)
     finally:
         producer.close()
-
-
-async def wait_until(cond, timeout: float = 150.0, engines=()) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        for e in engines:
-            if e.failed():
-                raise e.failed()
-        if time.monotonic() > deadline:
-            raise TimeoutError("the pipeline did not get there in time")
-        await asyncio.sleep(0.1)
 
 
 async def finish(engines: list[Engine], read_at_least: int) -> None:
