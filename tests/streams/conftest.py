@@ -17,6 +17,7 @@ from schemas.validation import Rejection, parse_event
 from streams.clickhouse import connect, migrate
 
 PARTITIONS = 4
+DAY_MS = 86_400_000
 Messages = list[tuple[bytes, bytes]]
 _db = itertools.count()
 
@@ -37,6 +38,13 @@ def db(chdb_url: str, request: pytest.FixtureRequest) -> tuple[Any, str]:
     client = connect(chdb_url)
     migrate(client, name)
     return client, name
+
+
+def past_skew_ms(oldest_ms: int) -> int:
+    """A ``max_past_skew_ms`` that admits traffic dated from ``oldest_ms`` on (the simulator's
+    fixed start date) whatever today's date is, with a day to spare: the tests that reject events
+    too far behind the clock date them before this."""
+    return int(time.time() * 1000) - oldest_ms + DAY_MS
 
 
 def valid(messages: Messages) -> int:

@@ -41,12 +41,19 @@ from schemas.validation import Rejection, parse_event
 from simulator.traffic import SCENARIOS, simulate, traffic_lines
 from streams.clickhouse import ClickHouseSink, StateStore
 from streams.engine import MAX_REQUEST_BYTES, Engine, EngineConfig
-from tests.streams.conftest import PARTITIONS, Messages, query, valid, wait_until
+from tests.streams.conftest import (
+    DAY_MS,
+    PARTITIONS,
+    Messages,
+    past_skew_ms,
+    query,
+    valid,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 DETECTOR = DetectorConfig(calibration_warmup=2_000, forest_window=500)
 OUTAGE_SECONDS = float(os.environ.get("DISTILLGUARD_OUTAGE_SECONDS", "15"))
-DAY_MS = 86_400_000
 
 
 @pytest.fixture(scope="module")
@@ -353,7 +360,8 @@ def test_poison_messages_are_dead_lettered_once_and_every_message_is_accounted_f
     first_ts = min(e.ts_ms for _, v in messages if not isinstance(e := parse_event(v), Rejection))
     half = len(messages) // 2
     future = (account.encode(), event("future-1", now + 2 * 3_600_000, account))
-    past = (account.encode(), event("past-1", now - 10 * DAY_MS, account))
+    skew = past_skew_ms(first_ts)
+    past = (account.encode(), event("past-1", now - skew - 3 * DAY_MS, account))
     oversized = (account.encode(), b'{"event_id": "big", "pad": "' + b"x" * 5_000_000 + b'"}')
     late = [(account.encode(), event(f"late-{i}", first_ts + 1_000, account)) for i in range(5)]
     part1 = [*messages[:100], future, *messages[100:half], oversized, past]
@@ -362,7 +370,7 @@ def test_poison_messages_are_dead_lettered_once_and_every_message_is_accounted_f
 
     async def run() -> None:
         lock = asyncio.Lock()
-        kw = {"max_past_skew_ms": 7 * DAY_MS}
+        kw = {"max_past_skew_ms": skew}
         first = engine(broker, db, lock, client_id="first", **kw)
         await first.start()
         await asyncio.to_thread(produce_raw, part1, broker.bootstrap)
@@ -407,7 +415,7 @@ def test_poison_messages_are_dead_lettered_once_and_every_message_is_accounted_f
     ahead = [r[1] for r in rows if r[0] == "ts" and "ms ahead of the time the worker" in r[1]]
     behind = [r[1] for r in rows if r[0] == "ts" and "ms behind the time the worker" in r[1]]
     assert len(ahead) == 1 and ahead[0].endswith("; max_future_skew_ms is 300000")
-    assert len(behind) == 1 and behind[0].endswith(f"; max_past_skew_ms is {7 * DAY_MS}")
+    assert len(behind) == 1 and behind[0].endswith(f"; max_past_skew_ms is {skew}")
 
     # On the topic: every dead letter at least once (a replay may send one again), the 5 MB
     # message by reference.

@@ -167,7 +167,9 @@ def test_events_become_rows_actions_and_dead_letters(broker, db, messages) -> No
     asyncio.run(run())
 
 
-def test_two_workers_split_partitions_and_score_every_window_once(broker, db, messages) -> None:
+def test_two_workers_split_partitions_and_score_every_window_once(
+    broker, db, messages, caplog
+) -> None:
     async def run() -> None:
         lock = asyncio.Lock()
         a = engine(broker, db, lock, client_id="worker-a")
@@ -183,18 +185,25 @@ def test_two_workers_split_partitions_and_score_every_window_once(broker, db, me
         assert a.metrics.events_in > 0 and b.metrics.events_in > 0
 
         valid = valid_events(messages)
+        # A handoff that outlasts a third of the rebalance timeout (a loaded machine) is not
+        # checkpointed: the next owner replays from the last checkpoint, at least once with the
+        # same ids. Otherwise every window and decision is written exactly once.
+        replayed = any("not checkpointed" in r.getMessage() for r in caplog.records)
+        final = "FINAL" if replayed else ""
         for kind in ("account", "ip_block"):
             ((req, rows, keys),) = query(
                 db,
                 "SELECT sum(requests), count(), uniqExact(entity_id, window_start) "
-                f"FROM DB.entity_scores WHERE entity_kind = '{kind}'",
+                f"FROM DB.entity_scores {final} WHERE entity_kind = '{kind}'",
             )
             assert req == valid, kind  # nothing lost, nothing counted twice
             assert rows == keys, kind  # every window scored exactly once
-        ((rows, ids),) = query(
-            db, "SELECT count(), uniqExact(enforcement_id) FROM DB.enforcement_actions"
+        twice = query(
+            db,
+            "SELECT entity_kind, entity_id, action, window_end, uniqExact(enforcement_id), "
+            f"count() FROM DB.enforcement_actions {final} GROUP BY ALL HAVING count() > 1",
         )
-        assert rows == ids
+        assert not twice, twice  # every decision written once, under one id
 
     asyncio.run(run())
 
