@@ -43,6 +43,7 @@ from streams.clickhouse import (
     one_line,
 )
 from streams.engine import Engine, EngineConfig
+from streams.metrics import WorkerCollector, render
 from streams.params import BadRequest, check_id, check_params, int_param
 from streams.settings import Settings, is_loopback, redact
 from streams.ui import is_ui_path, register_ui
@@ -88,43 +89,8 @@ def _bearer(token: str) -> Any:
 
 
 def prometheus(engine: Engine) -> str:
-    """The engine's counters in the Prometheus text format."""
-    m = engine.metrics
-    sink = engine.sink.stats
-    lines = [
-        "# TYPE distillguard_events_in_total counter",
-        f"distillguard_events_in_total {m.events_in}",
-        "# TYPE distillguard_dead_letters_total counter",
-        f"distillguard_dead_letters_total {m.dead_letters}",
-        "# TYPE distillguard_duplicates_total counter",
-        f"distillguard_duplicates_total {m.duplicates}",
-        "# TYPE distillguard_late_events_total counter",
-        f"distillguard_late_events_total {m.late}",
-        "# TYPE distillguard_windows_scored_total counter",
-        *(
-            f'distillguard_windows_scored_total{{kind="{k}"}} {v}'
-            for k, v in sorted(m.windows_scored.items())
-        ),
-        "# TYPE distillguard_actions_total counter",
-        *(f'distillguard_actions_total{{action="{k}"}} {v}' for k, v in sorted(m.actions.items())),
-        "# TYPE distillguard_consumer_lag gauge",
-        *(f'distillguard_consumer_lag{{stage="{k}"}} {v}' for k, v in sorted(m.lag.items())),
-        "# TYPE distillguard_checkpoints_total counter",
-        f"distillguard_checkpoints_total {m.checkpoints}",
-        "# TYPE distillguard_output_errors_total counter",
-        f"distillguard_output_errors_total {m.output_errors}",
-        "# TYPE distillguard_degraded gauge",
-        f"distillguard_degraded {int(engine.degraded() is not None)}",
-        "# TYPE distillguard_clickhouse_inserts_total counter",
-        f"distillguard_clickhouse_inserts_total {sink.inserts}",
-        "# TYPE distillguard_clickhouse_insert_seconds_total counter",
-        f"distillguard_clickhouse_insert_seconds_total {sink.total_insert_seconds:.6f}",
-        "# TYPE distillguard_clickhouse_insert_seconds_last gauge",
-        f"distillguard_clickhouse_insert_seconds_last {sink.last_insert_seconds:.6f}",
-        "# TYPE distillguard_batch_seconds_last gauge",
-        f"distillguard_batch_seconds_last {m.batch_seconds:.6f}",
-    ]
-    return "\n".join(lines) + "\n"
+    """The engine's counters in the Prometheus text format (`streams.metrics`)."""
+    return render(WorkerCollector(engine.metrics, engine.sink.stats, engine.degraded))
 
 
 def create_app(settings: Settings) -> faust.App:

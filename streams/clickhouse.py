@@ -27,9 +27,11 @@ import clickhouse_connect
 import orjson
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
+from prometheus_client import Histogram
 
 from models.detector import DetectorOutput, EnforcementAction
 from schemas.dead_letters import DeadLetter
+from streams.metrics import latency_histogram
 from streams.settings import redact
 
 __all__ = [
@@ -239,6 +241,11 @@ class SinkStats:
     last_insert_seconds: float = 0.0
     total_insert_seconds: float = 0.0
     by_table: dict[str, int] = field(default_factory=dict)
+    insert_latency: Histogram = field(
+        default_factory=lambda: latency_histogram(
+            "distillguard_clickhouse_insert_latency_seconds", "Seconds one ClickHouse insert took."
+        )
+    )
 
 
 class ClickHouseSink:
@@ -259,6 +266,7 @@ class ClickHouseSink:
         self.stats.rows += len(columns[0])
         self.stats.last_insert_seconds = took
         self.stats.total_insert_seconds += took
+        self.stats.insert_latency.observe(took)
         self.stats.by_table[table] = self.stats.by_table.get(table, 0) + len(columns[0])
 
     def write(

@@ -62,6 +62,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError, UnsupportedCodecError
 from aiokafka.structs import OffsetAndMetadata
+from prometheus_client import Histogram
 
 from infra.broker import ensure_topics
 from models.campaign_scoring import CampaignScorer, LinkInput, decode, encode, merge
@@ -72,6 +73,7 @@ from schemas.dead_letters import DeadLetter
 from schemas.topics import BY_BLOCK, DEAD_LETTERS, ENFORCEMENT, SUMMARIES, SUSPECTS, USAGE_EVENTS
 from schemas.validation import Rejection, parse_event
 from streams.clickhouse import ClickHouseSink, StateStore, one_line
+from streams.metrics import latency_histogram
 
 __all__ = ["Engine", "EngineConfig", "Metrics", "OutputsUnavailable"]
 
@@ -178,6 +180,11 @@ class Metrics:
     batch_seconds: float = 0.0
     # Failed attempts to write outputs (Kafka sends, ClickHouse inserts, checkpoints).
     output_errors: int = 0
+    batch_latency: Histogram = field(
+        default_factory=lambda: latency_histogram(
+            "distillguard_batch_latency_seconds", "Seconds a batch took from read to published."
+        )
+    )
 
 
 @dataclass
@@ -520,7 +527,9 @@ class _Stage(_Member):
             if batch and not await self.engine.publish(batch, self.name):
                 return  # stopping: the batch stays in hand, so it is never checkpointed
             self._published.set()
-            self.engine.metrics.batch_seconds = time.perf_counter() - started
+            took = time.perf_counter() - started
+            self.engine.metrics.batch_seconds = took
+            self.engine.metrics.batch_latency.observe(took)
             if now - self._last_checkpoint >= self.engine.config.checkpoint_seconds:
                 await self.checkpoint()
             self._record_lag()

@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from infra.broker import EmbeddedBroker, ensure_topics, free_port
 from schemas.topics import USAGE_EVENTS, default_topics
@@ -69,8 +70,15 @@ def test_worker_process_serves_health_metrics_and_investigations(tmp_path) -> No
                     break
                 time.sleep(1)
             assert f"distillguard_events_in_total {len(messages)}" in metrics, metrics
-            assert "distillguard_dead_letters_total" in metrics
-            assert "distillguard_consumer_lag" in metrics
+            # Prometheus text format: every metric with its HELP and TYPE, the latency histograms
+            # observed (batches read to published, ClickHouse inserts).
+            families = list(text_string_to_metric_families(metrics))
+            assert all(f.documentation and f.type for f in families)
+            samples = {s.name: s.value for f in families for s in f.samples if not s.labels}
+            assert samples["distillguard_dead_letters_total"] >= 0
+            assert samples["distillguard_batch_latency_seconds_count"] > 0
+            assert samples["distillguard_clickhouse_insert_latency_seconds_count"] > 0
+            assert "distillguard_consumer_lag" in {f.name for f in families}
             status, body = get(f"{base}/health")
             assert status == 200 and orjson.loads(body)["status"] == "ok"
             account = next(iter(traffic.labels["accounts"]))
