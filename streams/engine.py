@@ -61,6 +61,7 @@ import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError, UnsupportedCodecError
+from aiokafka.partitioner import murmur2
 from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import Histogram
 
@@ -191,7 +192,9 @@ class Metrics:
 class _Batch:
     out: DetectorOutput = field(default_factory=DetectorOutput)
     dead: list[DeadLetter] = field(default_factory=list)
-    forwards: list[tuple[bytes, bytes]] = field(default_factory=list)
+    # Accepted events for the block stage: (IP block, source partition, its closed_before,
+    # the event encoded); grouped into one message per block partition at publish time.
+    forwards: list[tuple[bytes, int, int, bytes]] = field(default_factory=list)
     heartbeats: list[bytes] = field(default_factory=list)
     suspects: list[tuple[bytes, bytes]] = field(default_factory=list)
     summaries: list[bytes] = field(default_factory=list)
@@ -244,6 +247,47 @@ class _Message:
     partition: int | None = None
 
 
+# A forwarded message holds at most this many bytes of events (and always at least one event).
+FORWARD_CHUNK_BYTES = 256 * 1024
+
+
+def forwarded(
+    forwards: list[tuple[bytes, int, int, bytes]], partitions: list[int]
+) -> list[_Message]:
+    """Accepted events for the block stage, one message per block partition and source partition
+    (split at `FORWARD_CHUNK_BYTES`) instead of one per event: ``[source, closed_before, null,
+    [event, ...]]``, in the order the events came. An IP block goes to the partition Kafka's
+    default partitioner would give its key (murmur2), as when each event was its own message.
+
+    Examples
+    --------
+    >>> fw = [(b"10.0.0.0/24", 0, 60_000, b'["e1"]'), (b"10.0.1.0/24", 0, 60_000, b'["e2"]'),
+    ...       (b"10.0.0.0/24", 1, 0, b'["e3"]')]
+    >>> [(m.partition, m.value) for m in forwarded(fw, [0, 1, 2, 3])]
+    ... # doctest: +NORMALIZE_WHITESPACE
+    [(3, b'[0,60000,null,[["e1"]]]'), (1, b'[0,60000,null,[["e2"]]]'),
+     (3, b'[1,0,null,[["e3"]]]')]
+    """
+    groups: dict[tuple[int, int, int], list[bytes]] = {}
+    n = len(partitions)
+    for key, source, closed_before, event in forwards:
+        dest = partitions[(murmur2(key) & 0x7FFFFFFF) % n]
+        groups.setdefault((dest, source, closed_before), []).append(event)
+    out: list[_Message] = []
+    for (dest, source, closed_before), events in groups.items():
+        head = b"[%d,%d,null,[" % (source, closed_before)
+        chunk: list[bytes] = []
+        size = 0
+        for event in events:
+            if chunk and size + len(event) > FORWARD_CHUNK_BYTES:
+                out.append(_Message(BY_BLOCK, head + b",".join(chunk) + b"]]", None, dest))
+                chunk, size = [], 0
+            chunk.append(event)
+            size += len(event) + 1
+        out.append(_Message(BY_BLOCK, head + b",".join(chunk) + b"]]", None, dest))
+    return out
+
+
 class _Outputs:
     """What one batch still has to write, so that an attempt after a failure retries only what
     failed: Kafka messages not yet acknowledged (in their order), ClickHouse tables not yet
@@ -258,11 +302,11 @@ class _Outputs:
             _Message(DEAD_LETTERS, d.to_json(DEAD_LETTER_MAX_BYTES), str(d.source_offset).encode())
             for d in dead
         ]
-        msgs += [_Message(BY_BLOCK, value, key) for key, value in batch.forwards]
         # Summaries before the progress that says they are complete (one partition: in order).
         msgs += [_Message(SUMMARIES, value, None, 0) for value in batch.summaries]
         msgs += [_Message(SUSPECTS, value, key) for key, value in batch.suspects]
         self.messages = msgs
+        self.forwards: list[tuple[bytes, int, int, bytes]] | None = batch.forwards or None
         self.heartbeats = list(batch.heartbeats)
         self.progress: list[_Message] | None = None  # the heartbeats, once partitions are known
         sink, version = engine.sink, engine.config.detector.version
@@ -282,6 +326,9 @@ class _Outputs:
         """Write what is left; raises `_OutputError` for the first failure (after waiting for
         the rest of this attempt, so that whatever succeeded is not written again)."""
         work: list[Awaitable[None]] = []
+        if self.forwards is not None:  # grouped once, then retried like any message
+            self.messages += forwarded(self.forwards, await self._block_partitions())
+            self.forwards = None
         if self.messages:
             work.append(self._send(self.messages))
         if self.inserts:
@@ -290,16 +337,19 @@ class _Outputs:
             if isinstance(result, BaseException):
                 raise result
         if self.progress is None and self.heartbeats:
-            try:
-                block_parts = sorted(await self.engine.producer.partitions_for(BY_BLOCK))
-            except Exception as exc:
-                raise _OutputError(f"Kafka metadata of {BY_BLOCK}", exc) from exc
+            block_parts = await self._block_partitions()
             self.progress = []
             for value in self.heartbeats:
                 self.progress += [_Message(BY_BLOCK, value, None, p) for p in block_parts]
                 self.progress.append(_Message(SUMMARIES, value, None, 0))
         if self.progress:
             await self._send(self.progress)
+
+    async def _block_partitions(self) -> list[int]:
+        try:
+            return sorted(await self.engine.producer.partitions_for(BY_BLOCK))
+        except Exception as exc:
+            raise _OutputError(f"Kafka metadata of {BY_BLOCK}", exc) from exc
 
     async def _send(self, queue: list[_Message]) -> None:
         """Send the queue; leave in it (in order) what was not acknowledged."""
@@ -695,11 +745,13 @@ class _AccountStage(_Stage):
                 # Tagged with this partition's progress: every later event from it belongs to a
                 # window ending after closed_before_ms (what the block stage's watermark needs).
                 # At most the message plus a few hundred bytes (the fields re-encoded, unknown
-                # ones dropped, the block added), so under the producer's limit.
+                # ones dropped, the block added), so one fits in a forwarded message.
                 forwards.append(
                     (
                         parsed.ip_block.encode(),
-                        orjson.dumps([partition, windower.closed_before_ms, tuple(parsed)]),
+                        partition,
+                        windower.closed_before_ms,
+                        orjson.dumps(tuple(parsed)),
                     )
                 )
             elif stats.late != late:  # its window had closed (else: a duplicate, counted once)
@@ -804,12 +856,18 @@ class _BlockStage(_Stage):
         upstream = self.upstream.setdefault(partition, {})
         events = 0
         for r in records:
-            source, closed_before, event = orjson.loads(r.value)
+            # [source, closed_before, event]: one event (or a heartbeat: null) as forwarded
+            # before; [source, closed_before, null, [event, ...]]: a batch of them.
+            source, closed_before, event, *batched = orjson.loads(r.value)
             if closed_before > upstream.get(source, -1):
                 upstream[source] = closed_before
             if event is not None:
                 add(UsageEvent(*event))
                 events += 1
+            for many in batched:
+                for e in many:
+                    add(UsageEvent(*e))
+                events += len(many)
         self.engine.metrics.block_events_in += events
         sources = self.engine.stages[0].consumer.partitions_for_topic(USAGE_EVENTS)
         if sources:
