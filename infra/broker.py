@@ -22,6 +22,8 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from infra.kafka_auth import KafkaAuth
+
 __all__ = ["EmbeddedBroker", "ensure_topics", "free_port", "read_topic"]
 
 
@@ -33,9 +35,18 @@ def free_port() -> int:
         return port
 
 
-def ensure_topics(bootstrap: str, topics: dict[str, int], timeout_s: float = 15.0) -> None:
+def ensure_topics(
+    bootstrap: str,
+    topics: dict[str, int],
+    timeout_s: float = 15.0,
+    auth: KafkaAuth | None = None,
+) -> None:
     """Create the topics (name -> partitions) that do not exist yet."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        request_timeout_ms=int(timeout_s * 1000),
+        **(auth or KafkaAuth()).client_kwargs(),
+    )
     try:
         existing = set(admin.list_topics())
         new = [

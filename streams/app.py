@@ -30,6 +30,7 @@ from faust.web import Web
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 from mode import Service
 
+from infra.kafka_auth import KafkaAuth
 from schemas.topics import DEAD_LETTERS, ENFORCEMENT, USAGE_EVENTS
 from streams.clickhouse import (
     MAX_MINUTES,
@@ -93,6 +94,28 @@ def prometheus(engine: Engine) -> str:
     return render(WorkerCollector(engine.metrics, engine.sink.stats, engine.degraded))
 
 
+def faust_credentials(auth: KafkaAuth) -> faust.types.auth.CredentialsT | None:
+    """The Faust app's own Kafka client authenticates like the engine's (None: PLAINTEXT).
+
+    Examples
+    --------
+    >>> faust_credentials(KafkaAuth()) is None
+    True
+    >>> creds = faust_credentials(KafkaAuth("SASL_PLAINTEXT", "SCRAM-SHA-256", "u", "p"))
+    >>> creds.protocol.value, creds.mechanism.value, creds.username
+    ('SASL_PLAINTEXT', 'SCRAM-SHA-256', 'u')
+    """
+    if auth.sasl:
+        return faust.SASLCredentials(
+            username=auth.username,
+            password=auth.password,
+            mechanism=auth.sasl_mechanism,
+            ssl_context=auth.ssl_context(),
+        )
+    context = auth.ssl_context()
+    return faust.SSLCredentials(context) if context is not None else None
+
+
 def create_app(settings: Settings) -> faust.App:
     """The Faust app for these settings (Kafka and ClickHouse from them)."""
     if not is_loopback(settings.web_host) and not settings.web_token:
@@ -105,6 +128,7 @@ def create_app(settings: Settings) -> faust.App:
             "the worker needs DISTILLGUARD_KAFKA_BOOTSTRAP (a real Kafka, or one "
             "started with `distillguard broker`)"
         )
+    auth = settings.kafka_auth()
 
     class App(faust.App):
         def on_webserver_init(self, web: Web) -> None:
@@ -124,6 +148,7 @@ def create_app(settings: Settings) -> faust.App:
     app = App(
         settings.worker_name,
         broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_credentials=faust_credentials(auth),
         # the host of the worker's URL (an IPv6 address in brackets), and the interface to bind
         web_host=f"[{settings.web_host}]" if ":" in settings.web_host else settings.web_host,
         web_bind=settings.web_host,  # Faust's own default binds every interface
@@ -164,6 +189,7 @@ def create_app(settings: Settings) -> faust.App:
                     max_future_skew_ms=int(settings.max_future_skew_seconds * 1000) or None,
                     max_past_skew_ms=int(settings.max_past_skew_seconds * 1000) or None,
                     output_give_up_seconds=settings.output_give_up_seconds,
+                    kafka_auth=auth,
                 ),
                 ClickHouseSink(client, settings.clickhouse_database),
                 StateStore(client, settings.clickhouse_database),

@@ -351,7 +351,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 "no Kafka to write to: pass --bootstrap or set "
                 "DISTILLGUARD_KAFKA_BOOTSTRAP (start one with `distillguard broker`)"
             )
-        lines = produce(traffic_lines(traffic, args.bad_lines), bootstrap, args.topic, args.rate)
+        lines = produce(
+            traffic_lines(traffic, args.bad_lines),
+            bootstrap,
+            args.topic,
+            args.rate,
+            auth=Settings.from_env().kafka_auth(),
+        )
         where = f"topic {args.topic} at {bootstrap}"
     if args.labels:
         write_labels(traffic, Path(args.labels))

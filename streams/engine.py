@@ -66,6 +66,7 @@ from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import Histogram
 
 from infra.broker import ensure_topics
+from infra.kafka_auth import KafkaAuth
 from models.campaign_scoring import CampaignScorer, LinkInput, decode, encode, merge
 from models.detector import Detector, DetectorConfig, DetectorOutput, Population
 from models.events import UsageEvent
@@ -107,6 +108,8 @@ class EngineConfig:
     client_id: str = "distillguard"
     group_prefix: str = "distillguard"
     internal_partitions: int = 8
+    # SASL and TLS for every Kafka client of the engine (PLAINTEXT by default).
+    kafka_auth: KafkaAuth = field(default_factory=KafkaAuth)
     # -- poison messages -----------------------------------------------------------------------
     # A longer input message is dead-lettered by reference (its first 256 bytes and its size).
     # At most half the producer's limit, so whatever the worker derives from a message (an event
@@ -404,6 +407,7 @@ def _consumer(engine: Engine, name: str, fetch_bytes: int) -> AIOKafkaConsumer:
         heartbeat_interval_ms=cfg.heartbeat_interval_ms,
         rebalance_timeout_ms=cfg.rebalance_timeout_ms,
         max_poll_interval_ms=cfg.max_poll_interval_ms,
+        **cfg.kafka_auth.client_kwargs(),
     )
 
 
@@ -1027,6 +1031,7 @@ class Engine:
             linger_ms=5,
             max_batch_size=1024 * 1024,
             max_request_size=MAX_REQUEST_BYTES,
+            **config.kafka_auth.client_kwargs(),
         )
         self.stages: list[_Stage] = [_AccountStage(self), _BlockStage(self)]
         accounts = self.stages[0].consumer
@@ -1038,6 +1043,7 @@ class Engine:
             client_id=f"{config.client_id}-suspects",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            **config.kafka_auth.client_kwargs(),
         )
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -1196,7 +1202,9 @@ class Engine:
 
     async def start(self) -> None:
         internal = {BY_BLOCK: self.config.internal_partitions, SUSPECTS: 1, SUMMARIES: 1}
-        await asyncio.to_thread(ensure_topics, self.config.bootstrap, internal)
+        await asyncio.to_thread(
+            ensure_topics, self.config.bootstrap, internal, 15.0, self.config.kafka_auth
+        )
         await self.producer.start()
         for stage in self.stages:
             await stage.consumer.start()

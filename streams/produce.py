@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterable
 
 from kafka import KafkaProducer
 
+from infra.kafka_auth import KafkaAuth
+
 __all__ = ["produce"]
 
 
@@ -17,6 +19,7 @@ def produce(
     rate: float = 0.0,
     batch: int = 500,
     on_progress: Callable[[int], None] | None = None,
+    auth: KafkaAuth | None = None,
 ) -> int:
     """Send (key, value) messages to ``topic``; ``rate`` messages/s (0 = as fast as possible).
 
@@ -30,6 +33,7 @@ def produce(
         linger_ms=20,
         batch_size=512 * 1024,
         max_request_size=4 * 1024 * 1024,
+        **(auth or KafkaAuth()).client_kwargs(),
     )
     sent = 0
     failed: list[BaseException] = []

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from infra.kafka_auth import KafkaAuth
 from models.detector import DetectorConfig
 from models.policy import PolicyConfig
 
@@ -92,6 +93,14 @@ class Settings:
     """Runtime settings; each field ``x`` is read from ``DISTILLGUARD_X``."""
 
     kafka_bootstrap: str = ""  # empty: start the embedded broker
+    # PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (infra.kafka_auth), for every Kafka client
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = ""  # PLAIN (default with SASL), SCRAM-SHA-256, SCRAM-SHA-512
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = ""  # never printed
+    kafka_ssl_cafile: str = ""  # CA bundle verifying the brokers (default: the system's)
+    kafka_ssl_certfile: str = ""  # client certificate (mutual TLS)
+    kafka_ssl_keyfile: str = ""
     clickhouse_url: str = field(default_factory=default_clickhouse_url)
     clickhouse_database: str = "distillguard"
     window_seconds: int = 60
@@ -157,6 +166,7 @@ class Settings:
         shown = {f.name: getattr(self, f.name) for f in fields(self)}
         shown["clickhouse_url"] = redact(self.clickhouse_url)
         shown["web_token"] = "***" if self.web_token else ""
+        shown["kafka_sasl_password"] = "***" if self.kafka_sasl_password else ""
         return f"Settings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
     def with_overrides(self, **overrides: object) -> Settings:
@@ -174,6 +184,26 @@ class Settings:
             if entry:
                 entries.add(entry)
         return frozenset(entries)
+
+    def kafka_auth(self) -> KafkaAuth:
+        """How every Kafka client authenticates and encrypts (raises a one-line ValueError).
+
+        Examples
+        --------
+        >>> env = {"DISTILLGUARD_KAFKA_SECURITY_PROTOCOL": "sasl_plaintext",
+        ...        "DISTILLGUARD_KAFKA_SASL_USERNAME": "u", "DISTILLGUARD_KAFKA_SASL_PASSWORD": "p"}
+        >>> Settings.from_env(env).kafka_auth().sasl_mechanism
+        'PLAIN'
+        """
+        return KafkaAuth(
+            self.kafka_security_protocol,
+            self.kafka_sasl_mechanism,
+            self.kafka_sasl_username,
+            self.kafka_sasl_password,
+            self.kafka_ssl_cafile,
+            self.kafka_ssl_certfile,
+            self.kafka_ssl_keyfile,
+        )
 
     def detector_config(self) -> DetectorConfig:
         return DetectorConfig(

@@ -1,0 +1,122 @@
+"""How every Kafka client of the project authenticates and encrypts: SASL (PLAIN, SCRAM) and TLS.
+
+One `KafkaAuth` is built from the settings (``DISTILLGUARD_KAFKA_SECURITY_PROTOCOL`` and the
+``DISTILLGUARD_KAFKA_SASL_*`` / ``DISTILLGUARD_KAFKA_SSL_*`` variables) and handed to every client
+the project opens: the worker's aiokafka consumers and producer, kafka-python in ``simulate
+--topic`` and topic creation, and the Faust app. aiokafka and kafka-python take the same keyword
+arguments (`client_kwargs`). The password never appears in a repr, a log line or an error.
+
+Examples
+--------
+>>> KafkaAuth().client_kwargs()
+{}
+>>> auth = KafkaAuth("SASL_PLAINTEXT", "SCRAM-SHA-512", "svc-distillguard", "S3cret")
+>>> auth
+KafkaAuth(security_protocol='SASL_PLAINTEXT', sasl_mechanism='SCRAM-SHA-512', username='svc-distillguard', password='***', cafile='', certfile='', keyfile='')
+>>> sorted(auth.client_kwargs())
+['sasl_mechanism', 'sasl_plain_password', 'sasl_plain_username', 'security_protocol']
+>>> KafkaAuth("SASL_SSL", "PLAIN", "u")
+Traceback (most recent call last):
+...
+ValueError: DISTILLGUARD_KAFKA_SECURITY_PROTOCOL=SASL_SSL needs DISTILLGUARD_KAFKA_SASL_USERNAME and DISTILLGUARD_KAFKA_SASL_PASSWORD
+"""  # noqa: E501
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MECHANISMS", "PROTOCOLS", "KafkaAuth"]
+
+PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+_VAR = "DISTILLGUARD_KAFKA_"
+
+
+@dataclass(frozen=True)
+class KafkaAuth:
+    """Security settings shared by every Kafka client (see the module docstring)."""
+
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = ""
+    username: str = ""
+    password: str = ""
+    cafile: str = ""
+    certfile: str = ""
+    keyfile: str = ""
+
+    def __post_init__(self) -> None:
+        protocol = self.security_protocol.upper()
+        object.__setattr__(self, "security_protocol", protocol)
+        if protocol not in PROTOCOLS:
+            raise ValueError(
+                f"{_VAR}SECURITY_PROTOCOL={self.security_protocol} is not one of "
+                f"{', '.join(PROTOCOLS)}"
+            )
+        if self.sasl:
+            mechanism = (self.sasl_mechanism or "PLAIN").upper()
+            object.__setattr__(self, "sasl_mechanism", mechanism)
+            if mechanism not in MECHANISMS:
+                raise ValueError(
+                    f"{_VAR}SASL_MECHANISM={self.sasl_mechanism} is not one of "
+                    f"{', '.join(MECHANISMS)}"
+                )
+            if not (self.username and self.password):
+                raise ValueError(
+                    f"{_VAR}SECURITY_PROTOCOL={protocol} needs {_VAR}SASL_USERNAME and "
+                    f"{_VAR}SASL_PASSWORD"
+                )
+        elif self.sasl_mechanism or self.username or self.password:
+            raise ValueError(
+                f"{_VAR}SASL_* is set but {_VAR}SECURITY_PROTOCOL={protocol} does not use SASL: "
+                "set it to SASL_SSL (or SASL_PLAINTEXT)"
+            )
+        if (self.certfile or self.keyfile or self.cafile) and not self.tls:
+            raise ValueError(
+                f"{_VAR}SSL_* is set but {_VAR}SECURITY_PROTOCOL={protocol} does not use TLS: "
+                "set it to SSL or SASL_SSL"
+            )
+        for name in ("cafile", "certfile", "keyfile"):
+            path = getattr(self, name)
+            if path and not Path(path).is_file():
+                raise ValueError(f"{_VAR}SSL_{name.upper()}={path}: no such file")
+
+    @property
+    def sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL_")
+
+    @property
+    def tls(self) -> bool:
+        return self.security_protocol.endswith("SSL")
+
+    def __repr__(self) -> str:
+        shown = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        shown["password"] = "***" if self.password else ""
+        return f"KafkaAuth({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """A TLS context verifying the brokers (the system's CAs, or ``cafile``), with a client
+        certificate when ``certfile`` is set; None without TLS."""
+        if not self.tls:
+            return None
+        context = ssl.create_default_context(cafile=self.cafile or None)
+        if self.certfile:
+            context.load_cert_chain(self.certfile, self.keyfile or None)
+        return context
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for an aiokafka or kafka-python client ({} for PLAINTEXT)."""
+        if self.security_protocol == "PLAINTEXT":
+            return {}
+        out: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if self.sasl:
+            out |= {
+                "sasl_mechanism": self.sasl_mechanism,
+                "sasl_plain_username": self.username,
+                "sasl_plain_password": self.password,
+            }
+        if self.tls:
+            out["ssl_context"] = self.ssl_context()
+        return out

@@ -1,0 +1,97 @@
+"""SASL and TLS settings reach every Kafka client the project opens, and the password never
+shows: in a repr, in an error, or in what the worker prints when it refuses to start."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+
+import certifi
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient
+
+from streams.app import faust_credentials
+from streams.settings import Settings
+
+SECRET = "Pw-7f3a9c"  # a test password, searched for in what is printed
+SASL_ENV = {
+    "DISTILLGUARD_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+    "DISTILLGUARD_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+    "DISTILLGUARD_KAFKA_SASL_USERNAME": "svc-distillguard",
+    "DISTILLGUARD_KAFKA_SASL_PASSWORD": SECRET,
+    "DISTILLGUARD_KAFKA_SSL_CAFILE": certifi.where(),
+}
+
+
+def test_settings_make_one_auth_for_every_client_and_never_show_the_password() -> None:
+    settings = Settings.from_env(SASL_ENV)
+    auth = settings.kafka_auth()
+    assert SECRET not in repr(settings) and SECRET not in repr(auth)
+    kw = auth.client_kwargs()
+    assert kw["security_protocol"] == "SASL_SSL" and kw["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert kw["sasl_plain_username"] == "svc-distillguard" and kw["sasl_plain_password"] == SECRET
+    context = kw["ssl_context"]
+    assert isinstance(context, ssl.SSLContext) and context.verify_mode == ssl.CERT_REQUIRED
+    assert context.check_hostname
+    # kafka-python (simulate --topic, topic creation) knows every keyword
+    assert set(kw) <= set(KafkaProducer.DEFAULT_CONFIG) & set(KafkaAdminClient.DEFAULT_CONFIG)
+    creds = faust_credentials(auth)  # the Faust app's own client
+    assert creds is not None and creds.protocol.value == "SASL_SSL"
+
+    async def build() -> None:  # aiokafka (the worker) checks its security settings up front
+        AIOKafkaProducer(bootstrap_servers="127.0.0.1:9", **kw)
+        AIOKafkaConsumer(bootstrap_servers="127.0.0.1:9", **kw)
+        with pytest.raises(ValueError, match="ssl_context"):  # it does check them
+            AIOKafkaProducer(bootstrap_servers="127.0.0.1:9", **{**kw, "ssl_context": None})
+
+    asyncio.run(build())
+
+
+def test_plaintext_is_the_default_and_adds_nothing() -> None:
+    auth = Settings.from_env({}).kafka_auth()
+    assert auth.client_kwargs() == {} and faust_credentials(auth) is None
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"DISTILLGUARD_KAFKA_SECURITY_PROTOCOL": "TLS"}, "is not one of PLAINTEXT, SSL"),
+        ({**SASL_ENV, "DISTILLGUARD_KAFKA_SASL_MECHANISM": "GSSAPI"}, "is not one of PLAIN"),
+        ({**SASL_ENV, "DISTILLGUARD_KAFKA_SASL_USERNAME": ""}, "needs DISTILLGUARD_KAFKA_SASL"),
+        ({"DISTILLGUARD_KAFKA_SASL_PASSWORD": SECRET}, "does not use SASL"),
+        ({**SASL_ENV, "DISTILLGUARD_KAFKA_SSL_CAFILE": "/no/ca.pem"}, "/no/ca.pem: no such file"),
+        ({"DISTILLGUARD_KAFKA_SSL_CAFILE": certifi.where()}, "does not use TLS"),
+    ],
+)
+def test_a_wrong_setting_is_one_line_naming_it_without_the_password(
+    env: dict[str, str], says: str
+) -> None:
+    with pytest.raises(ValueError, match=says) as caught:
+        Settings.from_env(env).kafka_auth()
+    assert "\n" not in str(caught.value) and SECRET not in str(caught.value)
+
+
+def test_the_worker_refuses_to_start_with_one_line_and_no_password(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        **SASL_ENV,
+        "DISTILLGUARD_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT",  # SASL_* set but not used: refused
+        "DISTILLGUARD_KAFKA_BOOTSTRAP": "127.0.0.1:9",
+        "DISTILLGUARD_CLICKHOUSE_URL": f"chdb://{tmp_path}/chdb",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "worker"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    said = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "does not use SASL" in said and "Traceback" not in said and SECRET not in said
