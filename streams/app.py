@@ -31,7 +31,6 @@ from faust.web.drivers.aiohttp import Web as AiohttpWeb
 from mode import Service
 
 from infra.kafka_auth import KafkaAuth
-from schemas.topics import DEAD_LETTERS, ENFORCEMENT, USAGE_EVENTS
 from streams.clickhouse import (
     MAX_MINUTES,
     MAX_ROWS,
@@ -129,6 +128,7 @@ def create_app(settings: Settings) -> faust.App:
             "started with `distillguard broker`)"
         )
     auth = settings.kafka_auth()
+    topics = settings.topics()
 
     class App(faust.App):
         def on_webserver_init(self, web: Web) -> None:
@@ -164,9 +164,9 @@ def create_app(settings: Settings) -> faust.App:
     )
     # The contract's topics, declared for Faust users and tooling; the engine reads and writes
     # them itself.
-    app.topic(USAGE_EVENTS, value_type=bytes, internal=False)
-    app.topic(DEAD_LETTERS, value_type=bytes, internal=False)
-    app.topic(ENFORCEMENT, value_type=bytes, internal=False)
+    app.topic(topics.usage, value_type=bytes, internal=False)
+    app.topic(topics.dead_letters, value_type=bytes, internal=False)
+    app.topic(topics.enforcement, value_type=bytes, internal=False)
     state: dict[str, Any] = {}
 
     @app.service
@@ -190,6 +190,7 @@ def create_app(settings: Settings) -> faust.App:
                     max_past_skew_ms=int(settings.max_past_skew_seconds * 1000) or None,
                     output_give_up_seconds=settings.output_give_up_seconds,
                     kafka_auth=auth,
+                    topics=topics,
                 ),
                 ClickHouseSink(client, settings.clickhouse_database),
                 StateStore(client, settings.clickhouse_database),
@@ -202,7 +203,7 @@ def create_app(settings: Settings) -> faust.App:
             log.warning(
                 "distillguard worker ready: reading %s at %s, ClickHouse %s database %s, "
                 "HTTP on http://%s:%d (/health, /metrics, /investigate)",
-                USAGE_EVENTS,
+                topics.usage,
                 settings.kafka_bootstrap,
                 redact(settings.clickhouse_url),
                 settings.clickhouse_database,

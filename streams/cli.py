@@ -16,7 +16,6 @@ from typing import Any
 
 import orjson
 
-from schemas.topics import default_topics
 from simulator.evaluation import evaluate, format_report
 from simulator.report import write_report
 from simulator.traffic import (
@@ -514,10 +513,11 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)  # `kill PID` stops it like Ctrl-C, Tansu included
     with EmbeddedBroker(port=args.port) as broker:
-        ensure_topics(broker.bootstrap, default_topics(args.partitions))
+        topics = Settings.from_env().topics().with_partitions(args.partitions)
+        ensure_topics(broker.bootstrap, topics)
         print(
             f"broker: Tansu (in-memory) listening on {broker.bootstrap}; topics: "
-            f"{', '.join(default_topics())}",
+            f"{', '.join(topics)}",
             flush=True,
         )
         print(f"export DISTILLGUARD_KAFKA_BOOTSTRAP={broker.bootstrap}", flush=True)

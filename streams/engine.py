@@ -72,7 +72,7 @@ from models.detector import Detector, DetectorConfig, DetectorOutput, Population
 from models.events import UsageEvent
 from models.features import EntityKind
 from schemas.dead_letters import DeadLetter
-from schemas.topics import BY_BLOCK, DEAD_LETTERS, ENFORCEMENT, SUMMARIES, SUSPECTS, USAGE_EVENTS
+from schemas.topics import BY_BLOCK, Topics
 from schemas.validation import Rejection, parse_event
 from streams.clickhouse import ClickHouseSink, StateStore, one_line
 from streams.metrics import latency_histogram
@@ -110,6 +110,8 @@ class EngineConfig:
     internal_partitions: int = 8
     # SASL and TLS for every Kafka client of the engine (PLAINTEXT by default).
     kafka_auth: KafkaAuth = field(default_factory=KafkaAuth)
+    # The topics it reads and writes (the contract's names by default).
+    topics: Topics = field(default_factory=Topics)
     # -- poison messages -----------------------------------------------------------------------
     # A longer input message is dead-lettered by reference (its first 256 bytes and its size).
     # At most half the producer's limit, so whatever the worker derives from a message (an event
@@ -256,7 +258,7 @@ _HASHES: dict[bytes, int] = {}  # IP block -> its murmur2 hash, as Kafka's defau
 
 
 def forwarded(
-    forwards: list[tuple[bytes, int, int, bytes]], partitions: list[int]
+    forwards: list[tuple[bytes, int, int, bytes]], partitions: list[int], topic: str = BY_BLOCK
 ) -> list[_Message]:
     """Accepted events for the block stage, one message per block partition and source partition
     (split at `FORWARD_CHUNK_BYTES`) instead of one per event: ``[source, closed_before, null,
@@ -289,11 +291,11 @@ def forwarded(
         size = 0
         for event in events:
             if chunk and size + len(event) > FORWARD_CHUNK_BYTES:
-                out.append(_Message(BY_BLOCK, head + b",".join(chunk) + b"]]", None, dest))
+                out.append(_Message(topic, head + b",".join(chunk) + b"]]", None, dest))
                 chunk, size = [], 0
             chunk.append(event)
             size += len(event) + 1
-        out.append(_Message(BY_BLOCK, head + b",".join(chunk) + b"]]", None, dest))
+        out.append(_Message(topic, head + b",".join(chunk) + b"]]", None, dest))
     return out
 
 
@@ -306,14 +308,17 @@ class _Outputs:
     def __init__(self, engine: Engine, batch: _Batch) -> None:
         self.engine = engine
         out, dead = batch.out, batch.dead
-        msgs = [_Message(ENFORCEMENT, a.to_json(), a.key.encode()) for a in out.actions]
+        t = self.topics = engine.config.topics
+        msgs = [_Message(t.enforcement, a.to_json(), a.key.encode()) for a in out.actions]
         msgs += [
-            _Message(DEAD_LETTERS, d.to_json(DEAD_LETTER_MAX_BYTES), str(d.source_offset).encode())
+            _Message(
+                t.dead_letters, d.to_json(DEAD_LETTER_MAX_BYTES), str(d.source_offset).encode()
+            )
             for d in dead
         ]
         # Summaries before the progress that says they are complete (one partition: in order).
-        msgs += [_Message(SUMMARIES, value, None, 0) for value in batch.summaries]
-        msgs += [_Message(SUSPECTS, value, key) for key, value in batch.suspects]
+        msgs += [_Message(t.summaries, value, None, 0) for value in batch.summaries]
+        msgs += [_Message(t.suspects, value, key) for key, value in batch.suspects]
         self.messages = msgs
         self.forwards: list[tuple[bytes, int, int, bytes]] | None = batch.forwards or None
         self.heartbeats = list(batch.heartbeats)
@@ -336,7 +341,8 @@ class _Outputs:
         the rest of this attempt, so that whatever succeeded is not written again)."""
         work: list[Awaitable[None]] = []
         if self.forwards is not None:  # grouped once, then retried like any message
-            self.messages += forwarded(self.forwards, await self._block_partitions())
+            parts = await self._block_partitions()
+            self.messages += forwarded(self.forwards, parts, self.topics.by_block)
             self.forwards = None
         if self.messages:
             work.append(self._send(self.messages))
@@ -349,16 +355,17 @@ class _Outputs:
             block_parts = await self._block_partitions()
             self.progress = []
             for value in self.heartbeats:
-                self.progress += [_Message(BY_BLOCK, value, None, p) for p in block_parts]
-                self.progress.append(_Message(SUMMARIES, value, None, 0))
+                by_block, summaries = self.topics.by_block, self.topics.summaries
+                self.progress += [_Message(by_block, value, None, p) for p in block_parts]
+                self.progress.append(_Message(summaries, value, None, 0))
         if self.progress:
             await self._send(self.progress)
 
     async def _block_partitions(self) -> list[int]:
         try:
-            return sorted(await self.engine.producer.partitions_for(BY_BLOCK))
+            return sorted(await self.engine.producer.partitions_for(self.topics.by_block))
         except Exception as exc:
-            raise _OutputError(f"Kafka metadata of {BY_BLOCK}", exc) from exc
+            raise _OutputError(f"Kafka metadata of {self.topics.by_block}", exc) from exc
 
     async def _send(self, queue: list[_Message]) -> None:
         """Send the queue; leave in it (in order) what was not acknowledged."""
@@ -469,13 +476,14 @@ class _Member(ConsumerRebalanceListener):  # type: ignore[misc]
 
 class _Stage(_Member):
     name = ""
-    topic = ""
+    role = ""  # which of the engine's topics it reads (an attribute of `Topics`)
     kinds: tuple[EntityKind, ...] = ()
 
     def __init__(self, engine: Engine) -> None:
         super().__init__()
         self.engine = engine
         cfg = engine.config
+        self.topic = getattr(cfg.topics, self.role)
         self.population = Population(cfg.detector)
         self.parts: dict[int, Detector] = {}
         self.next_offset: dict[int, int] = {}
@@ -697,7 +705,7 @@ class _Stage(_Member):
 
 class _AccountStage(_Stage):
     name = "accounts"
-    topic = USAGE_EVENTS
+    role = "usage"
     kinds: tuple[EntityKind, ...] = ("account",)
 
     def __init__(self, engine: Engine) -> None:
@@ -825,7 +833,7 @@ def _skewed(ts_ms: int, received_ms: int, cfg: EngineConfig) -> Rejection:
 
 class _BlockStage(_Stage):
     name = "blocks"
-    topic = BY_BLOCK
+    role = "by_block"
     kinds: tuple[EntityKind, ...] = ("ip_block",)
 
     def __init__(self, engine: Engine) -> None:
@@ -879,7 +887,9 @@ class _BlockStage(_Stage):
                     add(UsageEvent(*e))
                 events += len(many)
         self.engine.metrics.block_events_in += events
-        sources = self.engine.stages[0].consumer.partitions_for_topic(USAGE_EVENTS)
+        sources = self.engine.stages[0].consumer.partitions_for_topic(
+            self.engine.config.topics.usage
+        )
         if sources:
             watermark = min(upstream.get(p, -1) for p in sources)
             if watermark > 0:
@@ -896,7 +906,6 @@ class _CampaignStage(_Member):
     """
 
     name = "campaigns"
-    topic = SUMMARIES
 
     def __init__(
         self,
@@ -907,6 +916,7 @@ class _CampaignStage(_Member):
         self.engine = engine
         self.sources = sources
         cfg = engine.config
+        self.topic = cfg.topics.summaries
         self.scorer = CampaignScorer(cfg.detector)
         self.pending: dict[int, list[LinkInput]] = {}
         self.upstream: dict[int, int] = {}
@@ -1035,7 +1045,8 @@ class Engine:
         )
         self.stages: list[_Stage] = [_AccountStage(self), _BlockStage(self)]
         accounts = self.stages[0].consumer
-        self.campaigns = _CampaignStage(self, lambda: accounts.partitions_for_topic(USAGE_EVENTS))
+        usage = config.topics.usage
+        self.campaigns = _CampaignStage(self, lambda: accounts.partitions_for_topic(usage))
         # chDB is one engine per process: engines sharing it must share one lock too.
         self._ch_lock = clickhouse_lock or asyncio.Lock()
         self._suspect_consumer = AIOKafkaConsumer(
@@ -1186,11 +1197,11 @@ class Engine:
         await consumer.start()
         parts: set[int] = set()
         while not parts and not self._stopping.is_set():
-            parts = consumer.partitions_for_topic(SUSPECTS) or set()
+            parts = consumer.partitions_for_topic(self.config.topics.suspects) or set()
             if not parts:
                 await consumer.topics()
                 await asyncio.sleep(0.2)
-        consumer.assign([TopicPartition(SUSPECTS, p) for p in parts])
+        consumer.assign([TopicPartition(self.config.topics.suspects, p) for p in parts])
         while not self._stopping.is_set():
             data = await consumer.getmany(timeout_ms=200)
             for records in data.values():
@@ -1201,7 +1212,8 @@ class Engine:
                         self.suspects[account] = (end, score)
 
     async def start(self) -> None:
-        internal = {BY_BLOCK: self.config.internal_partitions, SUSPECTS: 1, SUMMARIES: 1}
+        t = self.config.topics
+        internal = {t.by_block: self.config.internal_partitions, t.suspects: 1, t.summaries: 1}
         await asyncio.to_thread(
             ensure_topics, self.config.bootstrap, internal, 15.0, self.config.kafka_auth
         )

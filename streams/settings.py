@@ -16,6 +16,7 @@ from pathlib import Path
 from infra.kafka_auth import KafkaAuth
 from models.detector import DetectorConfig
 from models.policy import PolicyConfig
+from schemas.topics import DEAD_LETTERS, ENFORCEMENT, USAGE_EVENTS, Topics
 
 __all__ = ["Settings", "default_clickhouse_url", "is_loopback", "redact"]
 
@@ -101,6 +102,12 @@ class Settings:
     kafka_ssl_cafile: str = ""  # CA bundle verifying the brokers (default: the system's)
     kafka_ssl_certfile: str = ""  # client certificate (mutual TLS)
     kafka_ssl_keyfile: str = ""
+    # The topics (the contract's names by default): the one the gateway writes, the dead letters,
+    # the enforcement events, and the prefix of the worker's internal topics.
+    topic_usage_events: str = USAGE_EVENTS
+    topic_dead_letters: str = DEAD_LETTERS
+    topic_enforcement: str = ENFORCEMENT
+    internal_topic_prefix: str = "distillguard."
     clickhouse_url: str = field(default_factory=default_clickhouse_url)
     clickhouse_database: str = "distillguard"
     window_seconds: int = 60
@@ -184,6 +191,21 @@ class Settings:
             if entry:
                 entries.add(entry)
         return frozenset(entries)
+
+    def topics(self) -> Topics:
+        """The topic names of this deployment (raises a one-line ValueError for a bad name).
+
+        Examples
+        --------
+        >>> Settings.from_env({"DISTILLGUARD_TOPIC_USAGE_EVENTS": "gw.usage"}).topics().usage
+        'gw.usage'
+        """
+        return Topics(
+            self.topic_usage_events,
+            self.topic_dead_letters,
+            self.topic_enforcement,
+            self.internal_topic_prefix,
+        )
 
     def kafka_auth(self) -> KafkaAuth:
         """How every Kafka client authenticates and encrypts (raises a one-line ValueError).
