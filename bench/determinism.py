@@ -123,7 +123,8 @@ def _reading(port: int, proc: subprocess.Popen[bytes], timeout: float = 180) -> 
 
 
 def _drained(port: int, proc: subprocess.Popen[bytes], timeout: float = 900) -> None:
-    """Wait until nothing is left to read and no window has been scored for 6 s."""
+    """Wait until nothing is left to read and no window has been scored for 6 s (a replacement
+    that finds everything read and checkpointed before the kill scores nothing at all)."""
     deadline = time.monotonic() + timeout
     last, still = -1.0, 0
     while time.monotonic() < deadline:
@@ -133,7 +134,8 @@ def _drained(port: int, proc: subprocess.Popen[bytes], timeout: float = 900) -> 
         if text:
             scored = _metric(text, "distillguard_windows_scored_total")
             lag = _metric(text, "distillguard_consumer_lag")
-            still = still + 1 if (scored == last and lag == 0 and scored > 0) else 0
+            reported = "distillguard_consumer_lag{" in text
+            still = still + 1 if (scored == last and lag == 0 and reported) else 0
             last = scored
             if still >= 6:
                 return
