@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import random
-import re
 import signal
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from typing import Any
 
 import orjson
 
+from bench.soak import metric
 from infra.broker import EmbeddedBroker, ensure_topics, free_port, read_topic
 from schemas.topics import ENFORCEMENT, USAGE_EVENTS, default_topics
 from schemas.validation import Rejection, parse_event
@@ -89,12 +89,6 @@ def _metrics(port: int) -> str | None:
         return None
 
 
-def _metric(text: str, name: str) -> float:
-    return sum(
-        float(m.group(1)) for m in re.finditer(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+]+)$", text, re.M)
-    )
-
-
 def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
@@ -113,10 +107,10 @@ def _reading(port: int, proc: subprocess.Popen[bytes], timeout: float = 180) -> 
         if proc.poll() is not None:
             raise SystemExit(f"the worker exited with {proc.returncode} before reading")
         text = _metrics(port) or ""
-        caught_up = "distillguard_consumer_lag{" in text and not _metric(
+        caught_up = "distillguard_consumer_lag{" in text and not metric(
             text, "distillguard_consumer_lag"
         )
-        if _metric(text, "distillguard_events_in_total") > 0 or caught_up:
+        if metric(text, "distillguard_events_in_total") > 0 or caught_up:
             return
         time.sleep(0.2)
     raise SystemExit("the worker read nothing in 180 s")
@@ -132,8 +126,8 @@ def _drained(port: int, proc: subprocess.Popen[bytes], timeout: float = 900) -> 
             raise SystemExit(f"the worker exited with {proc.returncode}")
         text = _metrics(port)
         if text:
-            scored = _metric(text, "distillguard_windows_scored_total")
-            lag = _metric(text, "distillguard_consumer_lag")
+            scored = metric(text, "distillguard_windows_scored_total")
+            lag = metric(text, "distillguard_consumer_lag")
             reported = "distillguard_consumer_lag{" in text
             still = still + 1 if (scored == last and lag == 0 and reported) else 0
             last = scored

@@ -83,12 +83,5 @@ class Topics:
 
 
 def default_topics(partitions: int = 8) -> dict[str, int]:
-    """Topic name -> partitions, for creating them on a development broker."""
-    return {
-        USAGE_EVENTS: partitions,
-        DEAD_LETTERS: 1,
-        ENFORCEMENT: partitions,
-        BY_BLOCK: partitions,
-        SUSPECTS: 1,
-        SUMMARIES: 1,
-    }
+    """The contract's topic names -> partitions, for creating them on a development broker."""
+    return Topics().with_partitions(partitions)
