@@ -180,7 +180,29 @@ def encode(x: LinkInput, **meta: Any) -> bytes:
 
 def decode(data: bytes) -> LinkInput:
     """The `LinkInput` of an `encode`d message (`ValueError` for another wire version)."""
+    return decode_tagged(data)[0]
+
+
+def decode_tagged(data: bytes) -> tuple[LinkInput, int | None]:
+    """The `LinkInput` of an `encode`d message and its ``source`` (None if it was not given).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dataclasses import fields
+    >>> empty = {f.name: np.zeros(0) for f in fields(AccountSummaries)}
+    >>> empty.update(end_ms=60_000, ids=[], block_start=np.zeros(1), prompt_start=np.zeros(1))
+    >>> x = LinkInput(AccountSummaries(**empty), np.zeros(0), np.zeros(0, bool), np.zeros(6))
+    >>> y, source = decode_tagged(encode(x, source=3))
+    >>> source, y.summaries.end_ms
+    (3, 60000)
+    """
     msg = orjson.loads(data)
+    source = msg.get("source")
+    return _decoded(msg), (int(source) if source is not None else None)
+
+
+def _decoded(msg: dict[str, Any]) -> LinkInput:
     if msg.get("v") != WIRE_VERSION:
         raise ValueError(f"account summaries of wire version {msg.get('v')!r}, expected 1")
     b = msg["summaries"]

@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
@@ -70,6 +70,7 @@ __all__ = [
     "Population",
     "ScoredWindows",
     "rfc3339",
+    "score_in_order",
 ]
 
 F64 = npt.NDArray[np.float64]
@@ -324,11 +325,72 @@ class Detector:
             add(e)
         return self.advance()
 
-    def advance(self) -> DetectorOutput:
+    def advance(self, through_ms: int | None = None) -> DetectorOutput:
+        """Score the windows the watermark has closed: all of them, or those ending at or before
+        ``through_ms`` (the others stay closed and unscored, see `pending_end_ms`).
+
+        Partitions sharing one `Population` are scored reproducibly by taking the window end
+        every partition has closed, and calling this for it partition by partition in a fixed
+        order: the shared models then learn the same windows in the same order on every run.
+        """
         out = DetectorOutput()
-        for w in self.windower.advance():
+        for w in self.windower.advance(through_ms):
             out.extend(self._score_window(w))
         return out
+
+    # -- progress, for an owner that drives several partitions ----------------------------------
+    @property
+    def max_event_ms(self) -> int:
+        """The latest event time seen (-1 before the first event)."""
+        return self.windower.max_event_ms
+
+    @property
+    def closed_before_ms(self) -> int:
+        """Every window ending at or before this time is closed (scored or not)."""
+        return self.windower.closed_before_ms
+
+    @property
+    def has_open_windows(self) -> bool:
+        """Whether some window still takes events."""
+        return bool(self.windower.open_windows())
+
+    @property
+    def pending_end_ms(self) -> int | None:
+        """End of the oldest window closed but not yet scored (None: every closed one is)."""
+        return self.windower.next_ready_end_ms
+
+    @property
+    def scored_through_ms(self) -> int:
+        """Every window ending at or before this time is closed and scored.
+
+        Examples
+        --------
+        >>> from models.events import UsageEvent
+        >>> det = Detector(DetectorConfig(window_ms=60_000, allowed_lateness_ms=0))
+        >>> for i, t in enumerate([1_000, 61_000, 121_000]):
+        ...     det.add(UsageEvent(f"e{i}", t, "a", "10.0.0.1", "10.0.0.0/24", "m", 10, 20))
+        True
+        True
+        True
+        >>> det.closed_before_ms, det.pending_end_ms, det.scored_through_ms
+        (120000, 60000, 0)
+        >>> _ = det.advance(through_ms=60_000)
+        >>> det.pending_end_ms, det.scored_through_ms
+        (120000, 60000)
+        """
+        pending = self.windower.next_ready_end_ms
+        if pending is None:
+            return self.windower.closed_before_ms
+        return pending - self.config.window_ms
+
+    def close_through(self, watermark_ms: int) -> None:
+        """Close (not score) every window ending at or before ``watermark_ms``: for a detector
+        made with ``external_watermark``, whose events never close windows themselves."""
+        self.windower.close_through(watermark_ms)
+
+    def close_open(self) -> None:
+        """Close (not score) every open window: a partition gone quiet."""
+        self.windower.close_open()
 
     def flush(self) -> DetectorOutput:
         out = DetectorOutput()
@@ -615,3 +677,51 @@ class Detector:
         involved = codes[acct[codes] >= self.config.member_score]
         involved = involved[np.argsort(-acct[involved], kind="stable")]
         return [w.accounts[c] for c in involved[: self.config.max_members].tolist()]
+
+
+def score_in_order(
+    parts: Mapping[int, Detector], through_ms: int | None
+) -> Iterator[tuple[int, DetectorOutput]]:
+    """Score the closed windows of partitions that share one `Population`, in one order: by
+    window end, then by partition (ascending), up to ``through_ms`` (None: all of them).
+
+    The shared models learn every window after scoring it, so the order decides the scores.
+    ``through_ms`` is the end every partition that can still close a window has closed; with it,
+    the order depends only on each partition's events, not on how their reading interleaved.
+
+    Examples
+    --------
+    Two partitions whose events arrive in batches of different sizes score the same windows:
+
+    >>> from models.events import UsageEvent
+    >>> def ev(p, i):
+    ...     return UsageEvent(f"{p}-{i}", 1_000 * i, f"acct-{p}-{i % 7}", "10.0.0.1",
+    ...                       "10.0.0.0/24", "m", 10 + i % 13, 200)
+    >>> def run(sizes):
+    ...     pop = Population(DetectorConfig())
+    ...     parts = {p: Detector(DetectorConfig(), kinds=("account",), population=pop)
+    ...              for p in (0, 1)}
+    ...     scored = []
+    ...     for p, size in sizes:
+    ...         for i in range(size * 100, size * 100 + 100):
+    ...             parts[p].add(ev(p, i))
+    ...         bound = min(d.closed_before_ms for d in parts.values())
+    ...         for q, out in score_in_order(parts, bound):
+    ...             scored += [(q, s.end_ms, s.ids, s.score.tolist()) for s in out.scored]
+    ...     for q, out in score_in_order(parts, None):
+    ...         scored += [(q, s.end_ms, s.ids, s.score.tolist()) for s in out.scored]
+    ...     return scored
+    >>> run([(0, 0), (0, 1), (1, 0), (1, 1)]) == run([(1, 0), (0, 0), (1, 1), (0, 1)])
+    True
+    """
+    while True:
+        ends = [e for det in parts.values() if (e := det.pending_end_ms) is not None]
+        if not ends:
+            return
+        end = min(ends)
+        if through_ms is not None and end > through_ms:
+            return
+        for p in sorted(parts):
+            det = parts[p]
+            if det.pending_end_ms == end:
+                yield p, det.advance(through_ms=end)

@@ -149,6 +149,77 @@ class ClosedWindow:
     def n_events(self) -> int:
         return int(self.ts.shape[0])
 
+    def canonical(self) -> ClosedWindow:
+        """The same events in an order that does not depend on the order they arrived in.
+
+        Rows are sorted by time, account, model, prompt fingerprint, tokens, reasoning score, IP
+        block and error, and names are coded in sorted order. Rows equal in all of these differ
+        at most in ``ip_hash`` (read only as distinct counts) and are interchangeable.
+
+        Examples
+        --------
+        >>> from models.events import UsageEvent
+        >>> def ev(i, t, acct):
+        ...     return UsageEvent(f"e{i}", t, acct, "10.0.0.1", "10.0.0.0/24", "m", 10, 20)
+        >>> def window(events):
+        ...     w = Windower(60_000, 0, external_watermark=True)
+        ...     for e in events:
+        ...         w.add(e)
+        ...     return w.flush()[0]
+        >>> a = window([ev(1, 5, "b"), ev(2, 5, "a"), ev(3, 1, "c")])
+        >>> b = window([ev(3, 1, "c"), ev(2, 5, "a"), ev(1, 5, "b")])
+        >>> a.accounts, a.account.tolist(), a.ts.tolist()
+        (['a', 'b', 'c'], [2, 0, 1], [1, 5, 5])
+        >>> (a.accounts, a.account.tolist()) == (b.accounts, b.account.tolist())
+        True
+        """
+
+        def ranked(names: list[str]) -> tuple[npt.NDArray[np.int32], list[str]]:
+            order = sorted(range(len(names)), key=names.__getitem__)
+            rank = np.empty(len(names), dtype=np.int32)
+            rank[order] = np.arange(len(names), dtype=np.int32)
+            return rank, [names[i] for i in order]
+
+        account_rank, accounts = ranked(self.accounts)
+        block_rank, blocks = ranked(self.blocks)
+        model_rank, models = ranked(self.models)
+        account = account_rank[self.account]
+        model = model_rank[self.model]
+        block = block_rank[self.block]
+        perm = np.lexsort(
+            (
+                self.error,
+                block,
+                self.cot,
+                self.output_tokens,
+                self.input_tokens,
+                self.fingerprint,
+                model,
+                account,
+                self.ts,
+            )
+        )
+        return ClosedWindow(
+            start_ms=self.start_ms,
+            end_ms=self.end_ms,
+            ts=self.ts[perm],
+            account=account[perm],
+            accounts=accounts,
+            block=block[perm],
+            blocks=blocks,
+            model=model[perm],
+            models=models,
+            ip_hash=self.ip_hash[perm],
+            input_tokens=self.input_tokens[perm],
+            output_tokens=self.output_tokens[perm],
+            error=self.error[perm],
+            fingerprint=self.fingerprint[perm],
+            has_fingerprint=self.has_fingerprint[perm],
+            cot=self.cot[perm],
+            created_ms=self.created_ms[perm],
+            payment_hash=self.payment_hash[perm],
+        )
+
     @classmethod
     def from_chunks(cls, start_ms: int, end_ms: int, chunks: list[_Chunk]) -> ClosedWindow:
         def merged(attr: str, names_attr: str) -> tuple[npt.NDArray[np.int32], list[str]]:
@@ -306,9 +377,21 @@ class Windower:
     def buffered_events(self) -> int:
         return sum(len(w.ids) for w in self._open.values())
 
-    def advance(self) -> list[ClosedWindow]:
-        """Hand over every window the watermark has closed, oldest first."""
-        ready, self._ready = self._ready, []
+    @property
+    def next_ready_end_ms(self) -> int | None:
+        """End of the oldest window closed and not yet handed over (None: there is none)."""
+        return self._ready[0].end_ms if self._ready else None
+
+    def advance(self, through_ms: int | None = None) -> list[ClosedWindow]:
+        """Hand over the windows the watermark has closed, oldest first: every one, or those
+        ending at or before ``through_ms`` (the rest wait for a later call)."""
+        if through_ms is None:
+            ready, self._ready = self._ready, []
+            return ready
+        n = 0
+        while n < len(self._ready) and self._ready[n].end_ms <= through_ms:
+            n += 1
+        ready, self._ready = self._ready[:n], self._ready[n:]
         return ready
 
     def close_through(self, watermark_ms: int) -> None:
@@ -319,12 +402,15 @@ class Windower:
             self.closed_before_ms, watermark_ms - watermark_ms % self.window_ms
         )
 
-    def flush(self) -> list[ClosedWindow]:
-        """Close every open window (end of a replay, an idle partition, a shutdown)."""
-        ready = self.advance()
+    def close_open(self) -> None:
+        """Close every open window, to be handed over by `advance` (an idle partition)."""
         if self._open:
-            ready.extend(self._close_until(max(self._open) + self.window_ms))
-        return ready
+            self._ready.extend(self._close_until(max(self._open) + self.window_ms))
+
+    def flush(self) -> list[ClosedWindow]:
+        """Close every open window and hand over all closed ones (end of a replay, a shutdown)."""
+        self.close_open()
+        return self.advance()
 
     def _close_until(self, watermark_ms: int) -> list[ClosedWindow]:
         closed = []
@@ -335,7 +421,10 @@ class Windower:
             win = self._open.pop(start)
             if win.rows:
                 win.chunks.append(_Chunk.from_rows(win.rows))
-            closed.append(ClosedWindow.from_chunks(start, end, win.chunks))
+            window = ClosedWindow.from_chunks(start, end, win.chunks)
+            # Fed by several upstream partitions, a window's rows come in whatever order they
+            # arrived; put them in one order so that a replay scores the same window.
+            closed.append(window.canonical() if self.external_watermark else window)
             self.closed_before_ms = max(self.closed_before_ms, end)
             self.stats.windows_closed += 1
         self._next_end = min(self._open) + self.window_ms if self._open else np.iinfo(np.int64).max

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import random
+
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from models.events import UsageEvent
 from models.windows import CHUNK, Windower
@@ -53,3 +57,65 @@ def test_large_windows_are_chunked_without_losing_or_mixing_rows() -> None:
     assert (names == np.array([f"acct{i % 7}" for i in range(n)])).all()
     assert np.isnan(closed.cot[1]) and closed.cot[0] == 0.5
     assert sorted(closed.blocks) == ["10.0.0.0/24", "10.0.1.0/24", "10.0.2.0/24"]
+
+
+def _columns(c) -> dict[str, object]:
+    return {
+        "accounts": c.accounts,
+        "blocks": c.blocks,
+        "models": c.models,
+        **{
+            name: getattr(c, name).tolist()
+            for name in ("ts", "account", "block", "model", "input_tokens", "fingerprint")
+        },
+        "cot": np.nan_to_num(c.cot, nan=-1.0).tolist(),
+    }
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.integers(0, 5),  # second within the window: ties are common
+            st.sampled_from(["a", "b", "c"]),
+            st.sampled_from(["10.0.0.1", "10.0.1.1", "10.0.2.7"]),
+            st.integers(1, 3),  # input tokens
+            st.one_of(st.none(), st.floats(0, 1)),  # cot_score
+        ),
+        min_size=1,
+        max_size=3 * CHUNK,  # several chunks: their names are merged too
+    ),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_a_window_fed_from_several_upstreams_is_the_same_in_any_arrival_order(rows, seed) -> None:
+    """The IP-block stage adds events in whatever order the account partitions' forwards arrive;
+    the closed window must not depend on it (its entities are learned in row order)."""
+    events = [
+        ev(i, 1_000 * s, account, ip, cot_score=cot)._replace(input_tokens=tokens)
+        for i, (s, account, ip, tokens, cot) in enumerate(rows)
+    ]
+    shuffled = list(events)
+    random.Random(seed).shuffle(shuffled)
+
+    def closed(order: list[UsageEvent]):
+        w = Windower(window_ms=60_000, allowed_lateness_ms=0, external_watermark=True)
+        for e in order:
+            w.add(e)
+        w.close_through(60_000)
+        (window,) = w.advance()
+        return window
+
+    assert _columns(closed(events)) == _columns(closed(shuffled))
+
+
+def test_windows_are_handed_over_up_to_a_bound_and_the_rest_kept() -> None:
+    w = Windower(window_ms=1_000, allowed_lateness_ms=0)
+    for i, t in enumerate([100, 1_100, 2_100, 3_100]):
+        w.add(ev(i, t))
+    assert w.next_ready_end_ms == 1_000
+    assert [c.end_ms for c in w.advance(through_ms=2_000)] == [1_000, 2_000]
+    assert w.next_ready_end_ms == 3_000
+    w.close_open()  # closes [3000, 4000) without handing anything over
+    assert w.open_windows() == [] and w.next_ready_end_ms == 3_000
+    assert [c.end_ms for c in w.advance()] == [3_000, 4_000]
+    assert w.next_ready_end_ms is None
