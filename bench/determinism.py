@@ -1,7 +1,7 @@
 """Same input, same decisions? One backlog through real worker processes, clean and killed.
 
     .venv/bin/python -m bench.determinism [--runs 2] [--kills 5] [--minutes 30] [--benign 2000]
-                                          [--seed 7]
+                                          [--seed 7] [--logs DIR]
 
 One simulated backlog (scenario ``small``, ``--minutes`` of traffic, ``--benign`` ordinary
 accounts) goes, run after run, through a fresh embedded broker (Tansu, 8 partitions) and a real
@@ -17,7 +17,9 @@ backlog), idle windows close after 3 s. Each row compares a run with ``clean-1``
 (entity, action, window) and how many it shares with ``clean-1``, windows whose score differs,
 requests scored against the valid events produced, decisions under more than one
 ``enforcement_id``, and decisions published on ``enforcement-actions`` but missing from
-ClickHouse (or the other way round).
+ClickHouse (or the other way round). Under a run with differing windows, a line says how many
+of each kind differ and from which minute of the traffic. ``--logs DIR`` keeps each run's worker
+log (info level: assignments, restores, idle flushes) in ``DIR``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -89,10 +92,10 @@ def _metrics(port: int) -> str | None:
         return None
 
 
-def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def _start(env: dict[str, str], log: Path, level: str) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "warning"],
+            [sys.executable, "-m", "streams.cli", "worker", "--loglevel", level],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -137,7 +140,13 @@ def _drained(port: int, proc: subprocess.Popen[bytes], timeout: float = 900) -> 
     raise SystemExit("the worker did not drain the backlog in 900 s")
 
 
-def run_once(name: str, messages: list[tuple[bytes, bytes]], kills: int, seed: int) -> Run:
+def run_once(
+    name: str,
+    messages: list[tuple[bytes, bytes]],
+    kills: int,
+    seed: int,
+    logs: Path | None = None,
+) -> Run:
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
         ensure_topics(broker.bootstrap, default_topics(PARTITIONS))
@@ -155,14 +164,17 @@ def run_once(name: str, messages: list[tuple[bytes, bytes]], kills: int, seed: i
         }
         log = Path(tmp) / "worker.log"
         started = time.monotonic()
-        proc = _start(env, log)
+        level = "info" if logs else "warning"
+        proc = _start(env, log, level)
         try:
             for _ in range(kills):
                 _reading(port, proc)
                 time.sleep(rng.uniform(2.0, 10.0))
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
-                proc = _start(env, log)
+                with log.open("a") as f:
+                    f.write("---- SIGKILL, replacement starts ----\n")
+                proc = _start(env, log, level)
             _reading(port, proc)
             _drained(port, proc)
         except SystemExit:
@@ -175,6 +187,9 @@ def run_once(name: str, messages: list[tuple[bytes, bytes]], kills: int, seed: i
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+            if logs is not None:
+                logs.mkdir(parents=True, exist_ok=True)
+                shutil.copy(log, logs / f"{name}.log")
         seconds = time.monotonic() - started
         on_topic = {
             orjson.loads(v)["enforcement_id"]
@@ -199,10 +214,22 @@ def compare(run: Run, ref: Run, valid: int) -> str:
     common = set(run.decisions) & set(ref.decisions)
     union = set(run.decisions) | set(ref.decisions)
     shared = set(run.scores) & set(ref.scores)
-    differ = sum(1 for k in shared if abs(run.scores[k] - ref.scores[k]) > 1e-6)
-    windows_diff = differ + len(set(run.scores) ^ set(ref.scores))
+    differing = {k for k in shared if abs(run.scores[k] - ref.scores[k]) > 1e-6}
+    differing |= set(run.scores) ^ set(ref.scores)
+    windows_diff = len(differing)
     two_ids = sum(1 for ids in run.decisions.values() if len(ids) > 1)
     in_ch = {i for ids in run.decisions.values() for i in ids}
+    every = set(run.scores) | set(ref.scores)
+    first = min((w for _, _, w in every), default=0)
+    by_kind = []
+    for kind in sorted({k for k, _, _ in every}):
+        of_kind = [key for key in differing if key[0] == kind]
+        total = sum(1 for key in every if key[0] == kind)
+        earliest = min((w for _, _, w in of_kind), default=None)
+        since = "" if earliest is None else f" from minute {(earliest - first) // 60_000}"
+        by_kind.append(f"{kind} {len(of_kind):,d}/{total:,d}{since}")
+    if windows_diff:
+        print(f"  {run.name}: windows whose score differs: {', '.join(by_kind)}")
     return (
         f"{run.name:9s} {run.kills:5d} {run.seconds:7.0f} {len(run.decisions):9,d} "
         f"{len(common):9,d} {len(common) / max(1, len(union)):8.1%} "
@@ -219,6 +246,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--minutes", type=int, default=30)
     ap.add_argument("--benign", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--logs", type=Path, help="keep each run's worker log (info level) here")
     args = ap.parse_args(argv)
     traffic = simulate(
         replace(SCENARIOS["small"], minutes=args.minutes, benign_accounts=args.benign)
@@ -230,9 +258,11 @@ def main(argv: list[str] | None = None) -> None:
         f"{PARTITIONS} partitions, one worker process at a time",
         flush=True,
     )
-    runs = [run_once(f"clean-{i + 1}", messages, 0, args.seed + i) for i in range(args.runs)]
+    runs = [
+        run_once(f"clean-{i + 1}", messages, 0, args.seed + i, args.logs) for i in range(args.runs)
+    ]
     if args.kills:
-        runs.append(run_once("kill-9", messages, args.kills, args.seed))
+        runs.append(run_once("kill-9", messages, args.kills, args.seed, args.logs))
     print(
         f"{'run':9s} {'kills':>5s} {'secs':>7s} {'decisions':>9s} {'common':>9s} {'jaccard':>8s} "
         f"{'win diff':>8s} {'requests scored/valid':>21s} {'two ids':>7s} "

@@ -197,7 +197,7 @@ def _run_partitioned(
             split[stable_hash([e.account_id])[0] % PARTITIONS].append(e)
         for det, evs in zip(parts, split, strict=True):
             take(det.process(evs))
-        link(min(det.windower.closed_before_ms for det in parts))
+        link(min(det.scored_through_ms for det in parts))
         take(blocks.process(batch))
     for det in parts:
         take(det.flush())

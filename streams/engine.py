@@ -67,8 +67,14 @@ from prometheus_client import Histogram
 
 from infra.broker import ensure_topics
 from infra.kafka_auth import KafkaAuth
-from models.campaign_scoring import CampaignScorer, LinkInput, decode, encode, merge
-from models.detector import Detector, DetectorConfig, DetectorOutput, Population
+from models.campaign_scoring import CampaignScorer, LinkInput, decode_tagged, encode, merge
+from models.detector import (
+    Detector,
+    DetectorConfig,
+    DetectorOutput,
+    Population,
+    score_in_order,
+)
 from models.events import UsageEvent
 from models.features import EntityKind
 from schemas.dead_letters import DeadLetter
@@ -519,16 +525,22 @@ class _Stage(_Member):
                 for det in self.parts.values():
                     det.population = self.population
             self.engine.population_loaded[self.name] = saved is not None
+        # Every partition is loaded before any is handed to the run loop, which keeps fetching
+        # meanwhile: one partition scored ahead of the others would teach the shared population
+        # its windows first (see _score_closed).
+        loaded: list[tuple[TopicPartition, Detector, tuple[int, bytes] | None]] = []
         for tp in assigned:
             if tp.partition in self.parts:
                 continue
             det = self._detector()
             saved = await self.engine.load(self.name, tp.partition)
             if saved is not None:
-                offset, blob = saved
-                self.restore_partition(tp.partition, det, blob)
-                self.consumer.seek(tp, offset)
-                self.next_offset[tp.partition] = offset
+                self.restore_partition(tp.partition, det, saved[1])
+            loaded.append((tp, det, saved))
+        for tp, det, saved in loaded:
+            if saved is not None:
+                self.consumer.seek(tp, saved[0])
+                self.next_offset[tp.partition] = saved[0]
             self.parts[tp.partition] = det
             self.last_seen[tp.partition] = time.monotonic()
             log.info(
@@ -549,8 +561,41 @@ class _Stage(_Member):
     def handle(self, partition: int, det: Detector, records: list[Any], batch: _Batch) -> None:
         """Decode this stage's messages into the partition's detector; collect the output."""
 
+    def scored(self, partition: int, out: DetectorOutput, batch: _Batch) -> None:
+        """Take what scoring one partition's windows produced (the accounts stage: summaries,
+        tagged with the partition)."""
+        batch.out.extend(out)
+
     def after_scoring(self, out: DetectorOutput, batch: _Batch) -> None:
         """Hook for what a stage derives from its scores (the accounts stage: suspects)."""
+
+    def _frontier(self) -> int | None:
+        """The window end every partition that can still close one has closed (None: no bound).
+
+        A partition that has nothing to read and no open window closes nothing until new events
+        come, and holds nobody back. A partition not heard from yet holds everyone.
+        """
+        bounds = []
+        for p, det in self.parts.items():
+            high = self.consumer.highwater(TopicPartition(self.topic, p))
+            caught_up = high is not None and self.next_offset.get(p, 0) >= high
+            if caught_up and not det.has_open_windows:
+                continue
+            bounds.append(det.closed_before_ms)
+        return min(bounds) if bounds else None
+
+    def _score_closed(self, batch: _Batch) -> None:
+        """Score closed windows in one order: by window end, then by partition.
+
+        The partitions share population models (forest, calibrator) that learn every window
+        after scoring it. Scored as each partition's fetch happened to arrive, two runs over the
+        same log would teach them in different orders and decide differently. Here a window is
+        scored only once every partition has closed its end (`_frontier`), all partitions' windows
+        of one end before any later one, partitions in ascending order; a replay from a
+        checkpoint (state, population and offsets taken together) continues the same sequence.
+        """
+        for p, out in score_in_order(self.parts, self._frontier()):
+            self.scored(p, out, batch)
 
     async def run(self, stopping: asyncio.Event) -> None:
         self.consumer.subscribe([self.topic], listener=self)
@@ -590,6 +635,7 @@ class _Stage(_Member):
                 self.next_offset[tp.partition] = records[-1].offset + 1
                 self.last_seen[tp.partition] = now
             self._idle_flush(now, batch)
+            self._score_closed(batch)
             self._align()
             self.after_scoring(batch.out, batch)
             if batch and not await self.engine.publish(batch, self.name):
@@ -615,7 +661,7 @@ class _Stage(_Member):
         behind: list[int] = []
         progress: dict[int, int] = {}
         for p, det in self.parts.items():
-            progress[p] = det.windower.max_event_ms
+            progress[p] = det.max_event_ms
             high = self.consumer.highwater(TopicPartition(self.topic, p))
             if high is None or self.next_offset.get(p, 0) < high:
                 behind.append(progress[p])
@@ -644,12 +690,8 @@ class _Stage(_Member):
     def _flush_caught_up(self, now: float, batch: _Batch) -> None:
         for p, det in self.parts.items():
             high = self.consumer.highwater(TopicPartition(self.topic, p))
-            if (
-                det.windower.open_windows()
-                and high is not None
-                and self.next_offset.get(p, 0) >= high
-            ):
-                batch.out.extend(det.flush())
+            if det.has_open_windows and high is not None and self.next_offset.get(p, 0) >= high:
+                det.close_open()
                 self.last_seen[p] = now
 
     def _flush_silent(self, now: float, batch: _Batch) -> None:
@@ -661,7 +703,7 @@ class _Stage(_Member):
         """
         idle = self.engine.config.idle_flush_seconds
         for p, det in self.parts.items():
-            if not det.windower.open_windows() or now - self.last_seen.get(p, now) < idle:
+            if not det.has_open_windows or now - self.last_seen.get(p, now) < idle:
                 continue
             high = self.consumer.highwater(TopicPartition(self.topic, p))
             if high is not None and self.next_offset.get(p, 0) < high:
@@ -672,7 +714,7 @@ class _Stage(_Member):
                 p,
                 now - self.last_seen.get(p, now),
             )
-            batch.out.extend(det.flush())
+            det.close_open()
             self.last_seen[p] = now
 
     def _record_lag(self) -> None:
@@ -778,18 +820,21 @@ class _AccountStage(_Stage):
         metrics.events_in += len(records)
         metrics.duplicates += det.stats.duplicates - before[0]
         metrics.late += det.stats.late - before[1]
-        batch.out.extend(det.advance())
+
+    def scored(self, partition: int, out: DetectorOutput, batch: _Batch) -> None:
+        batch.summaries.extend(encode(x, source=partition) for x in out.summaries)
+        out.summaries.clear()
+        batch.out.extend(out)
 
     def after_scoring(self, out: DetectorOutput, batch: _Batch) -> None:
         # Progress reaches every block partition, even those no event of ours went to, however
-        # the windows closed (watermark or flush).
+        # the windows closed (watermark or flush). It is what is *scored*: the campaign stage
+        # links a window once every partition's summaries of it are in.
         for p, det in self.parts.items():
-            closed_before = det.windower.closed_before_ms
-            if closed_before > self.announced.get(p, -1):
-                batch.heartbeats.append(orjson.dumps([p, closed_before, None]))
-                self.announced[p] = closed_before
-        batch.summaries.extend(encode(x) for x in out.summaries)
-        out.summaries.clear()
+            scored = det.scored_through_ms
+            if scored > self.announced.get(p, -1):
+                batch.heartbeats.append(orjson.dumps([p, scored, None]))
+                self.announced[p] = scored
         threshold = self.engine.config.detector.member_score
         for sw in out.scored:
             if sw.kind != "account":
@@ -893,8 +938,7 @@ class _BlockStage(_Stage):
         if sources:
             watermark = min(upstream.get(p, -1) for p in sources)
             if watermark > 0:
-                det.windower.close_through(watermark)
-        batch.out.extend(det.advance())
+                det.close_through(watermark)
 
 
 class _CampaignStage(_Member):
@@ -918,15 +962,18 @@ class _CampaignStage(_Member):
         cfg = engine.config
         self.topic = cfg.topics.summaries
         self.scorer = CampaignScorer(cfg.detector)
-        self.pending: dict[int, list[LinkInput]] = {}
+        # Per window end, per account partition, its summaries (a partition that replays after
+        # a restart sends the same ones again: they replace, never add to, the first).
+        self.pending: dict[int, dict[int, LinkInput]] = {}
         self.upstream: dict[int, int] = {}
+        self.linked_through = -1  # every window ending at or before this is linked
         self.owned = False
         self.next_offset: int | None = None
         self.consumer = _consumer(engine, self.name, 16 * 1024 * 1024)
         self._last_checkpoint = time.monotonic()
 
     def _blob(self) -> bytes:
-        state = (self.scorer, self.pending, self.upstream)
+        state = (self.scorer, self.pending, self.upstream, self.linked_through)
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
@@ -947,10 +994,10 @@ class _CampaignStage(_Member):
             self.engine.fatal = exc
             return
         self.scorer = CampaignScorer(self.engine.config.detector)
-        self.pending, self.upstream = {}, {}
+        self.pending, self.upstream, self.linked_through = {}, {}, -1
         if saved is not None:
             offset, blob = saved
-            self.scorer, self.pending, self.upstream = pickle.loads(blob)
+            self.scorer, self.pending, self.upstream, self.linked_through = pickle.loads(blob)
             self.consumer.seek(TopicPartition(self.topic, 0), offset)
             self.next_offset = offset
         self.owned = True
@@ -965,16 +1012,23 @@ class _CampaignStage(_Member):
                 if closed_before > self.upstream.get(source, -1):
                     self.upstream[source] = closed_before
             else:
-                x = decode(value)
-                self.pending.setdefault(x.summaries.end_ms, []).append(x)
+                x, source = decode_tagged(value)
                 self.engine.metrics.summaries_in += 1
+                end = x.summaries.end_ms
+                if end <= self.linked_through:
+                    continue  # sent again by a partition replaying a window already linked
+                parts = self.pending.setdefault(end, {})
+                parts[source if source is not None else -1 - len(parts)] = x
         sources = self.sources()
         if not sources or not self.pending:
             return
         watermark = min(self.upstream.get(p, -1) for p in sources)
         version = self.engine.config.detector.version
         for end in sorted(e for e in self.pending if e <= watermark):
-            out.extend(self.scorer.update(merge(self.pending.pop(end)), version).out)
+            parts = self.pending.pop(end)
+            merged = merge([parts[s] for s in sorted(parts)])
+            out.extend(self.scorer.update(merged, version).out)
+            self.linked_through = max(self.linked_through, end)
 
     async def run(self, stopping: asyncio.Event) -> None:
         self.consumer.subscribe([self.topic], listener=self)
@@ -1262,7 +1316,7 @@ class Engine:
             and not any(e.campaigns.pending for e in engines)
             and all(v == 0 for e in engines for v in e.metrics.lag.values())
             and not any(
-                d.windower.open_windows()
+                d.has_open_windows or d.pending_end_ms is not None
                 for e in engines
                 for s in e.stages
                 for d in s.parts.values()

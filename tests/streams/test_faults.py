@@ -118,7 +118,7 @@ async def finish(engines: list[Engine], read_at_least: int) -> None:
             and all(v == 0 for e in engines for v in e.metrics.lag.values())
             and not any(e.campaigns.pending for e in engines)
             and not any(
-                d.windower.open_windows()
+                d.has_open_windows or d.pending_end_ms is not None
                 for e in engines
                 for st in e.stages
                 for d in st.parts.values()
