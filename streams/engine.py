@@ -9,13 +9,20 @@ Two stages run in every worker, each a consumer group over one topic:
 - **blocks** reads ``distillguard.events-by-block``: each IP block's state lives with the worker
   that owns its partition; block actions name as members the suspects seen behind the block.
 - **campaigns** reads ``distillguard.account-summaries`` (one partition): the accounts stage sends
-  each closed account window's summaries there, with its partitions' progress. A window is linked
-  once every account partition has closed it, over all accounts at once, in account-id order, so
+  each scored account window's summaries there, with its partitions' progress. A window is linked
+  once every account partition has scored it, over all accounts at once, in account-id order, so
   the decisions do not depend on how accounts are spread over partitions and workers.
 
+This module holds the loops: consumers, partition assignment, watermark alignment, idle flush,
+checkpoints, retries. What a stage does with the records it reads is in `streams.processors`
+(no I/O); how a batch's outputs are written, in `streams.publish`.
+
 Each partition has its own `Detector` (open windows, entity state); the stage's population models
-are shared by its partitions. The hot topic is read with aiokafka ``getmany`` in batches: Faust's
-per-message path costs ~150 us a message here (ENVIRONMENT.md), which would cap a worker at
+are shared by its partitions, which teach them in one order: a window end is scored once every
+partition the stage owns has closed it, partitions in ascending order
+(`models.detector.score_in_order`), so the same log gives the same scores and decisions, through
+restarts too. The hot topic is read with aiokafka ``getmany`` in batches: Faust's per-message
+path costs ~150 us a message here (measured on the 2-core machine), which would cap a worker at
 ~6,500 events/s; a batch costs a few microseconds per message.
 
 Delivery: after each batch the stage publishes what it produced (Kafka sends acknowledged, rows
@@ -54,20 +61,17 @@ import pickle
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError, UnsupportedCodecError
-from aiokafka.partitioner import murmur2
 from aiokafka.structs import OffsetAndMetadata
-from prometheus_client import Histogram
 
 from infra.broker import ensure_topics
 from infra.kafka_auth import KafkaAuth
-from models.campaign_scoring import CampaignScorer, LinkInput, decode_tagged, encode, merge
+from models.campaign_scoring import LinkInput, encode
 from models.detector import (
     Detector,
     DetectorConfig,
@@ -75,28 +79,18 @@ from models.detector import (
     Population,
     score_in_order,
 )
-from models.events import UsageEvent
 from models.features import EntityKind
-from schemas.dead_letters import DeadLetter
-from schemas.topics import BY_BLOCK, Topics
-from schemas.validation import Rejection, parse_event
+from schemas.topics import Topics
 from streams.clickhouse import ClickHouseSink, StateStore, one_line
-from streams.metrics import latency_histogram
+from streams.metrics import Metrics
+from streams.processors import CampaignLinking, Limits, Produced, read_forwards, read_usage
+from streams.publish import MAX_REQUEST_BYTES, OutputError, Outputs, OutputsUnavailable
 
 __all__ = ["Engine", "EngineConfig", "Metrics", "OutputsUnavailable"]
 
 log = logging.getLogger("distillguard.engine")
 POPULATION = -1
 T = TypeVar("T")
-
-#: The producer's ``max_request_size``: no message the worker writes may be longer.
-MAX_REQUEST_BYTES = 8 * 1024 * 1024
-#: A dead letter longer than this refers to its message instead of copying it (headroom for the
-#: key and the record batch around it).
-DEAD_LETTER_MAX_BYTES = MAX_REQUEST_BYTES - 64 * 1024
-LATE = Rejection("late", "window already closed")
-# A message with a key and no value (log compaction's delete marker) is not an event.
-TOMBSTONE = Rejection("$", "a tombstone (a message without a value) is not a usage event")
 
 
 @dataclass
@@ -167,73 +161,15 @@ class EngineConfig:
             raise ValueError("need 0 < heartbeat_interval_ms < session_timeout_ms")
 
     @property
+    def limits(self) -> Limits:
+        """What the accounts stage refuses before an event reaches a detector."""
+        return Limits(self.max_message_bytes, self.max_future_skew_ms, self.max_past_skew_ms)
+
+    @property
     def max_poll_interval_ms(self) -> int:
         """Longer than a stage may go without reading (retrying a batch until it gives up), so a
         worker keeps its partitions while it retries and leaves its groups when it stops."""
         return int(max(300.0, self.output_give_up_seconds + 60.0) * 1000)
-
-
-@dataclass
-class Metrics:
-    """Counters the worker exports on /metrics."""
-
-    events_in: int = 0
-    forwarded: int = 0
-    block_events_in: int = 0
-    summaries_out: int = 0
-    summaries_in: int = 0
-    dead_letters: int = 0
-    duplicates: int = 0
-    late: int = 0
-    windows_scored: dict[str, int] = field(default_factory=dict)
-    actions: dict[str, int] = field(default_factory=dict)
-    checkpoints: int = 0
-    lag: dict[str, int] = field(default_factory=dict)
-    batch_seconds: float = 0.0
-    # Failed attempts to write outputs (Kafka sends, ClickHouse inserts, checkpoints).
-    output_errors: int = 0
-    batch_latency: Histogram = field(
-        default_factory=lambda: latency_histogram(
-            "distillguard_batch_latency_seconds", "Seconds a batch took from read to published."
-        )
-    )
-
-
-@dataclass
-class _Batch:
-    out: DetectorOutput = field(default_factory=DetectorOutput)
-    dead: list[DeadLetter] = field(default_factory=list)
-    # Accepted events for the block stage: (IP block, source partition, its closed_before,
-    # the event encoded); grouped into one message per block partition at publish time.
-    forwards: list[tuple[bytes, int, int, bytes]] = field(default_factory=list)
-    heartbeats: list[bytes] = field(default_factory=list)
-    suspects: list[tuple[bytes, bytes]] = field(default_factory=list)
-    summaries: list[bytes] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(
-            self.out.scored
-            or self.out.actions
-            or self.dead
-            or self.forwards
-            or self.heartbeats
-            or self.summaries
-        )
-
-
-class OutputsUnavailable(RuntimeError):
-    """A stage's outputs kept failing for ``output_give_up_seconds``: the stage has stopped, and
-    the worker must exit (and be restarted) rather than hold its partitions without progress."""
-
-
-class _OutputError(Exception):
-    """One failed attempt: what failed (``Kafka send to <topic>``, ``ClickHouse insert into
-    <table>``) and why."""
-
-    def __init__(self, what: str, cause: BaseException) -> None:
-        super().__init__(f"{what}: {one_line(cause)}")
-        self.what = what
-        self.cause = cause
 
 
 class _Abandoned(Exception):
@@ -248,163 +184,6 @@ class _Streak:
     what: str
     cause: str
     attempts: int = 0
-
-
-@dataclass(slots=True)
-class _Message:
-    topic: str
-    value: bytes
-    key: bytes | None = None
-    partition: int | None = None
-
-
-# A forwarded message holds at most this many bytes of events (and always at least one event).
-FORWARD_CHUNK_BYTES = 256 * 1024
-_HASHES: dict[bytes, int] = {}  # IP block -> its murmur2 hash, as Kafka's default partitioner
-
-
-def forwarded(
-    forwards: list[tuple[bytes, int, int, bytes]], partitions: list[int], topic: str = BY_BLOCK
-) -> list[_Message]:
-    """Accepted events for the block stage, one message per block partition and source partition
-    (split at `FORWARD_CHUNK_BYTES`) instead of one per event: ``[source, closed_before, null,
-    [event, ...]]``, in the order the events came. An IP block goes to the partition Kafka's
-    default partitioner would give its key (murmur2), as when each event was its own message.
-
-    Examples
-    --------
-    >>> fw = [(b"10.0.0.0/24", 0, 60_000, b'["e1"]'), (b"10.0.1.0/24", 0, 60_000, b'["e2"]'),
-    ...       (b"10.0.0.0/24", 1, 0, b'["e3"]')]
-    >>> [(m.partition, m.value) for m in forwarded(fw, [0, 1, 2, 3])]
-    ... # doctest: +NORMALIZE_WHITESPACE
-    [(3, b'[0,60000,null,[["e1"]]]'), (1, b'[0,60000,null,[["e2"]]]'),
-     (3, b'[1,0,null,[["e3"]]]')]
-    """
-    groups: dict[tuple[int, int, int], list[bytes]] = {}
-    n = len(partitions)
-    if len(_HASHES) > 1 << 20:  # bounded: a block's hash is recomputed after a clear
-        _HASHES.clear()
-    for key, source, closed_before, event in forwards:
-        h = _HASHES.get(key)
-        if h is None:
-            h = _HASHES[key] = murmur2(key) & 0x7FFFFFFF  # pure Python: ~4% of a worker's time
-        dest = partitions[h % n]
-        groups.setdefault((dest, source, closed_before), []).append(event)
-    out: list[_Message] = []
-    for (dest, source, closed_before), events in groups.items():
-        head = b"[%d,%d,null,[" % (source, closed_before)
-        chunk: list[bytes] = []
-        size = 0
-        for event in events:
-            if chunk and size + len(event) > FORWARD_CHUNK_BYTES:
-                out.append(_Message(topic, head + b",".join(chunk) + b"]]", None, dest))
-                chunk, size = [], 0
-            chunk.append(event)
-            size += len(event) + 1
-        out.append(_Message(topic, head + b",".join(chunk) + b"]]", None, dest))
-    return out
-
-
-class _Outputs:
-    """What one batch still has to write, so that an attempt after a failure retries only what
-    failed: Kafka messages not yet acknowledged (in their order), ClickHouse tables not yet
-    inserted into, then the progress heartbeats, sent only once everything they vouch for (the
-    forwarded events and summaries before them) is acknowledged."""
-
-    def __init__(self, engine: Engine, batch: _Batch) -> None:
-        self.engine = engine
-        out, dead = batch.out, batch.dead
-        t = self.topics = engine.config.topics
-        msgs = [_Message(t.enforcement, a.to_json(), a.key.encode()) for a in out.actions]
-        msgs += [
-            _Message(
-                t.dead_letters, d.to_json(DEAD_LETTER_MAX_BYTES), str(d.source_offset).encode()
-            )
-            for d in dead
-        ]
-        # Summaries before the progress that says they are complete (one partition: in order).
-        msgs += [_Message(t.summaries, value, None, 0) for value in batch.summaries]
-        msgs += [_Message(t.suspects, value, key) for key, value in batch.suspects]
-        self.messages = msgs
-        self.forwards: list[tuple[bytes, int, int, bytes]] | None = batch.forwards or None
-        self.heartbeats = list(batch.heartbeats)
-        self.progress: list[_Message] | None = None  # the heartbeats, once partitions are known
-        sink, version = engine.sink, engine.config.detector.version
-        self.inserts: list[tuple[str, Callable[[], None]]] = []
-        if out.scored or out.campaigns:
-            self.inserts.append(
-                ("entity_scores/campaign_members", lambda: sink.write_scores(out, version))
-            )
-        if out.actions:
-            self.inserts.append(("enforcement_actions", lambda: sink.write_actions(out.actions)))
-        if out.links:
-            self.inserts.append(("entity_links", lambda: sink.write_links(out)))
-        if dead:
-            self.inserts.append(("dead_letters", lambda: sink.write_dead_letters(dead)))
-
-    async def attempt(self) -> None:
-        """Write what is left; raises `_OutputError` for the first failure (after waiting for
-        the rest of this attempt, so that whatever succeeded is not written again)."""
-        work: list[Awaitable[None]] = []
-        if self.forwards is not None:  # grouped once, then retried like any message
-            parts = await self._block_partitions()
-            self.messages += forwarded(self.forwards, parts, self.topics.by_block)
-            self.forwards = None
-        if self.messages:
-            work.append(self._send(self.messages))
-        if self.inserts:
-            work.append(self.engine.clickhouse(self._insert))
-        for result in await asyncio.gather(*work, return_exceptions=True):
-            if isinstance(result, BaseException):
-                raise result
-        if self.progress is None and self.heartbeats:
-            block_parts = await self._block_partitions()
-            self.progress = []
-            for value in self.heartbeats:
-                by_block, summaries = self.topics.by_block, self.topics.summaries
-                self.progress += [_Message(by_block, value, None, p) for p in block_parts]
-                self.progress.append(_Message(summaries, value, None, 0))
-        if self.progress:
-            await self._send(self.progress)
-
-    async def _block_partitions(self) -> list[int]:
-        try:
-            return sorted(await self.engine.producer.partitions_for(self.topics.by_block))
-        except Exception as exc:
-            raise _OutputError(f"Kafka metadata of {self.topics.by_block}", exc) from exc
-
-    async def _send(self, queue: list[_Message]) -> None:
-        """Send the queue; leave in it (in order) what was not acknowledged."""
-        producer = self.engine.producer
-        sent: list[tuple[_Message, Awaitable[Any]]] = []
-        error: tuple[str, BaseException] | None = None
-        for m in queue:
-            try:
-                fut = await producer.send(m.topic, m.value, key=m.key, partition=m.partition)
-            except Exception as exc:  # e.g. no metadata: keep this message and the rest
-                error = (m.topic, exc)
-                break
-            sent.append((m, fut))
-        results = await asyncio.gather(*(f for _, f in sent), return_exceptions=True)
-        failed = []
-        for (m, _), result in zip(sent, results, strict=True):
-            if isinstance(result, BaseException):
-                failed.append(m)
-                if error is None:
-                    error = (m.topic, result)
-        queue[:] = failed + queue[len(sent) :]
-        if error is not None:
-            raise _OutputError(f"Kafka send to {error[0]}", error[1])
-
-    def _insert(self) -> None:
-        """In a worker thread: one insert per table, each removed once it succeeded."""
-        while self.inserts:
-            table, write = self.inserts[0]
-            try:
-                write()
-            except Exception as exc:
-                raise _OutputError(f"ClickHouse insert into {table}", exc) from exc
-            del self.inserts[0]
 
 
 def _consumer(engine: Engine, name: str, fetch_bytes: int) -> AIOKafkaConsumer:
@@ -558,15 +337,15 @@ class _Stage(_Member):
         det.load_partition_state(blob)
 
     @abc.abstractmethod
-    def handle(self, partition: int, det: Detector, records: list[Any], batch: _Batch) -> None:
+    def handle(self, partition: int, det: Detector, records: list[Any], batch: Produced) -> None:
         """Decode this stage's messages into the partition's detector; collect the output."""
 
-    def scored(self, partition: int, out: DetectorOutput, batch: _Batch) -> None:
+    def scored(self, partition: int, out: DetectorOutput, batch: Produced) -> None:
         """Take what scoring one partition's windows produced (the accounts stage: summaries,
         tagged with the partition)."""
         batch.out.extend(out)
 
-    def after_scoring(self, out: DetectorOutput, batch: _Batch) -> None:
+    def after_scoring(self, out: DetectorOutput, batch: Produced) -> None:
         """Hook for what a stage derives from its scores (the accounts stage: suspects)."""
 
     def _frontier(self) -> int | None:
@@ -584,7 +363,7 @@ class _Stage(_Member):
             bounds.append(det.closed_before_ms)
         return min(bounds) if bounds else None
 
-    def _score_closed(self, batch: _Batch) -> None:
+    def _score_closed(self, batch: Produced) -> None:
         """Score closed windows in one order: by window end, then by partition.
 
         The partitions share population models (forest, calibrator) that learn every window
@@ -621,7 +400,7 @@ class _Stage(_Member):
                 raise
             started = time.perf_counter()
             self._published.clear()  # from here until published, nothing is checkpointed
-            batch = _Batch()
+            batch = Produced()
             now = time.monotonic()
             for tp, records in data.items():
                 det = self.parts.get(tp.partition)
@@ -681,20 +460,20 @@ class _Stage(_Member):
         if to_resume := [tp for tp in resume if tp in paused]:
             self.consumer.resume(*to_resume)
 
-    def _idle_flush(self, now: float, batch: _Batch) -> None:
+    def _idle_flush(self, now: float, batch: Produced) -> None:
         if self.engine.flush_requested:
             self._flush_caught_up(now, batch)
             return
         self._flush_silent(now, batch)
 
-    def _flush_caught_up(self, now: float, batch: _Batch) -> None:
+    def _flush_caught_up(self, now: float, batch: Produced) -> None:
         for p, det in self.parts.items():
             high = self.consumer.highwater(TopicPartition(self.topic, p))
             if det.has_open_windows and high is not None and self.next_offset.get(p, 0) >= high:
                 det.close_open()
                 self.last_seen[p] = now
 
-    def _flush_silent(self, now: float, batch: _Batch) -> None:
+    def _flush_silent(self, now: float, batch: Produced) -> None:
         """Close the windows of a partition that has been silent and has nothing left to read.
 
         Event time only moves with events, so without this the last windows before a quiet
@@ -763,70 +542,24 @@ class _AccountStage(_Stage):
             link_campaigns=False,
         )
 
-    def handle(self, partition: int, det: Detector, records: list[Any], batch: _Batch) -> None:
-        """Every message is either added to a window, a duplicate, or dead-lettered: over the
-        size limit (by reference), invalid, too far from the time received, or late."""
-        metrics = self.engine.metrics
-        cfg = self.engine.config
-        received = int(time.time() * 1000)
-        max_bytes = cfg.max_message_bytes
-        newest = (
-            received + cfg.max_future_skew_ms if cfg.max_future_skew_ms is not None else 1 << 62
+    def handle(self, partition: int, det: Detector, records: list[Any], batch: Produced) -> None:
+        read_usage(
+            records,
+            partition,
+            det,
+            batch,
+            topic=self.topic,
+            limits=self.engine.config.limits,
+            received_ms=int(time.time() * 1000),
+            metrics=self.engine.metrics,
         )
-        oldest = received - cfg.max_past_skew_ms if cfg.max_past_skew_ms is not None else -1
-        add = det.add
-        forwards = batch.forwards
-        dead = batch.dead
-        topic = self.topic
-        windower = det.windower
-        stats = det.stats
-        before = stats.duplicates, stats.late
-        late = stats.late
-        for r in records:
-            if r.value is None:
-                dead.append(DeadLetter(received, topic, partition, r.offset, TOMBSTONE, b""))
-                continue
-            raw = r.value
-            if len(raw) > max_bytes:
-                why = Rejection(
-                    "$", f"message of {len(raw)} bytes exceeds max_message_bytes {max_bytes}"
-                )
-                dead.append(DeadLetter.by_reference(received, topic, partition, r.offset, why, raw))
-                continue
-            parsed = parse_event(raw)
-            if isinstance(parsed, Rejection):
-                dead.append(DeadLetter(received, topic, partition, r.offset, parsed, raw))
-                continue
-            if not oldest <= parsed.ts_ms <= newest:
-                why = _skewed(parsed.ts_ms, received, cfg)
-                dead.append(DeadLetter(received, topic, partition, r.offset, why, raw))
-                continue
-            if add(parsed):
-                # Tagged with this partition's progress: every later event from it belongs to a
-                # window ending after closed_before_ms (what the block stage's watermark needs).
-                # At most the message plus a few hundred bytes (the fields re-encoded, unknown
-                # ones dropped, the block added), so one fits in a forwarded message.
-                forwards.append(
-                    (
-                        parsed.ip_block.encode(),
-                        partition,
-                        windower.closed_before_ms,
-                        orjson.dumps(tuple(parsed)),
-                    )
-                )
-            elif stats.late != late:  # its window had closed (else: a duplicate, counted once)
-                late = stats.late
-                dead.append(DeadLetter(received, topic, partition, r.offset, LATE, raw))
-        metrics.events_in += len(records)
-        metrics.duplicates += det.stats.duplicates - before[0]
-        metrics.late += det.stats.late - before[1]
 
-    def scored(self, partition: int, out: DetectorOutput, batch: _Batch) -> None:
+    def scored(self, partition: int, out: DetectorOutput, batch: Produced) -> None:
         batch.summaries.extend(encode(x, source=partition) for x in out.summaries)
         out.summaries.clear()
         batch.out.extend(out)
 
-    def after_scoring(self, out: DetectorOutput, batch: _Batch) -> None:
+    def after_scoring(self, out: DetectorOutput, batch: Produced) -> None:
         # Progress reaches every block partition, even those no event of ours went to, however
         # the windows closed (watermark or flush). It is what is *scored*: the campaign stage
         # links a window once every partition's summaries of it are in.
@@ -845,44 +578,14 @@ class _AccountStage(_Stage):
                 )
 
 
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
-
-
-def _skewed(ts_ms: int, received_ms: int, cfg: EngineConfig) -> Rejection:
-    """Why an event's time is refused, precisely.
-
-    Examples
-    --------
-    >>> cfg = EngineConfig("k:9092", max_past_skew_ms=86_400_000)
-    >>> why = _skewed(1_795_400_000_000, 1_795_392_000_000, cfg)
-    >>> print(why.field, why.problem.split(" the ")[0])
-    ts 2026-11-23T02:13:20.000+00:00 is 8000000 ms ahead of
-    >>> why.problem.split("; ")[1]
-    'max_future_skew_ms is 300000'
-    >>> print(_skewed(1_700_000_000_000, 1_795_392_000_000, cfg).problem.split("; ")[1])
-    max_past_skew_ms is 86400000
-    """
-    ahead = ts_ms - received_ms
-    where, limit, name = (
-        ("ahead of", cfg.max_future_skew_ms, "max_future_skew_ms")
-        if ahead > 0
-        else ("behind", cfg.max_past_skew_ms, "max_past_skew_ms")
-    )
-    return Rejection(
-        "ts",
-        f"{_iso(ts_ms)} is {abs(ahead)} ms {where} the time the worker received it "
-        f"({_iso(received_ms)}); {name} is {limit}",
-    )
-
-
 class _BlockStage(_Stage):
     name = "blocks"
     role = "by_block"
     kinds: tuple[EntityKind, ...] = ("ip_block",)
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, sources: Callable[[], set[int] | None]) -> None:
         super().__init__(engine)
+        self.sources = sources  # the account partitions
         # Per block partition: per upstream (account) partition, the time before which all of
         # its windows are closed. Block windows close at the minimum over upstream partitions,
         # so however unevenly the account partitions progress, no event arrives late here.
@@ -897,7 +600,7 @@ class _BlockStage(_Stage):
             external_watermark=True,
         )
 
-    def _idle_flush(self, now: float, batch: _Batch) -> None:
+    def _idle_flush(self, now: float, batch: Produced) -> None:
         """Never on its own clock: block windows close when every account partition has closed
         them (after its own flush, an account partition's heartbeat says so)."""
 
@@ -914,31 +617,9 @@ class _BlockStage(_Stage):
         for det in self.parts.values():
             det.member_lookup = self.engine.suspect_scores
 
-    def handle(self, partition: int, det: Detector, records: list[Any], batch: _Batch) -> None:
-        add = det.add
+    def handle(self, partition: int, det: Detector, records: list[Any], batch: Produced) -> None:
         upstream = self.upstream.setdefault(partition, {})
-        events = 0
-        for r in records:
-            # [source, closed_before, event]: one event (or a heartbeat: null) as forwarded
-            # before; [source, closed_before, null, [event, ...]]: a batch of them.
-            source, closed_before, event, *batched = orjson.loads(r.value)
-            if closed_before > upstream.get(source, -1):
-                upstream[source] = closed_before
-            if event is not None:
-                add(UsageEvent(*event))
-                events += 1
-            for many in batched:
-                for e in many:
-                    add(UsageEvent(*e))
-                events += len(many)
-        self.engine.metrics.block_events_in += events
-        sources = self.engine.stages[0].consumer.partitions_for_topic(
-            self.engine.config.topics.usage
-        )
-        if sources:
-            watermark = min(upstream.get(p, -1) for p in sources)
-            if watermark > 0:
-                det.close_through(watermark)
+        read_forwards(records, det, upstream, self.sources(), self.engine.metrics)
 
 
 class _CampaignStage(_Member):
@@ -961,20 +642,19 @@ class _CampaignStage(_Member):
         self.sources = sources
         cfg = engine.config
         self.topic = cfg.topics.summaries
-        self.scorer = CampaignScorer(cfg.detector)
-        # Per window end, per account partition, its summaries (a partition that replays after
-        # a restart sends the same ones again: they replace, never add to, the first).
-        self.pending: dict[int, dict[int, LinkInput]] = {}
-        self.upstream: dict[int, int] = {}
-        self.linked_through = -1  # every window ending at or before this is linked
+        self.linking = CampaignLinking(cfg.detector)
         self.owned = False
         self.next_offset: int | None = None
         self.consumer = _consumer(engine, self.name, 16 * 1024 * 1024)
         self._last_checkpoint = time.monotonic()
 
+    @property
+    def pending(self) -> dict[int, dict[int, LinkInput]]:
+        """Summaries of windows not linked yet, by window end and account partition."""
+        return self.linking.pending
+
     def _blob(self) -> bytes:
-        state = (self.scorer, self.pending, self.upstream, self.linked_through)
-        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps(self.linking, protocol=pickle.HIGHEST_PROTOCOL)
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         if self.owned and any(tp.partition == 0 for tp in revoked):
@@ -993,42 +673,18 @@ class _CampaignStage(_Member):
         except OutputsUnavailable as exc:
             self.engine.fatal = exc
             return
-        self.scorer = CampaignScorer(self.engine.config.detector)
-        self.pending, self.upstream, self.linked_through = {}, {}, -1
+        self.linking = CampaignLinking(self.engine.config.detector)
         if saved is not None:
             offset, blob = saved
-            self.scorer, self.pending, self.upstream, self.linked_through = pickle.loads(blob)
+            self.linking = pickle.loads(blob)
             self.consumer.seek(TopicPartition(self.topic, 0), offset)
             self.next_offset = offset
         self.owned = True
         log.info("campaigns: partition 0 assigned (%s)", "restored" if saved else "fresh")
 
     def handle(self, records: list[Any], out: DetectorOutput) -> None:
-        """Collect summaries and progress; link every window all account partitions closed."""
-        for r in records:
-            value = r.value or b""
-            if value[:1] == b"[":
-                source, closed_before, _ = orjson.loads(value)
-                if closed_before > self.upstream.get(source, -1):
-                    self.upstream[source] = closed_before
-            else:
-                x, source = decode_tagged(value)
-                self.engine.metrics.summaries_in += 1
-                end = x.summaries.end_ms
-                if end <= self.linked_through:
-                    continue  # sent again by a partition replaying a window already linked
-                parts = self.pending.setdefault(end, {})
-                parts[source if source is not None else -1 - len(parts)] = x
-        sources = self.sources()
-        if not sources or not self.pending:
-            return
-        watermark = min(self.upstream.get(p, -1) for p in sources)
         version = self.engine.config.detector.version
-        for end in sorted(e for e in self.pending if e <= watermark):
-            parts = self.pending.pop(end)
-            merged = merge([parts[s] for s in sorted(parts)])
-            out.extend(self.scorer.update(merged, version).out)
-            self.linked_through = max(self.linked_through, end)
+        self.linking.handle(records, self.sources(), version, self.engine.metrics, out)
 
     async def run(self, stopping: asyncio.Event) -> None:
         self.consumer.subscribe([self.topic], listener=self)
@@ -1039,7 +695,7 @@ class _CampaignStage(_Member):
                 timeout_ms=200, max_records=self.engine.config.max_records
             )
             self._published.clear()
-            batch = _Batch()
+            batch = Produced()
             for tp, records in data.items():
                 if not records:
                     continue
@@ -1097,10 +753,15 @@ class Engine:
             max_request_size=MAX_REQUEST_BYTES,
             **config.kafka_auth.client_kwargs(),
         )
-        self.stages: list[_Stage] = [_AccountStage(self), _BlockStage(self)]
-        accounts = self.stages[0].consumer
+        accounts = _AccountStage(self)
         usage = config.topics.usage
-        self.campaigns = _CampaignStage(self, lambda: accounts.partitions_for_topic(usage))
+
+        def sources() -> set[int] | None:  # the account partitions, as the broker has them
+            found: set[int] | None = accounts.consumer.partitions_for_topic(usage)
+            return found
+
+        self.stages: list[_Stage] = [accounts, _BlockStage(self, sources)]
+        self.campaigns = _CampaignStage(self, sources)
         # chDB is one engine per process: engines sharing it must share one lock too.
         self._ch_lock = clickhouse_lock or asyncio.Lock()
         self._suspect_consumer = AIOKafkaConsumer(
@@ -1138,11 +799,18 @@ class Engine:
                 out[i] = seen[1]
         return out
 
-    async def publish(self, batch: _Batch, stage: str = "") -> bool:
+    async def publish(self, batch: Produced, stage: str = "") -> bool:
         """Send and insert everything a batch produced; returns True once all of it is
         acknowledged. Retries what failed (see the module docstring); False if the engine stops
         first; raises `OutputsUnavailable` after ``output_give_up_seconds`` of failures."""
-        outputs = _Outputs(self, batch)
+        outputs = Outputs(
+            batch,
+            self.config.topics,
+            self.producer,
+            self.sink,
+            self.config.detector.version,
+            self.clickhouse,
+        )
         try:
             await self._persist(stage or "outputs", "outputs", outputs.attempt)
         except _Abandoned:
@@ -1182,7 +850,7 @@ class Engine:
                 result = await attempt()
             except Exception as exc:
                 failed, cause = (
-                    (exc.what, exc.cause) if isinstance(exc, _OutputError) else (what, exc)
+                    (exc.what, exc.cause) if isinstance(exc, OutputError) else (what, exc)
                 )
                 streak = self.failure(key, failed, cause, delay)
                 elapsed = time.monotonic() - streak.started

@@ -1,6 +1,6 @@
 """The worker's ``/metrics`` in the Prometheus text format, through ``prometheus_client``.
 
-The engine counts in plain attributes on its hot path (`streams.engine.Metrics`, the sink's
+The engine counts in plain attributes on its hot path (`Metrics`, the sink's
 `streams.clickhouse.SinkStats`); `WorkerCollector` reads them when Prometheus scrapes, with a
 HELP and a TYPE line per metric, and the two latency histograms (a batch from read to published,
 one ClickHouse insert) are `prometheus_client.Histogram`s the engine and the sink observe.
@@ -8,7 +8,6 @@ one ClickHouse insert) are `prometheus_client.Histogram`s the engine and the sin
 Examples
 --------
 >>> from streams.clickhouse import SinkStats
->>> from streams.engine import Metrics
 >>> m, s = Metrics(events_in=3, lag={"accounts": 2}), SinkStats()
 >>> m.batch_latency.observe(0.004)
 >>> text = render(WorkerCollector(m, s, lambda: None))
@@ -23,6 +22,7 @@ True
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -31,9 +31,8 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from streams.clickhouse import SinkStats
-    from streams.engine import Metrics
 
-__all__ = ["LATENCY_BUCKETS", "WorkerCollector", "latency_histogram", "render"]
+__all__ = ["LATENCY_BUCKETS", "Metrics", "WorkerCollector", "latency_histogram", "render"]
 
 # Seconds, from a small batch (~1 ms) to an insert stuck behind a slow ClickHouse (10 s).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -43,6 +42,32 @@ def latency_histogram(name: str, documentation: str) -> Histogram:
     """A histogram of seconds not registered anywhere: its owner observes it, `WorkerCollector`
     exports it."""
     return Histogram(name, documentation, buckets=LATENCY_BUCKETS, registry=None)
+
+
+@dataclass
+class Metrics:
+    """Counters the worker exports on /metrics."""
+
+    events_in: int = 0
+    forwarded: int = 0
+    block_events_in: int = 0
+    summaries_out: int = 0
+    summaries_in: int = 0
+    dead_letters: int = 0
+    duplicates: int = 0
+    late: int = 0
+    windows_scored: dict[str, int] = field(default_factory=dict)
+    actions: dict[str, int] = field(default_factory=dict)
+    checkpoints: int = 0
+    lag: dict[str, int] = field(default_factory=dict)
+    batch_seconds: float = 0.0
+    # Failed attempts to write outputs (Kafka sends, ClickHouse inserts, checkpoints).
+    output_errors: int = 0
+    batch_latency: Histogram = field(
+        default_factory=lambda: latency_histogram(
+            "distillguard_batch_latency_seconds", "Seconds a batch took from read to published."
+        )
+    )
 
 
 class WorkerCollector(Collector):

@@ -20,7 +20,8 @@ from simulator.traffic import SimulatedTraffic, write_traffic
 from streams.app import prometheus
 from streams.cli import main
 from streams.clickhouse import SinkStats, connect
-from streams.engine import Engine, Metrics
+from streams.engine import Engine
+from streams.metrics import Metrics
 
 pytestmark = pytest.mark.clickhouse
 

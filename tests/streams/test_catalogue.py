@@ -30,7 +30,7 @@ from schemas.topics import USAGE_EVENTS
 from schemas.validation import Rejection, parse_event
 from simulator.traffic import SCENARIOS, simulate, traffic_lines
 from streams.cli import main
-from streams.engine import TOMBSTONE
+from streams.processors import TOMBSTONE
 from tests.schemas.test_contracts import BAD, MINIMAL
 from tests.schemas.test_event_agreement import REGRESSIONS
 from tests.streams.conftest import DAY_MS, past_skew_ms, query, valid

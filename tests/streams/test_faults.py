@@ -40,7 +40,8 @@ from schemas.topics import DEAD_LETTERS, USAGE_EVENTS, default_topics
 from schemas.validation import Rejection, parse_event
 from simulator.traffic import SCENARIOS, simulate, traffic_lines
 from streams.clickhouse import ClickHouseSink, StateStore
-from streams.engine import MAX_REQUEST_BYTES, Engine, EngineConfig
+from streams.engine import Engine, EngineConfig
+from streams.publish import MAX_REQUEST_BYTES
 from tests.streams.conftest import (
     DAY_MS,
     PARTITIONS,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import orjson
 from aiokafka.partitioner import DefaultPartitioner
 
-from streams.engine import FORWARD_CHUNK_BYTES, forwarded
+from streams.publish import FORWARD_CHUNK_BYTES, forwarded
 
 
 def test_batches_keep_every_event_in_order_on_its_blocks_partition_and_split_by_size() -> None:

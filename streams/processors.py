@@ -1,0 +1,301 @@
+"""What the worker's stages do with the records they read, without any I/O.
+
+Each function takes a batch of Kafka records (anything with ``offset`` and ``value``) and the
+state it works on, and adds what it produced to a `Produced`: dead letters, events forwarded to
+the block stage, summaries and progress for the campaign stage, scored windows and actions. The
+loops of `streams.engine` own the consumers, partition assignment, alignment, publishing and
+checkpoints; these are tested without a broker.
+
+- `read_usage`: ``api-usage-events`` into an account partition's detector (the accounts stage).
+- `read_forwards`: forwarded events and progress into a block partition's detector.
+- `CampaignLinking`: account summaries from every account partition, linked a window at a time.
+
+Windows are not scored here: a stage scores the closed windows of all its partitions in one
+order afterwards (`models.detector.score_in_order`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import orjson
+
+from models.campaign_scoring import CampaignScorer, LinkInput, decode_tagged, merge
+from models.detector import Detector, DetectorConfig, DetectorOutput
+from models.events import UsageEvent
+from schemas.dead_letters import DeadLetter
+from schemas.validation import Rejection, parse_event
+from streams.metrics import Metrics
+
+__all__ = [
+    "LATE",
+    "TOMBSTONE",
+    "CampaignLinking",
+    "Limits",
+    "Produced",
+    "Record",
+    "read_forwards",
+    "read_usage",
+    "skewed",
+]
+
+LATE = Rejection("late", "window already closed")
+# A message with a key and no value (log compaction's delete marker) is not an event.
+TOMBSTONE = Rejection("$", "a tombstone (a message without a value) is not a usage event")
+
+
+class Record(Protocol):
+    """What a processor reads of a Kafka record (aiokafka's ``ConsumerRecord`` has more)."""
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def value(self) -> bytes | None: ...
+
+
+@dataclass
+class Produced:
+    """What one batch of a stage produced, to be published before anything is checkpointed."""
+
+    out: DetectorOutput = field(default_factory=DetectorOutput)
+    dead: list[DeadLetter] = field(default_factory=list)
+    # Accepted events for the block stage: (IP block, source partition, its closed_before,
+    # the event encoded); grouped into one message per block partition at publish time.
+    forwards: list[tuple[bytes, int, int, bytes]] = field(default_factory=list)
+    heartbeats: list[bytes] = field(default_factory=list)
+    suspects: list[tuple[bytes, bytes]] = field(default_factory=list)
+    summaries: list[bytes] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.out.scored
+            or self.out.actions
+            or self.dead
+            or self.forwards
+            or self.heartbeats
+            or self.summaries
+        )
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the accounts stage refuses before an event reaches a detector (see `EngineConfig`)."""
+
+    max_message_bytes: int = 1024 * 1024
+    max_future_skew_ms: int | None = 300_000
+    max_past_skew_ms: int | None = None
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def skewed(ts_ms: int, received_ms: int, limits: Limits) -> Rejection:
+    """Why an event's time is refused, precisely.
+
+    Examples
+    --------
+    >>> limits = Limits(max_past_skew_ms=86_400_000)
+    >>> why = skewed(1_795_400_000_000, 1_795_392_000_000, limits)
+    >>> print(why.field, why.problem.split(" the ")[0])
+    ts 2026-11-23T02:13:20.000+00:00 is 8000000 ms ahead of
+    >>> why.problem.split("; ")[1]
+    'max_future_skew_ms is 300000'
+    >>> print(skewed(1_700_000_000_000, 1_795_392_000_000, limits).problem.split("; ")[1])
+    max_past_skew_ms is 86400000
+    """
+    ahead = ts_ms - received_ms
+    where, limit, name = (
+        ("ahead of", limits.max_future_skew_ms, "max_future_skew_ms")
+        if ahead > 0
+        else ("behind", limits.max_past_skew_ms, "max_past_skew_ms")
+    )
+    return Rejection(
+        "ts",
+        f"{_iso(ts_ms)} is {abs(ahead)} ms {where} the time the worker received it "
+        f"({_iso(received_ms)}); {name} is {limit}",
+    )
+
+
+def read_usage(
+    records: list[Any],
+    partition: int,
+    det: Detector,
+    produced: Produced,
+    *,
+    topic: str,
+    limits: Limits,
+    received_ms: int,
+    metrics: Metrics,
+) -> None:
+    """Usage events into an account partition's detector. Every message is added to a window,
+    a duplicate, or dead-lettered: a tombstone, over the size limit (by reference), invalid,
+    too far from the time received, or late. Accepted events are forwarded by IP block.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as Rec
+    >>> good = b'{"event_id":"e1","ts":"2026-11-23T00:00:01Z","account_id":"a","ip":"10.0.0.1",'
+    >>> good += b'"model":"m","input_tokens":5,"output_tokens":9}'
+    >>> records = [Rec(offset=0, value=good), Rec(offset=1, value=good), Rec(offset=2, value=None),
+    ...            Rec(offset=3, value=b"{not json")]
+    >>> det, produced, m = Detector(kinds=("account",)), Produced(), Metrics()
+    >>> read_usage(records, 0, det, produced, topic="api-usage-events", limits=Limits(),
+    ...            received_ms=1_795_392_001_000, metrics=m)
+    >>> m.events_in, m.duplicates, [d.source_offset for d in produced.dead]
+    (4, 1, [2, 3])
+    >>> [(block, source) for block, source, _, _ in produced.forwards]
+    [(b'10.0.0.0/24', 0)]
+    """
+    max_bytes = limits.max_message_bytes
+    newest = (
+        received_ms + limits.max_future_skew_ms
+        if limits.max_future_skew_ms is not None
+        else 1 << 62
+    )
+    oldest = received_ms - limits.max_past_skew_ms if limits.max_past_skew_ms is not None else -1
+    add = det.add
+    forwards = produced.forwards
+    dead = produced.dead
+    windower = det.windower
+    stats = det.stats
+    before = stats.duplicates, stats.late
+    late = stats.late
+    for r in records:
+        if r.value is None:
+            dead.append(DeadLetter(received_ms, topic, partition, r.offset, TOMBSTONE, b""))
+            continue
+        raw = r.value
+        if len(raw) > max_bytes:
+            size = f"message of {len(raw)} bytes exceeds max_message_bytes {max_bytes}"
+            why = Rejection("$", size)
+            dead.append(DeadLetter.by_reference(received_ms, topic, partition, r.offset, why, raw))
+            continue
+        parsed = parse_event(raw)
+        if isinstance(parsed, Rejection):
+            dead.append(DeadLetter(received_ms, topic, partition, r.offset, parsed, raw))
+            continue
+        if not oldest <= parsed.ts_ms <= newest:
+            why = skewed(parsed.ts_ms, received_ms, limits)
+            dead.append(DeadLetter(received_ms, topic, partition, r.offset, why, raw))
+            continue
+        if add(parsed):
+            # Tagged with this partition's progress: every later event from it belongs to a
+            # window ending after closed_before_ms (what the block stage's watermark needs).
+            # At most the message plus a few hundred bytes (the fields re-encoded, unknown
+            # ones dropped, the block added), so one fits in a forwarded message.
+            forwards.append(
+                (
+                    parsed.ip_block.encode(),
+                    partition,
+                    windower.closed_before_ms,
+                    orjson.dumps(tuple(parsed)),
+                )
+            )
+        elif stats.late != late:  # its window had closed (else: a duplicate, counted once)
+            late = stats.late
+            dead.append(DeadLetter(received_ms, topic, partition, r.offset, LATE, raw))
+    metrics.events_in += len(records)
+    metrics.duplicates += stats.duplicates - before[0]
+    metrics.late += stats.late - before[1]
+
+
+def read_forwards(
+    records: Iterable[Record],
+    det: Detector,
+    upstream: dict[int, int],
+    sources: Iterable[int] | None,
+    metrics: Metrics,
+) -> None:
+    """Forwarded events into a block partition's detector, and each account partition's
+    progress into ``upstream``; the partition's windows close at the slowest of ``sources`` (the
+    account partitions), so however unevenly they progress, no event arrives late here.
+
+    Messages: ``[source, closed_before, event]`` (one event, or ``null``: progress only), as
+    forwarded before; ``[source, closed_before, null, [event, ...]]``: a batch of them.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as Rec
+    >>> e = ["e1", 1_000, "a", "10.0.0.1", "10.0.0.0/24", "m", 5, 9]
+    >>> records = [Rec(offset=0, value=orjson.dumps([0, 0, None, [e]])),
+    ...            Rec(offset=1, value=orjson.dumps([1, 60_000, None]))]
+    >>> det = Detector(kinds=("ip_block",), external_watermark=True)
+    >>> upstream, m = {}, Metrics()
+    >>> read_forwards(records, det, upstream, {0, 1}, m)
+    >>> upstream, m.block_events_in, det.closed_before_ms    # partition 0 still holds it
+    ({0: 0, 1: 60000}, 1, -1)
+    >>> read_forwards([Rec(offset=2, value=orjson.dumps([0, 60_000, None]))], det, upstream,
+    ...               {0, 1}, m)
+    >>> det.closed_before_ms, det.pending_end_ms
+    (60000, 60000)
+    """
+    add = det.add
+    events = 0
+    for r in records:
+        source, closed_before, event, *batched = orjson.loads(r.value or b"[]")
+        if closed_before > upstream.get(source, -1):
+            upstream[source] = closed_before
+        if event is not None:
+            add(UsageEvent(*event))
+            events += 1
+        for many in batched:
+            for e in many:
+                add(UsageEvent(*e))
+            events += len(many)
+    metrics.block_events_in += events
+    if sources:
+        watermark = min(upstream.get(p, -1) for p in sources)
+        if watermark > 0:
+            det.close_through(watermark)
+
+
+class CampaignLinking:
+    """The campaign stage's state: account summaries waiting for every account partition, each
+    partition's progress, and the campaign scorer. A window is linked once every account
+    partition has scored it, from one summary per partition (a partition that replays after a
+    restart sends the same one again: it replaces the first, and one for a window already linked
+    is dropped), merged in partition order.
+    """
+
+    def __init__(self, config: DetectorConfig) -> None:
+        self.scorer = CampaignScorer(config)
+        self.pending: dict[int, dict[int, LinkInput]] = {}
+        self.upstream: dict[int, int] = {}
+        self.linked_through = -1  # every window ending at or before this is linked
+
+    def handle(
+        self,
+        records: Iterable[Record],
+        sources: Iterable[int] | None,
+        version: str,
+        metrics: Metrics,
+        out: DetectorOutput,
+    ) -> None:
+        """Collect summaries and progress; link every window all account partitions scored."""
+        for r in records:
+            value = r.value or b""
+            if value[:1] == b"[":
+                source, closed_before, _ = orjson.loads(value)
+                if closed_before > self.upstream.get(source, -1):
+                    self.upstream[source] = closed_before
+            else:
+                x, tag = decode_tagged(value)
+                metrics.summaries_in += 1
+                end = x.summaries.end_ms
+                if end <= self.linked_through:
+                    continue  # sent again by a partition replaying a window already linked
+                parts = self.pending.setdefault(end, {})
+                parts[tag if tag is not None else -1 - len(parts)] = x
+        if not sources or not self.pending:
+            return
+        watermark = min(self.upstream.get(p, -1) for p in sources)
+        for end in sorted(e for e in self.pending if e <= watermark):
+            parts = self.pending.pop(end)
+            merged = merge([parts[s] for s in sorted(parts)])
+            out.extend(self.scorer.update(merged, version).out)
+            self.linked_through = max(self.linked_through, end)

@@ -1,0 +1,226 @@
+"""Publishing what a batch produced: Kafka messages and ClickHouse rows, in one order.
+
+`Outputs` holds what one batch still has to write. Kafka messages (enforcement actions, dead
+letters, summaries, suspects, events forwarded by IP block) and ClickHouse inserts go out
+together; the progress heartbeats go last, once everything they vouch for is acknowledged. An
+attempt that fails leaves in place only what failed, so the next attempt writes nothing twice.
+The retry policy (backoff, giving up) is the engine's; offsets are committed only after a batch
+is published (`streams.engine`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aiokafka.partitioner import murmur2
+
+from schemas.topics import BY_BLOCK, Topics
+from streams.clickhouse import ClickHouseSink, one_line
+from streams.processors import Produced
+
+__all__ = [
+    "DEAD_LETTER_MAX_BYTES",
+    "FORWARD_CHUNK_BYTES",
+    "MAX_REQUEST_BYTES",
+    "Message",
+    "OutputError",
+    "Outputs",
+    "OutputsUnavailable",
+    "forwarded",
+]
+
+#: The producer's ``max_request_size``: no message the worker writes may be longer.
+MAX_REQUEST_BYTES = 8 * 1024 * 1024
+#: A dead letter longer than this refers to its message instead of copying it (headroom for the
+#: key and the record batch around it).
+DEAD_LETTER_MAX_BYTES = MAX_REQUEST_BYTES - 64 * 1024
+
+
+class OutputsUnavailable(RuntimeError):
+    """A stage's outputs kept failing for ``output_give_up_seconds``: the stage has stopped, and
+    the worker must exit (and be restarted) rather than hold its partitions without progress."""
+
+
+class OutputError(Exception):
+    """One failed attempt: what failed (``Kafka send to <topic>``, ``ClickHouse insert into
+    <table>``) and why."""
+
+    def __init__(self, what: str, cause: BaseException) -> None:
+        super().__init__(f"{what}: {one_line(cause)}")
+        self.what = what
+        self.cause = cause
+
+
+@dataclass(slots=True)
+class Message:
+    topic: str
+    value: bytes
+    key: bytes | None = None
+    partition: int | None = None
+
+
+# A forwarded message holds at most this many bytes of events (and always at least one event).
+FORWARD_CHUNK_BYTES = 256 * 1024
+_HASHES: dict[bytes, int] = {}  # IP block -> its murmur2 hash, as Kafka's default partitioner
+
+
+def forwarded(
+    forwards: list[tuple[bytes, int, int, bytes]], partitions: list[int], topic: str = BY_BLOCK
+) -> list[Message]:
+    """Accepted events for the block stage, one message per block partition and source partition
+    (split at `FORWARD_CHUNK_BYTES`) instead of one per event: ``[source, closed_before, null,
+    [event, ...]]``, in the order the events came. An IP block goes to the partition Kafka's
+    default partitioner would give its key (murmur2), as when each event was its own message.
+
+    Examples
+    --------
+    >>> fw = [(b"10.0.0.0/24", 0, 60_000, b'["e1"]'), (b"10.0.1.0/24", 0, 60_000, b'["e2"]'),
+    ...       (b"10.0.0.0/24", 1, 0, b'["e3"]')]
+    >>> [(m.partition, m.value) for m in forwarded(fw, [0, 1, 2, 3])]
+    ... # doctest: +NORMALIZE_WHITESPACE
+    [(3, b'[0,60000,null,[["e1"]]]'), (1, b'[0,60000,null,[["e2"]]]'),
+     (3, b'[1,0,null,[["e3"]]]')]
+    """
+    groups: dict[tuple[int, int, int], list[bytes]] = {}
+    n = len(partitions)
+    if len(_HASHES) > 1 << 20:  # bounded: a block's hash is recomputed after a clear
+        _HASHES.clear()
+    for key, source, closed_before, event in forwards:
+        h = _HASHES.get(key)
+        if h is None:
+            h = _HASHES[key] = murmur2(key) & 0x7FFFFFFF  # pure Python: ~4% of a worker's time
+        dest = partitions[h % n]
+        groups.setdefault((dest, source, closed_before), []).append(event)
+    out: list[Message] = []
+    for (dest, source, closed_before), events in groups.items():
+        head = b"[%d,%d,null,[" % (source, closed_before)
+        chunk: list[bytes] = []
+        size = 0
+        for event in events:
+            if chunk and size + len(event) > FORWARD_CHUNK_BYTES:
+                out.append(Message(topic, head + b",".join(chunk) + b"]]", None, dest))
+                chunk, size = [], 0
+            chunk.append(event)
+            size += len(event) + 1
+        out.append(Message(topic, head + b",".join(chunk) + b"]]", None, dest))
+    return out
+
+
+class _Producer(Protocol):
+    async def send(
+        self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None
+    ) -> Awaitable[Any]: ...
+
+    async def partitions_for(self, topic: str) -> set[int]: ...
+
+
+class Outputs:
+    """What one batch still has to write, so that an attempt after a failure retries only what
+    failed: Kafka messages not yet acknowledged (in their order), ClickHouse tables not yet
+    inserted into, then the progress heartbeats, sent only once everything they vouch for (the
+    forwarded events and summaries before them) is acknowledged."""
+
+    def __init__(
+        self,
+        batch: Produced,
+        topics: Topics,
+        producer: _Producer,
+        sink: ClickHouseSink,
+        version: str,
+        clickhouse: Callable[[Callable[[], None]], Awaitable[None]],
+    ) -> None:
+        """``clickhouse`` runs a blocking call off the event loop (`Engine.clickhouse`)."""
+        self.producer = producer
+        self.clickhouse = clickhouse
+        out, dead = batch.out, batch.dead
+        t = self.topics = topics
+        msgs = [Message(t.enforcement, a.to_json(), a.key.encode()) for a in out.actions]
+        msgs += [
+            Message(t.dead_letters, d.to_json(DEAD_LETTER_MAX_BYTES), str(d.source_offset).encode())
+            for d in dead
+        ]
+        # Summaries before the progress that says they are complete (one partition: in order).
+        msgs += [Message(t.summaries, value, None, 0) for value in batch.summaries]
+        msgs += [Message(t.suspects, value, key) for key, value in batch.suspects]
+        self.messages = msgs
+        self.forwards: list[tuple[bytes, int, int, bytes]] | None = batch.forwards or None
+        self.heartbeats = list(batch.heartbeats)
+        self.progress: list[Message] | None = None  # the heartbeats, once partitions are known
+        self.inserts: list[tuple[str, Callable[[], None]]] = []
+        if out.scored or out.campaigns:
+            self.inserts.append(
+                ("entity_scores/campaign_members", lambda: sink.write_scores(out, version))
+            )
+        if out.actions:
+            self.inserts.append(("enforcement_actions", lambda: sink.write_actions(out.actions)))
+        if out.links:
+            self.inserts.append(("entity_links", lambda: sink.write_links(out)))
+        if dead:
+            self.inserts.append(("dead_letters", lambda: sink.write_dead_letters(dead)))
+
+    async def attempt(self) -> None:
+        """Write what is left; raises `OutputError` for the first failure (after waiting for
+        the rest of this attempt, so that whatever succeeded is not written again)."""
+        work: list[Awaitable[None]] = []
+        if self.forwards is not None:  # grouped once, then retried like any message
+            parts = await self._block_partitions()
+            self.messages += forwarded(self.forwards, parts, self.topics.by_block)
+            self.forwards = None
+        if self.messages:
+            work.append(self._send(self.messages))
+        if self.inserts:
+            work.append(self.clickhouse(self._insert))
+        for result in await asyncio.gather(*work, return_exceptions=True):
+            if isinstance(result, BaseException):
+                raise result
+        if self.progress is None and self.heartbeats:
+            block_parts = await self._block_partitions()
+            self.progress = []
+            for value in self.heartbeats:
+                by_block, summaries = self.topics.by_block, self.topics.summaries
+                self.progress += [Message(by_block, value, None, p) for p in block_parts]
+                self.progress.append(Message(summaries, value, None, 0))
+        if self.progress:
+            await self._send(self.progress)
+
+    async def _block_partitions(self) -> list[int]:
+        try:
+            return sorted(await self.producer.partitions_for(self.topics.by_block))
+        except Exception as exc:
+            raise OutputError(f"Kafka metadata of {self.topics.by_block}", exc) from exc
+
+    async def _send(self, queue: list[Message]) -> None:
+        """Send the queue; leave in it (in order) what was not acknowledged."""
+        producer = self.producer
+        sent: list[tuple[Message, Awaitable[Any]]] = []
+        error: tuple[str, BaseException] | None = None
+        for m in queue:
+            try:
+                fut = await producer.send(m.topic, m.value, key=m.key, partition=m.partition)
+            except Exception as exc:  # e.g. no metadata: keep this message and the rest
+                error = (m.topic, exc)
+                break
+            sent.append((m, fut))
+        results = await asyncio.gather(*(f for _, f in sent), return_exceptions=True)
+        failed = []
+        for (m, _), result in zip(sent, results, strict=True):
+            if isinstance(result, BaseException):
+                failed.append(m)
+                if error is None:
+                    error = (m.topic, result)
+        queue[:] = failed + queue[len(sent) :]
+        if error is not None:
+            raise OutputError(f"Kafka send to {error[0]}", error[1])
+
+    def _insert(self) -> None:
+        """In a worker thread: one insert per table, each removed once it succeeded."""
+        while self.inserts:
+            table, write = self.inserts[0]
+            try:
+                write()
+            except Exception as exc:
+                raise OutputError(f"ClickHouse insert into {table}", exc) from exc
+            del self.inserts[0]

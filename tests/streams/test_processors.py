@@ -1,0 +1,164 @@
+"""The stages' processors without a broker: records in, what they produced out."""
+
+from __future__ import annotations
+
+import random
+import zlib
+from types import SimpleNamespace
+
+import orjson
+import pytest
+
+from models.campaign_scoring import encode
+from models.detector import Detector, DetectorConfig, DetectorOutput, Population, score_in_order
+from schemas.validation import parse_event, validate_event
+from simulator.traffic import SimulatedTraffic
+from streams.metrics import Metrics
+from streams.processors import (
+    LATE,
+    TOMBSTONE,
+    CampaignLinking,
+    Limits,
+    Produced,
+    read_forwards,
+    read_usage,
+)
+
+NOW = 1_795_392_000_000  # 2026-11-23T00:00:00Z, the time the worker "received" the records
+
+
+def event(i: int, ts_ms: int, account: str = "a", ip: str = "10.0.0.1", **extra) -> bytes:
+    doc = {
+        "event_id": f"e{i}",
+        "ts": ts_ms,
+        "account_id": account,
+        "ip": ip,
+        "model": "m",
+        "input_tokens": 5,
+        "output_tokens": 9,
+        **extra,
+    }
+    return orjson.dumps(doc)
+
+
+def records(values: list[bytes | None]) -> list[SimpleNamespace]:
+    return [SimpleNamespace(offset=i, value=v) for i, v in enumerate(values)]
+
+
+def read(values, det=None, limits: Limits | None = None):
+    det = det or Detector(DetectorConfig(allowed_lateness_ms=0), kinds=("account",))
+    produced, metrics = Produced(), Metrics()
+    read_usage(
+        records(values),
+        3,
+        det,
+        produced,
+        topic="usage",
+        limits=limits or Limits(),
+        received_ms=NOW,
+        metrics=metrics,
+    )
+    return det, produced, metrics
+
+
+def test_every_message_is_scored_a_duplicate_or_dead_lettered_with_its_reason() -> None:
+    values = [
+        event(1, NOW - 120_000),
+        event(1, NOW - 120_000),  # redelivered
+        None,  # a tombstone
+        b"x" * 2_000,  # over the size limit
+        b'{"event_id": "e9"}',  # invalid
+        event(2, NOW + 3_600_000),  # an hour ahead of the worker's clock
+        event(3, NOW - 30_000),  # moves the watermark past the first window
+        event(4, NOW - 119_000),  # its window has closed
+    ]
+    det, produced, metrics = read(values, limits=Limits(max_message_bytes=1_000))
+    why = {d.source_offset: d.rejection for d in produced.dead}
+    assert why[2] == TOMBSTONE
+    assert "exceeds max_message_bytes 1000" in why[3].problem
+    assert (why[4].field, why[4].problem) == ("ts", "missing required field")
+    assert "ahead of" in why[5].problem and why[5].field == "ts"
+    assert why[7] == LATE
+    assert sorted(why) == [2, 3, 4, 5, 7]
+    assert all(d.source_partition == 3 and d.source == "usage" for d in produced.dead)
+    assert (metrics.events_in, metrics.duplicates, metrics.late) == (8, 1, 1)
+    # the accepted events, forwarded by IP block with this partition's progress
+    assert [(b, s) for b, s, _, _ in produced.forwards] == [(b"10.0.0.0/24", 3)] * 2
+    assert produced.forwards[1][2] == NOW - 60_000  # the first window had closed by then
+    # nothing is scored here: the stage scores all its partitions' windows in one order
+    assert not produced.out.scored and det.pending_end_ms == NOW - 60_000
+
+
+def test_a_block_partition_closes_its_windows_at_the_slowest_account_partition() -> None:
+    det = Detector(kinds=("ip_block",), external_watermark=True)
+    upstream: dict[int, int] = {}
+    metrics = Metrics()
+    e = list(parse_event(event(1, NOW + 1_000)))  # in the window [NOW, NOW + 1 min)
+    batch = [orjson.dumps([0, NOW, None, [e]]), orjson.dumps([1, NOW + 120_000, None])]
+    read_forwards(records(batch), det, upstream, {0, 1}, metrics)
+    assert upstream == {0: NOW, 1: NOW + 120_000} and det.pending_end_ms is None  # 0 holds it
+    read_forwards(records([orjson.dumps([0, NOW + 60_000, None])]), det, upstream, {0, 1}, metrics)
+    assert det.pending_end_ms == NOW + 60_000 and metrics.block_events_in == 1
+    # a source it has not heard from yet holds every window
+    later = orjson.dumps([0, NOW + 180_000, None])
+    read_forwards(records([later]), det, upstream, {0, 1, 2}, metrics)
+    assert det.closed_before_ms == NOW + 60_000
+
+
+def _summaries(traffic: SimulatedTraffic, partitions: int) -> list[tuple[int, int, bytes]]:
+    """(window end, partition, encoded summaries) of every account window, as the accounts
+    stage sends them."""
+    cfg = DetectorConfig(calibration_warmup=200)
+    pop = Population(cfg)
+    parts = {
+        p: Detector(cfg, kinds=("account", "campaign"), population=pop, link_campaigns=False)
+        for p in range(partitions)
+    }
+    for raw in traffic.events:
+        e = validate_event(raw)
+        parts[zlib.crc32(e.account_id.encode()) % partitions].add(e)
+    for det in parts.values():
+        det.close_open()
+    return [
+        (x.summaries.end_ms, p, encode(x, source=p))
+        for p, out in score_in_order(parts, None)
+        for x in out.summaries
+    ]
+
+
+def _link(messages: list[bytes], sources: set[int]) -> list[tuple[str, str, int]]:
+    linking = CampaignLinking(DetectorConfig(calibration_warmup=200))
+    out = DetectorOutput()
+    for i in range(0, len(messages), 7):
+        batch = records(messages[i : i + 7])
+        linking.handle(batch, sources, "v", Metrics(), out)
+    assert not linking.pending
+    return sorted((a.entity_id, a.action, a.window_end_ms) for a in out.actions)
+
+
+@pytest.fixture(scope="module")
+def summaries(small_traffic: SimulatedTraffic) -> list[tuple[int, int, bytes]]:
+    return _summaries(small_traffic, 3)
+
+
+def test_campaigns_do_not_depend_on_arrival_order_or_on_replayed_summaries(summaries) -> None:
+    ends = sorted({end for end, _, _ in summaries})
+    progress = [orjson.dumps([p, end, None]) for end in ends for p in range(3)]
+
+    def in_order(shuffle: random.Random | None, replay: bool) -> list[bytes]:
+        """Per window end: its summaries (in some order, some sent twice), then progress."""
+        msgs: list[bytes] = []
+        for i, end in enumerate(ends):
+            these = [m for e, _, m in summaries if e == end]
+            if shuffle is not None:
+                shuffle.shuffle(these)
+            if replay:  # a partition restarted: this window's summaries again, and the last's
+                these += [m for e, p, m in summaries if e == end and p == 0]
+                these = [m for e, p, m in summaries if i and e == ends[i - 1] and p == 1] + these
+            msgs += these + progress[3 * i : 3 * i + 3]
+        return msgs
+
+    reference = _link(in_order(None, False), {0, 1, 2})
+    assert any(action for _, action, _ in reference)  # the small world's campaigns are linked
+    assert _link(in_order(random.Random(1), False), {0, 1, 2}) == reference
+    assert _link(in_order(random.Random(2), True), {0, 1, 2}) == reference
