@@ -40,8 +40,10 @@ def ensure_topics(
     topics: dict[str, int],
     timeout_s: float = 15.0,
     auth: KafkaAuth | None = None,
+    replication_factor: int = -1,
 ) -> None:
-    """Create the topics (name -> partitions) that do not exist yet."""
+    """Create the topics (name -> partitions) that do not exist yet, with ``replication_factor``
+    replicas (-1: the cluster's ``default.replication.factor``)."""
     admin = KafkaAdminClient(
         bootstrap_servers=bootstrap,
         request_timeout_ms=int(timeout_s * 1000),
@@ -50,7 +52,7 @@ def ensure_topics(
     try:
         existing = set(admin.list_topics())
         new = [
-            NewTopic(name, num_partitions=n, replication_factor=1)
+            NewTopic(name, num_partitions=n, replication_factor=replication_factor)
             for name, n in topics.items()
             if name not in existing
         ]

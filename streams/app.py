@@ -185,6 +185,7 @@ def create_app(settings: Settings) -> faust.App:
                     idle_flush_seconds=settings.idle_flush_seconds,
                     client_id=settings.worker_name,
                     internal_partitions=settings.internal_partitions,
+                    replication_factor=settings.topic_replication_factor,
                     max_message_bytes=settings.max_message_bytes,
                     max_future_skew_ms=int(settings.max_future_skew_seconds * 1000) or None,
                     max_past_skew_ms=int(settings.max_past_skew_seconds * 1000) or None,

@@ -108,6 +108,8 @@ class EngineConfig:
     client_id: str = "distillguard"
     group_prefix: str = "distillguard"
     internal_partitions: int = 8
+    # Replicas of the internal topics the engine creates (-1: the cluster's default).
+    replication_factor: int = -1
     # SASL and TLS for every Kafka client of the engine (PLAINTEXT by default).
     kafka_auth: KafkaAuth = field(default_factory=KafkaAuth)
     # The topics it reads and writes (the contract's names by default).
@@ -157,6 +159,11 @@ class EngineConfig:
             )
         if not 0 < self.output_retry_initial_seconds <= self.output_retry_max_seconds:
             raise ValueError("need 0 < output_retry_initial_seconds <= output_retry_max_seconds")
+        if self.replication_factor == 0 or self.replication_factor < -1:
+            raise ValueError(
+                f"replication_factor must be -1 (the cluster's default) or >= 1, "
+                f"got {self.replication_factor}"
+            )
         if not 0 < self.heartbeat_interval_ms < self.session_timeout_ms:
             raise ValueError("need 0 < heartbeat_interval_ms < session_timeout_ms")
 
@@ -937,7 +944,12 @@ class Engine:
         t = self.config.topics
         internal = {t.by_block: self.config.internal_partitions, t.suspects: 1, t.summaries: 1}
         await asyncio.to_thread(
-            ensure_topics, self.config.bootstrap, internal, 15.0, self.config.kafka_auth
+            ensure_topics,
+            self.config.bootstrap,
+            internal,
+            15.0,
+            self.config.kafka_auth,
+            self.config.replication_factor,
         )
         await self.producer.start()
         for stage in self.stages:

@@ -124,6 +124,9 @@ class Settings:
     checkpoint_seconds: float = 10.0
     idle_flush_seconds: float = 60.0
     internal_partitions: int = 8
+    # Replicas of the internal topics the worker creates (-1: the cluster's
+    # default.replication.factor).
+    topic_replication_factor: int = -1
     worker_name: str = "distillguard"
     max_message_bytes: int = 1024 * 1024  # larger input messages are dead-lettered by reference
     max_future_skew_seconds: float = 300.0  # events further ahead of the clock: dead letters; 0 off
