@@ -1,0 +1,35 @@
+"""``distillguard worker``: the streaming worker (Faust) against Kafka."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from streams.settings import Settings
+
+__all__ = ["register"]
+
+
+def register(sub: Any) -> None:
+    """Add the command to the subcommands ``sub``."""
+    p = sub.add_parser("worker", help="run the streaming worker (Faust) against Kafka")
+    p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: settings)")
+    p.add_argument("--clickhouse", help="ClickHouse URL (default: settings)")
+    p.add_argument("--web-port", type=int, help="port of /health, /metrics (default 6066)")
+    p.add_argument("--loglevel", default="info")
+    p.set_defaults(func=cmd_worker)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """The production worker (Faust): Kafka and ClickHouse from the settings."""
+    import faust
+
+    from streams.app import create_app
+
+    settings = Settings.from_env().with_overrides(
+        kafka_bootstrap=args.bootstrap, clickhouse_url=args.clickhouse, web_port=args.web_port
+    )
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel=args.loglevel)
+    worker.execute_from_commandline()  # returns on SIGTERM/SIGINT after stopping the app
+    return 0
