@@ -116,3 +116,74 @@ def test_worker_process_serves_health_metrics_and_investigations(tmp_path) -> No
         assert code == 0
         log = worker.stdout.read().decode()
         assert "distillguard worker ready" in log and "/health" in log
+
+
+def _metric(text: str, name: str) -> float | None:
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and not s.labels:
+                return float(s.value)
+    return None
+
+
+def test_a_killed_worker_process_is_replaced_by_another_within_seconds(tmp_path) -> None:
+    """`distillguard worker` processes, not engines in one process: the replacement joins the
+    Faust app's own consumer group as well as the stages', and waits for the killed process's
+    sessions to expire in each (6 s sessions; with Faust's default 60 s the replacement's engine
+    started ~115 s after the kill)."""
+    traffic = simulate(replace(SCENARIOS["small"], minutes=3, benign_accounts=100))
+    messages = list(traffic_lines(traffic))
+    with EmbeddedBroker() as broker:
+        ensure_topics(broker.bootstrap, default_topics(2))
+        env = {
+            **os.environ,
+            "DISTILLGUARD_KAFKA_BOOTSTRAP": broker.bootstrap,
+            "DISTILLGUARD_CLICKHOUSE_URL": f"chdb://{tmp_path}/chdb",
+            "DISTILLGUARD_INTERNAL_PARTITIONS": "2",
+            "DISTILLGUARD_CHECKPOINT_SECONDS": "1",
+        }
+
+        def start(port: int) -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "warning"],
+                env={**env, "DISTILLGUARD_WEB_PORT": str(port)},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+
+        def read_events(proc: subprocess.Popen[bytes], port: int, timeout: float) -> float:
+            """Seconds until the worker has read an event (-1: not within ``timeout``)."""
+            started = time.monotonic()
+            while time.monotonic() - started < timeout:
+                assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+                try:
+                    text = get(f"http://127.0.0.1:{port}/metrics")[1].decode()
+                except OSError:
+                    text = ""
+                if (_metric(text, "distillguard_events_in_total") or 0) > 0:
+                    return time.monotonic() - started
+                time.sleep(0.5)
+            return -1.0
+
+        half = len(messages) // 2
+        first_port, second_port = free_port(), free_port()
+        first = start(first_port)
+        try:
+            produce(messages[:half], broker.bootstrap, USAGE_EVENTS)
+            assert read_events(first, first_port, 90) >= 0
+        finally:
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+        produce(messages[half:], broker.bootstrap, USAGE_EVENTS)
+        second = start(second_port)
+        try:
+            took = read_events(second, second_port, 90)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            try:
+                second.wait(timeout=45)
+            except subprocess.TimeoutExpired:
+                second.kill()
+    print(f"\nreplacement process reading {took:.1f} s after it started")
+    assert 0 <= took < 40
