@@ -197,7 +197,11 @@ def decode_tagged(data: bytes) -> tuple[LinkInput, int | None]:
     >>> source, y.summaries.end_ms
     (3, 60000)
     """
-    msg = orjson.loads(data)
+    return decode_message(orjson.loads(data))
+
+
+def decode_message(msg: dict[str, Any]) -> tuple[LinkInput, int | None]:
+    """`decode_tagged` of a message already parsed from JSON."""
     source = msg.get("source")
     return _decoded(msg), (int(source) if source is not None else None)
 

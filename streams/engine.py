@@ -64,7 +64,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError, UnsupportedCodecError
 from aiokafka.structs import OffsetAndMetadata
@@ -81,6 +80,7 @@ from models.detector import (
 )
 from models.features import EntityKind
 from schemas.topics import Topics
+from streams import wire
 from streams.clickhouse import ClickHouseSink, StateStore, one_line
 from streams.metrics import Metrics
 from streams.processors import CampaignLinking, Limits, Produced, read_forwards, read_usage
@@ -573,7 +573,7 @@ class _AccountStage(_Stage):
         for p, det in self.parts.items():
             scored = det.scored_through_ms
             if scored > self.announced.get(p, -1):
-                batch.heartbeats.append(orjson.dumps([p, scored, None]))
+                batch.heartbeats.append(wire.progress(p, scored))
                 self.announced[p] = scored
         threshold = self.engine.config.detector.member_score
         for sw in out.scored:
@@ -581,7 +581,7 @@ class _AccountStage(_Stage):
                 continue
             for i in np.flatnonzero(sw.score >= threshold).tolist():
                 batch.suspects.append(
-                    (sw.ids[i].encode(), orjson.dumps([sw.ids[i], sw.end_ms, float(sw.score[i])]))
+                    (sw.ids[i].encode(), wire.suspect(sw.ids[i], sw.end_ms, float(sw.score[i])))
                 )
 
 
@@ -935,7 +935,7 @@ class Engine:
             data = await consumer.getmany(timeout_ms=200)
             for records in data.values():
                 for r in records:
-                    account, end, score = orjson.loads(r.value)
+                    account, end, score = wire.read_suspect(r.value)
                     seen = self.suspects.get(account)
                     if seen is None or end >= seen[0]:
                         self.suspects[account] = (end, score)

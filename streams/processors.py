@@ -23,11 +23,12 @@ from typing import Any, Protocol
 
 import orjson
 
-from models.campaign_scoring import CampaignScorer, LinkInput, decode_tagged, merge
+from models.campaign_scoring import CampaignScorer, LinkInput, merge
 from models.detector import Detector, DetectorConfig, DetectorOutput
 from models.events import UsageEvent
 from schemas.dead_letters import DeadLetter
 from schemas.validation import Rejection, parse_event
+from streams import wire
 from streams.metrics import Metrics
 
 __all__ = [
@@ -215,38 +216,34 @@ def read_forwards(
     progress into ``upstream``; the partition's windows close at the slowest of ``sources`` (the
     account partitions), so however unevenly they progress, no event arrives late here.
 
-    Messages: ``[source, closed_before, event]`` (one event, or ``null``: progress only), as
-    forwarded before; ``[source, closed_before, null, [event, ...]]``: a batch of them.
+    Messages: forwarded events and progress (`streams.wire`).
 
     Examples
     --------
     >>> from types import SimpleNamespace as Rec
-    >>> e = ["e1", 1_000, "a", "10.0.0.1", "10.0.0.0/24", "m", 5, 9]
-    >>> records = [Rec(offset=0, value=orjson.dumps([0, 0, None, [e]])),
-    ...            Rec(offset=1, value=orjson.dumps([1, 60_000, None]))]
+    >>> e = b'["e1", 1000, "a", "10.0.0.1", "10.0.0.0/24", "m", 5, 9]'
+    >>> records = [Rec(offset=0, value=wire.forwarded_head(0, 0) + e + wire.FORWARDED_TAIL),
+    ...            Rec(offset=1, value=wire.progress(1, 60_000))]
     >>> det = Detector(kinds=("ip_block",), external_watermark=True)
     >>> upstream, m = {}, Metrics()
     >>> read_forwards(records, det, upstream, {0, 1}, m)
     >>> upstream, m.block_events_in, det.closed_before_ms    # partition 0 still holds it
     ({0: 0, 1: 60000}, 1, -1)
-    >>> read_forwards([Rec(offset=2, value=orjson.dumps([0, 60_000, None]))], det, upstream,
-    ...               {0, 1}, m)
+    >>> read_forwards([Rec(offset=2, value=wire.progress(0, 60_000))], det, upstream, {0, 1}, m)
     >>> det.closed_before_ms, det.pending_end_ms
     (60000, 60000)
     """
     add = det.add
     events = 0
     for r in records:
-        source, closed_before, event, *batched = orjson.loads(r.value or b"[]")
+        if r.value is None:
+            continue
+        source, closed_before, forwarded = wire.read_forwarded(r.value)
         if closed_before > upstream.get(source, -1):
             upstream[source] = closed_before
-        if event is not None:
-            add(UsageEvent(*event))
-            events += 1
-        for many in batched:
-            for e in many:
-                add(UsageEvent(*e))
-            events += len(many)
+        for e in forwarded:
+            add(UsageEvent(*e))
+        events += len(forwarded)
     metrics.block_events_in += events
     if sources:
         watermark = min(upstream.get(p, -1) for p in sources)
@@ -278,13 +275,15 @@ class CampaignLinking:
     ) -> None:
         """Collect summaries and progress; link every window all account partitions scored."""
         for r in records:
-            value = r.value or b""
-            if value[:1] == b"[":
-                source, closed_before, _ = orjson.loads(value)
+            if r.value is None:
+                continue
+            progress, summaries = wire.read_summaries_topic(r.value)
+            if progress is not None:
+                source, closed_before = progress
                 if closed_before > self.upstream.get(source, -1):
                     self.upstream[source] = closed_before
-            else:
-                x, tag = decode_tagged(value)
+            elif summaries is not None:
+                x, tag = summaries
                 metrics.summaries_in += 1
                 end = x.summaries.end_ms
                 if end <= self.linked_through:

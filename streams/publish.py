@@ -20,6 +20,7 @@ from aiokafka.partitioner import murmur2
 from schemas.topics import BY_BLOCK, Topics
 from streams.clickhouse import ClickHouseSink, one_line
 from streams.processors import Produced
+from streams.wire import FORWARDED_TAIL, forwarded_head
 
 __all__ = [
     "DEAD_LETTER_MAX_BYTES",
@@ -71,18 +72,19 @@ def forwarded(
     forwards: list[tuple[bytes, int, int, bytes]], partitions: list[int], topic: str = BY_BLOCK
 ) -> list[Message]:
     """Accepted events for the block stage, one message per block partition and source partition
-    (split at `FORWARD_CHUNK_BYTES`) instead of one per event: ``[source, closed_before, null,
-    [event, ...]]``, in the order the events came. An IP block goes to the partition Kafka's
-    default partitioner would give its key (murmur2), as when each event was its own message.
+    (split at `FORWARD_CHUNK_BYTES`) instead of one per event (`streams.wire`: source,
+    closed_before, events), in the order the events came. An IP block goes to the partition
+    Kafka's default partitioner would give its key (murmur2), as when each event was its own
+    message.
 
     Examples
     --------
     >>> fw = [(b"10.0.0.0/24", 0, 60_000, b'["e1"]'), (b"10.0.1.0/24", 0, 60_000, b'["e2"]'),
     ...       (b"10.0.0.0/24", 1, 0, b'["e3"]')]
-    >>> [(m.partition, m.value) for m in forwarded(fw, [0, 1, 2, 3])]
+    >>> from streams.wire import read_forwarded
+    >>> [(m.partition, read_forwarded(m.value)) for m in forwarded(fw, [0, 1, 2, 3])]
     ... # doctest: +NORMALIZE_WHITESPACE
-    [(3, b'[0,60000,null,[["e1"]]]'), (1, b'[0,60000,null,[["e2"]]]'),
-     (3, b'[1,0,null,[["e3"]]]')]
+    [(3, (0, 60000, [['e1']])), (1, (0, 60000, [['e2']])), (3, (1, 0, [['e3']]))]
     """
     groups: dict[tuple[int, int, int], list[bytes]] = {}
     n = len(partitions)
@@ -96,16 +98,16 @@ def forwarded(
         groups.setdefault((dest, source, closed_before), []).append(event)
     out: list[Message] = []
     for (dest, source, closed_before), events in groups.items():
-        head = b"[%d,%d,null,[" % (source, closed_before)
+        head = forwarded_head(source, closed_before)
         chunk: list[bytes] = []
         size = 0
         for event in events:
             if chunk and size + len(event) > FORWARD_CHUNK_BYTES:
-                out.append(Message(topic, head + b",".join(chunk) + b"]]", None, dest))
+                out.append(Message(topic, head + b",".join(chunk) + FORWARDED_TAIL, None, dest))
                 chunk, size = [], 0
             chunk.append(event)
             size += len(event) + 1
-        out.append(Message(topic, head + b",".join(chunk) + b"]]", None, dest))
+        out.append(Message(topic, head + b",".join(chunk) + FORWARDED_TAIL, None, dest))
     return out
 
 
