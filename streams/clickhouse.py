@@ -18,7 +18,6 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -27,11 +26,10 @@ import clickhouse_connect
 import orjson
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
-from prometheus_client import Histogram
 
 from models.detector import DetectorOutput, EnforcementAction
 from schemas.dead_letters import DeadLetter
-from streams.metrics import latency_histogram
+from streams.metrics import SinkStats
 from streams.settings import redact
 
 __all__ = [
@@ -232,20 +230,6 @@ def migrate(client: Client, database: str = "distillguard") -> list[str]:
 
 def _dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
-@dataclass
-class SinkStats:
-    inserts: int = 0
-    rows: int = 0
-    last_insert_seconds: float = 0.0
-    total_insert_seconds: float = 0.0
-    by_table: dict[str, int] = field(default_factory=dict)
-    insert_latency: Histogram = field(
-        default_factory=lambda: latency_histogram(
-            "distillguard_clickhouse_insert_latency_seconds", "Seconds one ClickHouse insert took."
-        )
-    )
 
 
 class ClickHouseSink:

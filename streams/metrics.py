@@ -1,13 +1,12 @@
 """The worker's ``/metrics`` in the Prometheus text format, through ``prometheus_client``.
 
-The engine counts in plain attributes on its hot path (`Metrics`, the sink's
-`streams.clickhouse.SinkStats`); `WorkerCollector` reads them when Prometheus scrapes, with a
+The engine counts in plain attributes on its hot path (`Metrics`, the ClickHouse sink's
+`SinkStats`); `WorkerCollector` reads them when Prometheus scrapes, with a
 HELP and a TYPE line per metric, and the two latency histograms (a batch from read to published,
 one ClickHouse insert) are `prometheus_client.Histogram`s the engine and the sink observe.
 
 Examples
 --------
->>> from streams.clickhouse import SinkStats
 >>> m, s = Metrics(events_in=3, lag={"accounts": 2}), SinkStats()
 >>> m.batch_latency.observe(0.004)
 >>> text = render(WorkerCollector(m, s, lambda: None))
@@ -23,16 +22,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from streams.clickhouse import SinkStats
-
-__all__ = ["LATENCY_BUCKETS", "Metrics", "WorkerCollector", "latency_histogram", "render"]
+__all__ = [
+    "LATENCY_BUCKETS",
+    "Metrics",
+    "SinkStats",
+    "WorkerCollector",
+    "latency_histogram",
+    "render",
+]
 
 # Seconds, from a small batch (~1 ms) to an insert stuck behind a slow ClickHouse (10 s).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -42,6 +44,22 @@ def latency_histogram(name: str, documentation: str) -> Histogram:
     """A histogram of seconds not registered anywhere: its owner observes it, `WorkerCollector`
     exports it."""
     return Histogram(name, documentation, buckets=LATENCY_BUCKETS, registry=None)
+
+
+@dataclass
+class SinkStats:
+    """Counters of the ClickHouse sink: inserts, rows, time spent inserting."""
+
+    inserts: int = 0
+    rows: int = 0
+    last_insert_seconds: float = 0.0
+    total_insert_seconds: float = 0.0
+    by_table: dict[str, int] = field(default_factory=dict)
+    insert_latency: Histogram = field(
+        default_factory=lambda: latency_histogram(
+            "distillguard_clickhouse_insert_latency_seconds", "Seconds one ClickHouse insert took."
+        )
+    )
 
 
 @dataclass

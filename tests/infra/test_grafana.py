@@ -19,9 +19,9 @@ import pytest
 from simulator.traffic import SimulatedTraffic, write_traffic
 from streams.app import prometheus
 from streams.cli import main
-from streams.clickhouse import SinkStats, connect
+from streams.clickhouse import connect
 from streams.engine import Engine
-from streams.metrics import Metrics
+from streams.metrics import Metrics, SinkStats
 
 pytestmark = pytest.mark.clickhouse
 
