@@ -154,7 +154,8 @@ class ClosedWindow:
 
         Rows are sorted by time, account, model, prompt fingerprint, tokens, reasoning score, IP
         block and error, and names are coded in sorted order. Rows equal in all of these differ
-        at most in ``ip_hash`` (read only as distinct counts) and are interchangeable.
+        at most in ``ip_hash``, ``created_ms`` and ``payment_hash``, which are read only as
+        distinct counts and per-account minimums, so they are interchangeable.
 
         Examples
         --------

@@ -1,6 +1,6 @@
 """The streaming pipeline: Kafka in, detector per partition, ClickHouse and Kafka out.
 
-Two stages run in every worker, each a consumer group over one topic:
+Three stages run in every worker, each a consumer group over one topic:
 
 - **accounts** reads ``api-usage-events`` (keyed by account): validates every message (bad ones
   to ``api-usage-events.dlq`` and ``dead_letters``), scores accounts, forwards accepted events
@@ -65,7 +65,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError, UnsupportedCodecError
+from aiokafka.errors import IllegalStateError, KafkaError, UnsupportedCodecError
 from aiokafka.structs import OffsetAndMetadata
 
 from infra.broker import ensure_topics
@@ -279,6 +279,9 @@ class _Stage(_Member):
         self.population = Population(cfg.detector)
         self.parts: dict[int, Detector] = {}
         self.next_offset: dict[int, int] = {}
+        # Per partition, the consumer's position: past next_offset when the log ends in records
+        # a consumer never returns (transaction markers) or starts after them (expired data).
+        self.position: dict[int, int] = {}
         self.last_seen: dict[int, float] = {}
         self.consumer = _consumer(engine, self.name, 8 * 1024 * 1024)
         self._last_checkpoint = time.monotonic()
@@ -294,6 +297,7 @@ class _Stage(_Member):
         for p in mine:
             self.parts.pop(p, None)
             self.next_offset.pop(p, None)
+            self.position.pop(p, None)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         try:
@@ -363,12 +367,27 @@ class _Stage(_Member):
         """
         bounds = []
         for p, det in self.parts.items():
-            high = self.consumer.highwater(TopicPartition(self.topic, p))
-            caught_up = high is not None and self.next_offset.get(p, 0) >= high
-            if caught_up and not det.has_open_windows:
+            if self._unread(p) is False and not det.has_open_windows:
                 continue
             bounds.append(det.closed_before_ms)
         return min(bounds) if bounds else None
+
+    def _unread(self, p: int) -> bool | None:
+        """Whether partition ``p`` has records left to read (None: unknown, no fetch answered)."""
+        high: int | None = self.consumer.highwater(TopicPartition(self.topic, p))
+        if high is None:
+            return None
+        return max(self.next_offset.get(p, 0), self.position.get(p, 0)) < high
+
+    async def _read_positions(self) -> None:
+        for p in self.parts:
+            tp = TopicPartition(self.topic, p)
+            if self.consumer.highwater(tp) is None:
+                continue  # no fetch answered: the position may not be known yet
+            try:
+                self.position[p] = await self.consumer.position(tp)
+            except IllegalStateError:  # revoked meanwhile
+                self.position.pop(p, None)
 
     def _score_closed(self, batch: Produced) -> None:
         """Score closed windows in one order: by window end, then by partition.
@@ -420,6 +439,7 @@ class _Stage(_Member):
                 self.handle(tp.partition, det, records, batch)
                 self.next_offset[tp.partition] = records[-1].offset + 1
                 self.last_seen[tp.partition] = now
+            await self._read_positions()
             self._idle_flush(now, batch)
             self._score_closed(batch)
             self._align()
@@ -448,8 +468,7 @@ class _Stage(_Member):
         progress: dict[int, int] = {}
         for p, det in self.parts.items():
             progress[p] = det.max_event_ms
-            high = self.consumer.highwater(TopicPartition(self.topic, p))
-            if high is None or self.next_offset.get(p, 0) < high:
+            if self._unread(p) is not False:
                 behind.append(progress[p])
         floor = min(behind) if behind else None
         pause, resume = [], []
@@ -475,8 +494,7 @@ class _Stage(_Member):
 
     def _flush_caught_up(self, now: float, batch: Produced) -> None:
         for p, det in self.parts.items():
-            high = self.consumer.highwater(TopicPartition(self.topic, p))
-            if det.has_open_windows and high is not None and self.next_offset.get(p, 0) >= high:
+            if det.has_open_windows and self._unread(p) is False:
                 det.close_open()
                 self.last_seen[p] = now
 
@@ -491,8 +509,7 @@ class _Stage(_Member):
         for p, det in self.parts.items():
             if not det.has_open_windows or now - self.last_seen.get(p, now) < idle:
                 continue
-            high = self.consumer.highwater(TopicPartition(self.topic, p))
-            if high is not None and self.next_offset.get(p, 0) < high:
+            if self._unread(p) is not False:  # a backlog, or not heard from yet
                 continue
             log.info(
                 "%s: partition %d idle for %.0f s: closing its open windows",
@@ -507,8 +524,9 @@ class _Stage(_Member):
         lag = 0
         for tp in self.consumer.assignment():
             high = self.consumer.highwater(tp)
-            pos = self.next_offset.get(tp.partition)
-            if high is not None and pos is not None:
+            p = tp.partition
+            if high is not None and (p in self.next_offset or p in self.position):
+                pos = max(self.next_offset.get(p, 0), self.position.get(p, 0))
                 lag += max(0, high - pos)
         self.engine.metrics.lag[self.name] = lag
 
@@ -683,7 +701,7 @@ class _CampaignStage(_Member):
         self.linking = CampaignLinking(self.engine.config.detector)
         if saved is not None:
             offset, blob = saved
-            self.linking = pickle.loads(blob)
+            self.linking = CampaignLinking.restored(pickle.loads(blob), self.engine.config.detector)
             self.consumer.seek(TopicPartition(self.topic, 0), offset)
             self.next_offset = offset
         self.owned = True

@@ -1,10 +1,10 @@
 """What the worker's stages do with the records they read, without any I/O.
 
 Each function takes a batch of Kafka records (anything with ``offset`` and ``value``) and the
-state it works on, and adds what it produced to a `Produced`: dead letters, events forwarded to
-the block stage, summaries and progress for the campaign stage, scored windows and actions. The
-loops of `streams.engine` own the consumers, partition assignment, alignment, publishing and
-checkpoints; these are tested without a broker.
+state it works on: `read_usage` adds to a `Produced` the dead letters and the events forwarded to
+the block stage, `CampaignLinking` adds campaign scores and actions to a `DetectorOutput`. The
+loops of `streams.engine` own the consumers, partition assignment, alignment, scoring order,
+publishing and checkpoints; these are tested without a broker.
 
 - `read_usage`: ``api-usage-events`` into an account partition's detector (the accounts stage).
 - `read_forwards`: forwarded events and progress into a block partition's detector.
@@ -264,6 +264,31 @@ class CampaignLinking:
         self.pending: dict[int, dict[int, LinkInput]] = {}
         self.upstream: dict[int, int] = {}
         self.linked_through = -1  # every window ending at or before this is linked
+
+    @classmethod
+    def restored(cls, state: Any, config: DetectorConfig) -> CampaignLinking:
+        """A checkpointed state: this class, or the tuple an earlier version saved
+        (``(scorer, pending, upstream[, linked_through])``, pending lists of summaries).
+
+        Examples
+        --------
+        >>> cfg = DetectorConfig()
+        >>> old = (CampaignScorer(cfg), {60_000: ["x", "y"]}, {0: 60_000})
+        >>> linking = CampaignLinking.restored(old, cfg)
+        >>> linking.pending, linking.upstream, linking.linked_through
+        ({60000: {-1: 'x', -2: 'y'}}, {0: 60000}, -1)
+        """
+        if isinstance(state, cls):
+            return state
+        linking = cls(config)
+        scorer, pending, upstream, *rest = state
+        linking.scorer, linking.upstream = scorer, dict(upstream)
+        linking.pending = {
+            end: parts if isinstance(parts, dict) else {-1 - i: x for i, x in enumerate(parts)}
+            for end, parts in pending.items()
+        }
+        linking.linked_through = int(rest[0]) if rest else -1
+        return linking
 
     def handle(
         self,

@@ -1,9 +1,9 @@
 """The worker's internal messages, versioned: what one stage writes and another reads.
 
 Every internal message is a JSON object with ``"v"``, the wire version. A reader accepts its own
-version and the unversioned arrays written before versions existed; a message of a newer
-version stops the stage with a line that says so (a worker older than its peers, in a rolling
-upgrade: upgrade it), instead of being misread.
+version and the unversioned arrays written before versions existed; a message of another version
+stops the stage with a line that says so, instead of being misread. Workers from before versions
+cannot read these objects: upgrade every worker of a group together from those.
 
 - **Forwarded events** (``distillguard.events-by-block``): ``{"v": 2, "source": p,
   "closed_before": t, "events": [event, ...]}``, each event the fields of `UsageEvent` in order.
@@ -28,8 +28,8 @@ Examples
 >>> try:
 ...     read_forwarded(b'{"v": 9, "source": 0, "closed_before": 0}')
 ... except WireVersionError as exc:
-...     print(str(exc).split(":")[0])
-internal message of wire version 9 (this worker reads up to 2)
+...     print(str(exc).split(" (")[0])
+internal message of wire version 9
 """
 
 from __future__ import annotations
@@ -61,8 +61,9 @@ class WireVersionError(ValueError):
 
     def __init__(self, version: Any) -> None:
         super().__init__(
-            f"internal message of wire version {version!r} (this worker reads up to "
-            f"{WIRE_VERSION}): a newer worker wrote it; upgrade this one"
+            f"internal message of wire version {version!r} (this worker reads version "
+            f"{WIRE_VERSION} and the unversioned arrays before it): another version of the "
+            "worker wrote it; run one version of the worker"
         )
 
 
