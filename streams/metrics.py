@@ -69,6 +69,10 @@ class Metrics:
     events_in: int = 0
     forwarded: int = 0
     block_events_in: int = 0
+    # Forwarded events the block stage found after their block window had closed: forwarded
+    # again by an account partition replaying after a restart (already counted once), or put
+    # behind a later message's progress by a Kafka send retried after a failure (lost to it).
+    block_late: int = 0
     summaries_out: int = 0
     summaries_in: int = 0
     dead_letters: int = 0
@@ -134,6 +138,12 @@ class WorkerCollector(Collector):
             "distillguard_late_events_total",
             "Events that arrived after their window closed.",
             m.late,
+        )
+        yield counter(
+            "distillguard_block_late_events_total",
+            "Forwarded events that reached the IP-block stage after their block window closed "
+            "(replays after a restart, or sends retried out of order).",
+            m.block_late,
         )
         yield labelled(
             CounterMetricFamily(

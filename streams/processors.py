@@ -235,6 +235,7 @@ def read_forwards(
     """
     add = det.add
     events = 0
+    late_before = det.stats.late
     for r in records:
         if r.value is None:
             continue
@@ -245,6 +246,7 @@ def read_forwards(
             add(UsageEvent(*e))
         events += len(forwarded)
     metrics.block_events_in += events
+    metrics.block_late += det.stats.late - late_before
     if sources:
         watermark = min(upstream.get(p, -1) for p in sources)
         if watermark > 0:

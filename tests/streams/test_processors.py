@@ -99,6 +99,12 @@ def test_a_block_partition_closes_its_windows_at_the_slowest_account_partition()
     assert upstream == {0: NOW, 1: NOW + 120_000} and det.pending_end_ms is None  # 0 holds it
     read_forwards(records([orjson.dumps([0, NOW + 60_000, None])]), det, upstream, {0, 1}, metrics)
     assert det.pending_end_ms == NOW + 60_000 and metrics.block_events_in == 1
+    # an event for a window that has closed is dropped by the window, and counted
+    stale = list(parse_event(event(2, NOW + 2_000)))
+    read_forwards(
+        records([orjson.dumps([0, NOW + 60_000, None, [stale]])]), det, upstream, {0, 1}, metrics
+    )
+    assert metrics.block_late == 1 and metrics.block_events_in == 2
     # a source it has not heard from yet holds every window
     later = orjson.dumps([0, NOW + 180_000, None])
     read_forwards(records([later]), det, upstream, {0, 1, 2}, metrics)
