@@ -7,15 +7,8 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from simulator.traffic import (
-    SCENARIOS,
-    Scenario,
-)
-from streams.clickhouse import (
-    ClickHouseSink,
-    connect,
-    migrate,
-)
+from simulator.traffic import SCENARIOS, Scenario
+from streams.clickhouse import ClickHouseSink, connect, migrate
 from streams.settings import Settings
 
 __all__ = [

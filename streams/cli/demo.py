@@ -5,10 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from streams.cli._common import (
-    scenario_for,
-    scenario_options,
-)
+from streams.cli._common import scenario_for, scenario_options
 from streams.demo import run_demo, run_replay_demo
 from streams.settings import Settings
 

@@ -7,19 +7,8 @@ from typing import Any
 
 import orjson
 
-from streams.cli._common import (
-    LEGEND,
-    bounded,
-    clickhouse_options,
-    fmt,
-    print_rows,
-)
-from streams.clickhouse import (
-    MAX_MINUTES,
-    MAX_ROWS,
-    Investigation,
-    connect,
-)
+from streams.cli._common import LEGEND, bounded, clickhouse_options, fmt, print_rows
+from streams.clickhouse import MAX_MINUTES, MAX_ROWS, Investigation, connect
 from streams.settings import Settings
 
 __all__ = ["register"]

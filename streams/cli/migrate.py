@@ -5,13 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from streams.cli._common import (
-    clickhouse_options,
-)
-from streams.clickhouse import (
-    connect,
-    migrate,
-)
+from streams.cli._common import clickhouse_options
+from streams.clickhouse import connect, migrate
 from streams.settings import Settings, redact
 
 __all__ = ["register"]

@@ -8,11 +8,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from streams.cli._common import (
-    detector_options,
-    settings_for,
-    sink_for,
-)
+from streams.cli._common import detector_options, settings_for, sink_for
 from streams.replay import open_output, replay
 from streams.settings import Settings, redact
 

@@ -7,16 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from simulator.traffic import (
-    simulate,
-    traffic_lines,
-    write_labels,
-    write_traffic,
-)
-from streams.cli._common import (
-    scenario_for,
-    scenario_options,
-)
+from simulator.traffic import simulate, traffic_lines, write_labels, write_traffic
+from streams.cli._common import scenario_for, scenario_options
 from streams.produce import produce
 from streams.settings import Settings
 

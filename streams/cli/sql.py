@@ -7,15 +7,8 @@ from typing import Any
 
 import orjson
 
-from streams.cli._common import (
-    clickhouse_options,
-    print_rows,
-)
-from streams.clickhouse import (
-    MAX_ROWS,
-    QUERY_SECONDS,
-    connect,
-)
+from streams.cli._common import clickhouse_options, print_rows
+from streams.clickhouse import MAX_ROWS, QUERY_SECONDS, connect
 from streams.settings import Settings
 
 __all__ = ["register"]

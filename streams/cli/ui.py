@@ -5,14 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from streams.cli._common import (
-    bounded,
-    clickhouse_options,
-)
-from streams.clickhouse import (
-    Investigation,
-    connect,
-)
+from streams.cli._common import bounded, clickhouse_options
+from streams.clickhouse import Investigation, connect
 from streams.settings import Settings, redact
 
 __all__ = ["register"]
