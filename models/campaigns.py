@@ -98,9 +98,10 @@ CAMPAIGN_FEATURES: tuple[str, ...] = (
 _TEMPLATE, _PAYMENT, _BLOCK, _COHORT = 0, 1, 2, 3
 
 # Accounts active in the same seconds far more often than chance: the load balancer's signature.
-# The value is the excess co-activity of a group's accounts in a window, 0 for independent
-# accounts, 1 when every active second of every account is shared.
-SYNCHRONIZED = Behaviour("synchronized_timing", "excess share of active seconds shared", 0.3, 0.7)
+# The value is the excess co-activity of a group's accounts in a window (`_synchrony`): 0 for
+# independent accounts however busy, 1 for accounts in lockstep.
+_SYNC_Z = 3.0  # the correlation counts from 3 standard errors of chance up
+SYNCHRONIZED = Behaviour("synchronized_timing", "excess co-activity in the same seconds", 0.1, 0.4)
 
 
 @dataclass(frozen=True)
@@ -359,7 +360,8 @@ class CampaignWindows:
             out.append(f"they send from {plural(int(self.blocks[i]), 'shared IP block')}")
         if self.synchrony[i] >= SYNCHRONIZED.onset:
             out.append(
-                f"they send in the same seconds ({self.synchrony[i]:.0%} above chance this window)"
+                "they send in the same seconds "
+                f"({self.synchrony[i]:.2f} above chance this window, 1 = in lockstep)"
             )
         if self.new_accounts[i] == self.new_accounts[i] and self.new_accounts[i] >= 0.5:
             out.append(f"{self.new_accounts[i]:.0%} of the accounts are under a week old")
@@ -367,27 +369,72 @@ class CampaignWindows:
 
 
 def _synchrony(group: I64, seconds: U64, active: npt.NDArray[np.bool_], n_groups: int) -> F64:
-    """Excess co-activity of each group's accounts active in the window: the share of their active
-    seconds in which another account of the group was active too, above what independent accounts
-    with as many active seconds would share, scaled so 1 means every second is shared; 0 where
-    independent accounts would already share more than half their seconds."""
+    """Excess co-activity of each group's accounts active in the window: 0 for independent
+    accounts, 1 for accounts in lockstep; 0 where fewer than 3 are active. The larger of two
+    estimates, each counted only from its lower confidence bound:
+
+    - *shared seconds*: the share of the accounts' active seconds in which another account of
+      the group was active too, above what independent accounts with as many active seconds
+      would share (scaled so 1 means every second is shared). It sees a dispatcher that sends
+      from a few accounts at each tick, but not a crowd busy every second, where chance alone
+      shares every second (then it is 0).
+    - *correlation*: the mean pairwise correlation of the accounts' activity over the seconds
+      (and over 3-second slots, where a dispatcher's jitter blurs single seconds). For account
+      ``i`` (0/1 per second, variance ``v_i``), the variance of the group's count per second is
+      ``sum v_i`` plus every pair's covariance, so the covariances are read off the count's
+      variance at any rate: a crowd busy every second averages 0 as much as three accounts
+      sending once a minute.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(1)
+    >>> def mask(secs):
+    ...     return np.uint64(sum(1 << int(t) for t in set(secs)))
+    >>> busy = [mask(rng.choice(60, 20, replace=False)) for _ in range(40)]   # independent
+    >>> beat = rng.choice(60, 20, replace=False)
+    >>> lock = [mask(beat) for _ in range(40)]                                 # in lockstep
+    >>> turns = [mask([(7 * i) % 60]) for i in range(40)]   # each in a second of its own
+    >>> s = np.array(busy + lock + turns, dtype=np.uint64)
+    >>> g = np.repeat(np.array([0, 1, 2]), 40)
+    >>> _synchrony(g, s, np.ones(120, dtype=np.bool_), 3).round(2).tolist()
+    [0.0, 0.99, 0.0]
+    """
+    if not active.any():
+        return np.zeros(n_groups)
     bits = (
         (seconds[active, None] >> np.arange(60, dtype=np.uint64)[None, :]) & np.uint64(1)
     ).astype(np.float64)
     g = group[active]
-    per_second = _group_sum(g, bits, n_groups)
+    count = np.bincount(g, minlength=n_groups)
     a = bits.sum(axis=1)
-    total = np.bincount(g, a, minlength=n_groups)
+    total = np.bincount(g, a, minlength=n_groups).astype(np.float64)
+    enough = count >= 3
+    # Shared seconds, against independent accounts with as many active seconds each.
+    per_second = _group_sum(g, bits, n_groups)
     shared = (bits * (per_second[g] >= 2)).sum(axis=1)
     observed = np.bincount(g, shared, minlength=n_groups)
     expected = np.bincount(g, a * (1 - np.exp(-(total[g] - a) / 60.0)), minlength=n_groups)
-    count = np.bincount(g, minlength=n_groups)
     with np.errstate(invalid="ignore", divide="ignore"):
-        o, e = observed / total, expected / total
-        # Only measurable where chance alone shares few seconds: in a crowd busy every second,
-        # everyone is "synchronized".
-        excess = np.where((count >= 3) & (total > 0) & (e <= 0.5), (o - e) / (1 - e), 0.0)
+        o = lower_bound(np.nan_to_num(observed / total), total)
+        e = expected / np.maximum(total, 1)
+        excess = np.where(enough & (total > 0) & (e <= 0.5), (o - e) / (1 - e), 0.0)
     out: F64 = np.clip(np.nan_to_num(excess), 0.0, 1.0)
+    # Correlation, per second and per 3-second slot.
+    slots = bits.reshape(bits.shape[0], 20, 3).max(axis=2)
+    for b in (bits, slots):
+        p = b.mean(axis=1)
+        var = p * (1 - p)
+        s1 = np.bincount(g, var, minlength=n_groups)
+        s2 = np.bincount(g, var**2, minlength=n_groups)
+        s_half = np.bincount(g, np.sqrt(var), minlength=n_groups)
+        pairs = s_half**2 - s1
+        # Chance alone: each pair's covariance over T slots has variance v_i v_j / T.
+        chance = np.sqrt(np.maximum(2 * (s1**2 - s2) / b.shape[1], 0.0))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rho = (_group_sum(g, b, n_groups).var(axis=1) - s1 - _SYNC_Z * chance) / pairs
+        rho = np.where(enough & (pairs > 1e-12), rho, 0.0)
+        out = np.maximum(out, np.clip(np.nan_to_num(rho), 0.0, 1.0))
     return out
 
 
@@ -463,6 +510,7 @@ class CampaignLinker:
     ...     print(reason["detail"])
     20 accounts share 3 prompt templates
     they send from 1 shared IP block
+    they send in the same seconds (0.64 above chance this window, 1 = in lockstep)
     100% of the accounts are under a week old
     """
 

@@ -8,10 +8,12 @@ import pytest
 
 from models.campaigns import (
     CAMPAIGN_FEATURES,
+    SYNCHRONIZED,
     AccountSummaries,
     CampaignConfig,
     CampaignLinker,
     CampaignWindows,
+    _synchrony,
     summarize,
 )
 from models.events import UsageEvent
@@ -506,3 +508,89 @@ def test_summarize_prompt_limit() -> None:
     s = summarize(w, z, z, np.zeros(1), stable_hash(w.blocks), prompts_per_account=3)
     assert s.prompts.tolist() == [8, 9, 10]
     assert s.prompt_start.tolist() == [0, 3]
+
+
+# -- synchronized timing -------------------------------------------------------------------------
+
+
+def _masks(seconds: Iterable[Iterable[int]]) -> np.ndarray:
+    return np.array([sum(1 << int(t) for t in set(s)) for s in seconds], dtype=np.uint64)
+
+
+def _sync(seconds: list[list[int]]) -> float:
+    n = len(seconds)
+    return float(_synchrony(np.zeros(n, dtype=np.int64), _masks(seconds), np.ones(n, bool), 1)[0])
+
+
+@pytest.mark.parametrize("n", [3, 5, 10, 30, 100])
+@pytest.mark.parametrize("active", [(1, 4), (1, 12), (5, 45)])
+def test_independent_accounts_are_not_synchronized_however_busy(
+    n: int, active: tuple[int, int]
+) -> None:
+    """Chance alone, from three accounts sending once a minute to a hundred busy every other
+    second: at most 1% of groups reach half the behaviour's strength. Only three accounts with a
+    few requests each can line up by luck in full (about 1 in 300 here)."""
+    rng = np.random.default_rng(n * 100 + active[1])
+    values = np.array(
+        [
+            _sync(
+                [list(rng.choice(60, int(rng.integers(*active)), replace=False)) for _ in range(n)]
+            )
+            for _ in range(300)
+        ]
+    )
+    strength = SYNCHRONIZED.strength(values)
+    assert np.quantile(strength, 0.99) < 0.5
+    assert n == 3 or strength.max() < 1.0
+
+
+def test_a_busy_dispatcher_with_jitter_is_synchronized() -> None:
+    """Forty accounts fired on every tick of a dispatcher (a tick every 2.5 s, each account a fixed
+    lag of up to 1.2 s after it): busy every other second, so every second is shared by chance
+    too and only the correlation of their activity shows the clock."""
+    rng = np.random.default_rng(3)
+    lag = rng.uniform(0, 1.2, 40)
+    ticks = np.arange(0, 60, 2.5) + rng.uniform(0, 2.5)
+    seconds = [[int(t + lag[i] + abs(rng.normal(0, 0.3))) % 60 for t in ticks] for i in range(40)]
+    assert SYNCHRONIZED.strength(np.array([_sync(seconds)]))[0] >= 0.5
+    shuffled = [list(rng.choice(60, len(set(s)), replace=False)) for s in seconds]
+    assert _sync(shuffled) == 0.0
+
+
+def test_a_round_robin_dispatcher_is_synchronized() -> None:
+    """Forty accounts sending once a minute in turns of ten at four ticks: each tick is shared by
+    ten accounts, although most pairs never send together."""
+    seconds = [[7 + 15 * (i % 4)] for i in range(40)]
+    assert SYNCHRONIZED.strength(np.array([_sync(seconds)]))[0] == 1.0
+
+
+def test_load_balanced_accounts_on_a_few_cards_are_linked_by_their_clock() -> None:
+    """Thirty established accounts behind a dispatcher (a tick every 3 s, each account up to half
+    a second after it), ten to a card, asking for nothing risky: their cards link them once the
+    requests keep time; the same traffic at random times does not."""
+
+    def run(clocked: bool) -> CampaignWindows:
+        rng = np.random.default_rng(11)
+        world, accounts = World(), names("lb", 30)
+        lag = rng.uniform(0, 0.5, 30)
+        out = CampaignWindows.__new__(CampaignWindows)
+        for minute in range(6):
+            events = []
+            for k, a in enumerate(accounts):
+                for i, t in enumerate(np.arange(0.3, 60, 3.0)):
+                    second = int(t + lag[k]) % 60 if clocked else int(rng.integers(60))
+                    events.append(
+                        request(
+                            a, minute, i, rng, f"34.{k % 5}.0.0/24", cot=0.05, inp=900,
+                            out=700, fp=int(rng.integers(2**63)), card=f"card-{k % 3}",
+                            created=T0 - 200 * DAY, second=second,
+                        )
+                    )  # fmt: skip
+            out = world.step(events)
+        return out
+
+    linked = run(clocked=True)
+    assert sorted(a for m in linked.members for a in m) == sorted(names("lb", 30))
+    for i in range(len(linked)):
+        assert any("same seconds" in r["detail"] for r in linked.reasons(i))
+    assert len(run(clocked=False)) == 0
