@@ -17,13 +17,16 @@ deliberate, sharing a proxy block or the minutes an account was created in can b
 an account joins through one risky template or payment hub, or through two risky blocks or
 creation cohorts; a hub's risk never counts the behaviour its sharing implies (hopping between a
 proxy pool's blocks, repeating a template, being new in a creation cohort), and the accounts on it
-must behave alike (`_dispersion`), not be a mixture. Accounts joined through
-risky hubs form connected components; an account stays in its component only if its own behaviour
-does not contradict the campaign's (for every behaviour the campaign shows strongly, the upper
-confidence bound of the account's own share reaches the behaviour's onset), which keeps an
-ordinary proxy customer out of the hydra whose proxy block it shares. A component of at least
-``min_members`` accounts is a campaign, with an id that stays with it from window to window (the
-component holding most of the previous campaign's members inherits it).
+must behave alike, not be a mixture (`_between_members`: on a template or a card, at most half of a
+behaviour's variance may lie between the members, however many requests they sent; on a block or a
+creation cohort, where a hydra's hundreds of accounts can surround a few ordinary people, no more
+spread than binomial noise allows). Accounts joined through risky hubs form connected
+components; an account stays in its component only if its own behaviour does not contradict the
+campaign's (for every behaviour the campaign shows strongly, an account behaving like the campaign
+would show as few hits as this one with a chance of at least 1%), which keeps an ordinary proxy
+customer out of the hydra whose proxy block it shares. A component of at least ``min_members``
+accounts is a campaign, with an id that stays with it from window to window (the component holding
+most of the previous campaign's members inherits it).
 
 A campaign is judged as one customer: its members' requests are pooled, so 300 accounts that each
 sent four requests weigh as one account that sent 1,200. Hubs fade with ``usage_half_life_ms`` and
@@ -117,6 +120,7 @@ class CampaignConfig:
     cohort_max_age_ms: int = 30 * 24 * 60 * _MIN
     min_members: int = 3
     campaign_evidence: float = 0.5
+    max_between_members: float = 0.5
     max_dispersion: float = 3.0
     inherit_share: float = 0.3
 
@@ -438,19 +442,51 @@ def _synchrony(group: I64, seconds: U64, active: npt.NDArray[np.bool_], n_groups
     return out
 
 
-def _dispersion(group: I64, hits: F64, trials: F64, rate: F64, n_groups: int) -> F64:
-    """Pearson dispersion (chi-square over degrees of freedom) of members' shares around their
-    group's rate: about 1 when the members behave alike (binomial noise only), far above when the
-    group is a mixture. Members without trials are left out; groups of fewer than two count as 1."""
+def _between_members(
+    group: I64, hits: F64, trials: F64, rate: F64, n_groups: int
+) -> tuple[F64, F64]:
+    """How differently each group's members show a behaviour: the share of the behaviour's
+    variance that lies between the members (the intraclass correlation, by moments), and the
+    Pearson dispersion (chi-square over degrees of freedom, 1 for binomial noise alone).
+
+    The first is about 0 when the members behave alike (binomial noise only), 1 when each member
+    either always or never shows it. A proxy block that a hydra shares with ordinary customers
+    is a mixture (0.8 for a fifth of hydra accounts at 90% among ordinary ones at 2%); a
+    campaign whose accounts show a behaviour more or less often is not (0.1 for shares spread
+    from 50% to 95%). It does not grow with the number of requests: more evidence that members
+    differ a little is not evidence of a mixture. The dispersion does grow with them (about 1
+    plus their mean count times the first), so it is the stricter test, kept where a few
+    ordinary members among many others must still show. Members without trials are left out;
+    groups of fewer than two members count as 0 and 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> g = np.repeat(np.array([0, 1]), 20)
+    >>> n = np.full(40, 200.0)
+    >>> shares = np.r_[np.linspace(0.5, 0.95, 20), np.r_[np.full(4, 0.9), np.full(16, 0.02)]]
+    >>> x = np.round(shares * n)
+    >>> rate = np.bincount(g, x) / np.bincount(g, n)
+    >>> icc, phi = _between_members(g, x, n, rate, 2)
+    >>> icc.round(1).tolist(), phi.round().tolist()
+    ([0.1, 0.8], [20.0, 166.0])
+    """
     n = trials.astype(np.float64)
     p = np.clip(rate[group], 1e-6, 1 - 1e-6)
     has = n > 0
     with np.errstate(invalid="ignore", divide="ignore"):
         term = np.where(has, (hits - n * p) ** 2 / (n * p * (1 - p)), 0.0)
     chi2 = np.bincount(group, term, minlength=n_groups)
-    df = np.bincount(group, has.astype(np.float64), minlength=n_groups) - 1
-    out: F64 = np.where(df >= 1, chi2 / np.maximum(df, 1), 1.0)
-    return out
+    k = np.bincount(group, has.astype(np.float64), minlength=n_groups)
+    total = np.bincount(group, n, minlength=n_groups)
+    squares = np.bincount(group, n * n, minlength=n_groups)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # chi2 / (k - 1) = 1 + (n0 - 1) * icc, n0 the ANOVA mean size for unequal members.
+        n0 = (total - squares / total) / (k - 1)
+        icc = (chi2 / (k - 1) - 1) / (n0 - 1)
+    out: F64 = np.where((k >= 2) & (n0 > 1), np.clip(np.nan_to_num(icc), 0.0, 1.0), 0.0)
+    phi = np.where(k >= 2, chi2 / np.maximum(k - 1, 1), 1.0)
+    return out, phi
 
 
 def _pooled(hits: F64, trials: F64, newness: F64, known: F64) -> tuple[F64, F64]:
@@ -691,6 +727,7 @@ class CampaignLinker:
         )
         # ... and be the behaviour of its accounts alike, not a mixture: a proxy block that a hydra
         # shares with ordinary customers pools to a middling share that nobody on it has.
+        deliberate = (hub_kind == _TEMPLATE) | (hub_kind == _PAYMENT)
         for j, b in enumerate(ACCOUNT_BEHAVIOURS):
             if b.name not in RATES:
                 continue
@@ -698,8 +735,15 @@ class CampaignLinker:
             bearing = ok & (strength[:, j] >= 0.5)
             if not bearing.any():
                 continue
-            phi = _dispersion(hub, self.hits[rows, r], self.trials[rows, r], share[:, j], n_hubs)
-            ok &= ~bearing | (phi <= self.config.max_dispersion)
+            icc, phi = _between_members(
+                hub, self.hits[rows, r], self.trials[rows, r], share[:, j], n_hubs
+            )
+            alike = np.where(
+                deliberate,
+                icc <= self.config.max_between_members,
+                phi <= self.config.max_dispersion,
+            )
+            ok &= ~bearing | alike
         return ok
 
     def _consistent(
