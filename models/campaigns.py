@@ -786,7 +786,11 @@ class CampaignLinker:
             eligible = (n_deliberate >= 1) | (n_other >= 2)
             keep = on & eligible[acc]
             a, h = acc[keep], hub[keep]
-            if a.size:
+            # Twice: members that contradict their campaign leave it, and with them the links
+            # they made; what they alone held together falls apart.
+            for _ in range(2):
+                if not a.size:
+                    break
                 order = np.lexsort((a, h))
                 a, h = a[order], h[order]
                 first = np.ones(h.size, dtype=np.bool_)
@@ -795,7 +799,11 @@ class CampaignLinker:
                 label = components(alive.size, head, a)
                 linked = np.zeros(alive.size, dtype=np.bool_)
                 linked[a] = True
-                clusters = self._clusters(alive, label, linked, active_rows)
+                clusters, dropped = self._clusters(alive, label, linked, active_rows)
+                if not dropped.size:
+                    break
+                stay = ~np.isin(a, dropped)
+                a, h = a[stay], h[stay]
         names = self._name(clusters, now)
         return self._describe(clusters, names, active_rows, acc, hub, hub_kind, alive, now)
 
@@ -805,8 +813,9 @@ class CampaignLinker:
         label: I64,
         linked: npt.NDArray[np.bool_],
         active_rows: npt.NDArray[np.intp],
-    ) -> list[npt.NDArray[np.intp]]:
-        """Components with enough consistent members, at least one of them active now."""
+    ) -> tuple[list[npt.NDArray[np.intp]], npt.NDArray[np.intp]]:
+        """Components with enough consistent members, at least one of them active now; and the
+        positions (in ``alive``) of the members left out as inconsistent."""
         is_active = np.zeros(len(self.ids), dtype=np.bool_)
         is_active[active_rows] = True
         keep = np.flatnonzero(linked)
@@ -814,6 +823,7 @@ class CampaignLinker:
         lab = label[order]
         bounds = np.flatnonzero(np.diff(lab)) + 1
         out = []
+        dropped = []
         for part in np.split(order, bounds):
             if part.size < self.config.min_members:
                 continue
@@ -825,10 +835,13 @@ class CampaignLinker:
                 none,
                 none,
             )
-            rows = rows[self._consistent(rows, share[0], strength[0])]
+            ok = self._consistent(rows, share[0], strength[0])
+            dropped.append(part[~ok])
+            rows = rows[ok]
             if rows.size >= self.config.min_members and is_active[rows].any():
                 out.append(np.sort(rows))
-        return out
+        left_out = np.concatenate(dropped) if dropped else np.zeros(0, dtype=np.intp)
+        return out, left_out
 
     def _name(self, clusters: list[npt.NDArray[np.intp]], now_ms: int) -> list[str]:
         """Stable ids: a cluster inherits the previous campaign most of its members were in."""

@@ -601,7 +601,8 @@ def test_a_busy_hydra_whose_accounts_differ_stays_linked() -> None:
     for 20 minutes, harvesting long answers in 50% to 95% of their requests (each account its
     own share). The more they send, the surer it is that their shares differ; that must not
     unlink their templates (a dispersion test did, from the second minute on). Members far below
-    the campaign's share with many requests still leave it one by one (`_consistent`)."""
+    the campaign's share with many requests still leave it one by one (`_consistent`), and
+    the links they made go with them."""
     rng = np.random.default_rng(5)
     world, accounts, tmpl = World(), names("hy", 40), templates(rng, 10)
     harvest = np.linspace(0.5, 0.95, 40)
@@ -620,4 +621,4 @@ def test_a_busy_hydra_whose_accounts_differ_stays_linked() -> None:
         ]  # fmt: skip
         out = world.step(events)
         sizes.append(max((len(m) for m in out.members), default=0))
-    assert sizes[0] >= 35 and min(sizes) >= 20, sizes
+    assert sizes[0] >= 35 and min(sizes) >= 15, sizes
