@@ -383,6 +383,7 @@ def _synchrony(group: I64, seconds: U64, active: npt.NDArray[np.bool_], n_groups
       from a few accounts at each tick, but not a crowd busy every second, where chance alone
       shares every second (then it is 0).
     - *correlation*: the mean pairwise correlation of the accounts' activity over the seconds
+      (each pair weighted by how much its two accounts vary, so busy accounts weigh more)
       (and over 3-second slots, where a dispatcher's jitter blurs single seconds). For account
       ``i`` (0/1 per second, variance ``v_i``), the variance of the group's count per second is
       ``sum v_i`` plus every pair's covariance, so the covariances are read off the count's
@@ -738,10 +739,11 @@ class CampaignLinker:
             icc, phi = _between_members(
                 hub, self.hits[rows, r], self.trials[rows, r], share[:, j], n_hubs
             )
-            alike = np.where(
-                deliberate,
-                icc <= self.config.max_between_members,
-                phi <= self.config.max_dispersion,
+            # Binomial noise alone passes everywhere; on a template or a card, so do members that
+            # differ by degree (the intraclass correlation needs many requests per member to be
+            # measured, the dispersion test passes few).
+            alike = (phi <= self.config.max_dispersion) | (
+                deliberate & (icc <= self.config.max_between_members)
             )
             ok &= ~bearing | alike
         return ok
@@ -786,11 +788,12 @@ class CampaignLinker:
             eligible = (n_deliberate >= 1) | (n_other >= 2)
             keep = on & eligible[acc]
             a, h = acc[keep], hub[keep]
-            # Twice: members that contradict their campaign leave it, and with them the links
-            # they made; what they alone held together falls apart.
-            for _ in range(2):
-                if not a.size:
-                    break
+            # Members that contradict their campaign leave it, and with them the links they made:
+            # what they alone held together falls apart. Judged once, against the campaign as it
+            # was linked: judged again against what is left, whose pooled share rises with every
+            # member that leaves, a campaign whose accounts differ by degree would peel away.
+            check = True
+            while a.size:
                 order = np.lexsort((a, h))
                 a, h = a[order], h[order]
                 first = np.ones(h.size, dtype=np.bool_)
@@ -799,11 +802,12 @@ class CampaignLinker:
                 label = components(alive.size, head, a)
                 linked = np.zeros(alive.size, dtype=np.bool_)
                 linked[a] = True
-                clusters, dropped = self._clusters(alive, label, linked, active_rows)
+                clusters, dropped = self._clusters(alive, label, linked, active_rows, check)
                 if not dropped.size:
                     break
                 stay = ~np.isin(a, dropped)
                 a, h = a[stay], h[stay]
+                clusters, check = [], False
         names = self._name(clusters, now)
         return self._describe(clusters, names, active_rows, acc, hub, hub_kind, alive, now)
 
@@ -813,9 +817,10 @@ class CampaignLinker:
         label: I64,
         linked: npt.NDArray[np.bool_],
         active_rows: npt.NDArray[np.intp],
+        check: bool = True,
     ) -> tuple[list[npt.NDArray[np.intp]], npt.NDArray[np.intp]]:
-        """Components with enough consistent members, at least one of them active now; and the
-        positions (in ``alive``) of the members left out as inconsistent."""
+        """Components with enough consistent members (all members, without ``check``), at least
+        one of them active now; and the positions (in ``alive``) of the members left out."""
         is_active = np.zeros(len(self.ids), dtype=np.bool_)
         is_active[active_rows] = True
         keep = np.flatnonzero(linked)
@@ -835,7 +840,11 @@ class CampaignLinker:
                 none,
                 none,
             )
-            ok = self._consistent(rows, share[0], strength[0])
+            ok = (
+                self._consistent(rows, share[0], strength[0])
+                if check
+                else np.ones(rows.size, dtype=np.bool_)
+            )
             dropped.append(part[~ok])
             rows = rows[ok]
             if rows.size >= self.config.min_members and is_active[rows].any():
