@@ -427,7 +427,7 @@ def _synchrony(group: I64, seconds: U64, active: npt.NDArray[np.bool_], n_groups
     out: F64 = np.clip(np.nan_to_num(excess), 0.0, 1.0)
     # Correlation, per second and per 3-second slot.
     slots = bits.reshape(bits.shape[0], 20, 3).max(axis=2)
-    for b in (bits, slots):
+    for b, counts in ((bits, per_second), (slots, _group_sum(g, slots, n_groups))):
         p = b.mean(axis=1)
         var = p * (1 - p)
         s1 = np.bincount(g, var, minlength=n_groups)
@@ -437,7 +437,7 @@ def _synchrony(group: I64, seconds: U64, active: npt.NDArray[np.bool_], n_groups
         # Chance alone: each pair's covariance over T slots has variance v_i v_j / T.
         chance = np.sqrt(np.maximum(2 * (s1**2 - s2) / b.shape[1], 0.0))
         with np.errstate(invalid="ignore", divide="ignore"):
-            rho = (_group_sum(g, b, n_groups).var(axis=1) - s1 - _SYNC_Z * chance) / pairs
+            rho = (counts.var(axis=1) - s1 - _SYNC_Z * chance) / pairs
         rho = np.where(enough & (pairs > 1e-12), rho, 0.0)
         out = np.maximum(out, np.clip(np.nan_to_num(rho), 0.0, 1.0))
     return out
@@ -833,18 +833,16 @@ class CampaignLinker:
             if part.size < self.config.min_members:
                 continue
             rows = alive[part]
-            none = np.zeros(1, dtype=np.float64)
-            share, strength = _pooled(
-                self.hits[rows].sum(axis=0, keepdims=True).astype(np.float64),
-                self.trials[rows].sum(axis=0, keepdims=True).astype(np.float64),
-                none,
-                none,
-            )
-            ok = (
-                self._consistent(rows, share[0], strength[0])
-                if check
-                else np.ones(rows.size, dtype=np.bool_)
-            )
+            ok = np.ones(rows.size, dtype=np.bool_)
+            if check:
+                none = np.zeros(1, dtype=np.float64)
+                share, strength = _pooled(
+                    self.hits[rows].sum(axis=0, keepdims=True).astype(np.float64),
+                    self.trials[rows].sum(axis=0, keepdims=True).astype(np.float64),
+                    none,
+                    none,
+                )
+                ok = self._consistent(rows, share[0], strength[0])
             dropped.append(part[~ok])
             rows = rows[ok]
             if rows.size >= self.config.min_members and is_active[rows].any():
