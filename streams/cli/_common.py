@@ -130,3 +130,10 @@ def clickhouse_options(p: argparse.ArgumentParser) -> None:
     """Where the store is (URL and database); the settings by default."""
     p.add_argument("--clickhouse", help="ClickHouse URL (default: settings)")
     p.add_argument("--database", help="database (default: distillguard)")
+
+
+def clickhouse_settings(args: argparse.Namespace) -> Settings:
+    """The settings with the store named by `clickhouse_options` (when given) in place."""
+    return Settings.from_env().with_overrides(
+        clickhouse_url=args.clickhouse, clickhouse_database=args.database
+    )

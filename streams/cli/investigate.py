@@ -7,9 +7,15 @@ from typing import Any
 
 import orjson
 
-from streams.cli._common import LEGEND, bounded, clickhouse_options, fmt, print_rows
+from streams.cli._common import (
+    LEGEND,
+    bounded,
+    clickhouse_options,
+    clickhouse_settings,
+    fmt,
+    print_rows,
+)
 from streams.clickhouse import MAX_MINUTES, MAX_ROWS, Investigation, connect
-from streams.settings import Settings
 
 __all__ = ["register"]
 
@@ -40,9 +46,7 @@ def register(sub: Any) -> None:
 
 
 def cmd_investigate(args: argparse.Namespace) -> int:
-    settings = Settings.from_env().with_overrides(
-        clickhouse_url=args.clickhouse, clickhouse_database=args.database
-    )
+    settings = clickhouse_settings(args)
     inv = Investigation(connect(settings.clickhouse_url), settings.clickhouse_database)
     if args.target == "top":
         kind = args.kind.replace("-", "_")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from streams.cli._common import clickhouse_options
+from streams.cli._common import clickhouse_options, clickhouse_settings
 from streams.clickhouse import connect, migrate
-from streams.settings import Settings, redact
+from streams.settings import redact
 
 __all__ = ["register"]
 
@@ -20,9 +20,7 @@ def register(sub: Any) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    settings = Settings.from_env().with_overrides(
-        clickhouse_url=args.clickhouse, clickhouse_database=args.database
-    )
+    settings = clickhouse_settings(args)
     applied = migrate(connect(settings.clickhouse_url), settings.clickhouse_database)
     print(
         f"migrate: {settings.clickhouse_database} at {redact(settings.clickhouse_url)}: "

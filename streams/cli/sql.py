@@ -7,9 +7,8 @@ from typing import Any
 
 import orjson
 
-from streams.cli._common import clickhouse_options, print_rows
+from streams.cli._common import clickhouse_options, clickhouse_settings, print_rows
 from streams.clickhouse import MAX_ROWS, QUERY_SECONDS, connect
-from streams.settings import Settings
 
 __all__ = ["register"]
 
@@ -26,9 +25,7 @@ def register(sub: Any) -> None:
 def cmd_sql(args: argparse.Namespace) -> int:
     """A read-only query against the store, printed as a table (or JSON): the store's SQL without
     a ClickHouse client, e.g. for an embedded chDB store."""
-    settings = Settings.from_env().with_overrides(
-        clickhouse_url=args.clickhouse, clickhouse_database=args.database
-    )
+    settings = clickhouse_settings(args)
     client = connect(settings.clickhouse_url)
     result = client.query(
         args.query,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from streams.cli._common import bounded, clickhouse_options
+from streams.cli._common import bounded, clickhouse_options, clickhouse_settings
 from streams.clickhouse import Investigation, connect
-from streams.settings import Settings, redact
+from streams.settings import redact
 
 __all__ = ["register"]
 
@@ -38,9 +38,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from streams.settings import is_loopback
     from streams.ui import PREFIX, create_ui
 
-    settings = Settings.from_env().with_overrides(
-        clickhouse_url=args.clickhouse, clickhouse_database=args.database
-    )
+    settings = clickhouse_settings(args)
     token = settings.web_token or None
     if not is_loopback(args.host) and token is None:
         raise ValueError(
