@@ -103,7 +103,9 @@ _TEMPLATE, _PAYMENT, _BLOCK, _COHORT = 0, 1, 2, 3
 # Accounts active in the same seconds far more often than chance: the load balancer's signature.
 # The value is the excess co-activity of a group's accounts in a window (`_synchrony`): 0 for
 # independent accounts however busy, 1 for accounts in lockstep.
-_SYNC_Z = 3.0  # the correlation counts from 3 standard errors of chance up
+# Chance is held to one group in ten thousand: every window tests thousands of hubs, most with a
+# handful of active accounts, and a 5% test links a hundred of them by luck each hour.
+_SYNC_Z = 3.72  # standard errors of chance, one-sided 1e-4
 SYNCHRONIZED = Behaviour("synchronized_timing", "excess co-activity in the same seconds", 0.1, 0.4)
 
 
@@ -403,7 +405,7 @@ def _synchrony(group: I64, seconds: U64, active: npt.NDArray[np.bool_], n_groups
     >>> s = np.array(busy + lock + turns, dtype=np.uint64)
     >>> g = np.repeat(np.array([0, 1, 2]), 40)
     >>> _synchrony(g, s, np.ones(120, dtype=np.bool_), 3).round(2).tolist()
-    [0.0, 0.99, 0.0]
+    [0.0, 0.98, 0.0]
     """
     if not active.any():
         return np.zeros(n_groups)
@@ -421,7 +423,7 @@ def _synchrony(group: I64, seconds: U64, active: npt.NDArray[np.bool_], n_groups
     observed = np.bincount(g, shared, minlength=n_groups)
     expected = np.bincount(g, a * (1 - np.exp(-(total[g] - a) / 60.0)), minlength=n_groups)
     with np.errstate(invalid="ignore", divide="ignore"):
-        o = lower_bound(np.nan_to_num(observed / total), total)
+        o = lower_bound(np.nan_to_num(observed / total), total, _SYNC_Z)
         e = expected / np.maximum(total, 1)
         excess = np.where(enough & (total > 0) & (e <= 0.5), (o - e) / (1 - e), 0.0)
     out: F64 = np.clip(np.nan_to_num(excess), 0.0, 1.0)
@@ -547,7 +549,7 @@ class CampaignLinker:
     ...     print(reason["detail"])
     20 accounts share 3 prompt templates
     they send from 1 shared IP block
-    they send in the same seconds (0.64 above chance this window, 1 = in lockstep)
+    they send in the same seconds (0.62 above chance this window, 1 = in lockstep)
     100% of the accounts are under a week old
     """
 
@@ -911,7 +913,11 @@ class CampaignLinker:
         position = np.full(len(self.ids), -1, dtype=np.int64)
         position[alive] = np.arange(alive.size)
         codes = np.array([self._code(name) for name in names], dtype=np.int64)
-        new_campaign = np.full(len(self.ids), -1, dtype=np.int64)
+        # An account keeps its campaign through windows in which the campaign is not linked (its
+        # hubs dipped under the bar for a window): the campaign comes back under the same id, with
+        # its strikes. It leaves when the campaign is linked without it, or it joins another.
+        new_campaign = self.campaign.copy()
+        new_campaign[np.isin(new_campaign, codes)] = -1
         members_out: list[list[str]] = []
         joined_out: list[list[str]] = []
         for c, rows in enumerate(clusters):

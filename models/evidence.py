@@ -191,8 +191,9 @@ def behaviours_for(kind: str) -> tuple[Behaviour, ...]:
     return ACCOUNT_BEHAVIOURS if kind == "account" else BLOCK_BEHAVIOURS
 
 
-def lower_bound(share: F64, n: F64) -> F64:
-    """One-sided 95% Wilson lower bound of a share observed over ``n`` (possibly decayed) trials.
+def lower_bound(share: F64, n: F64, z: float = _Z) -> F64:
+    """One-sided Wilson lower bound of a share observed over ``n`` (possibly decayed) trials, at
+    ``z`` standard errors (95% by default).
 
     Examples
     --------
@@ -201,9 +202,9 @@ def lower_bound(share: F64, n: F64) -> F64:
     array([0.35, 0.74, 0.86, 0.  ])
     """
     with np.errstate(invalid="ignore", divide="ignore"):
-        z2n = _Z * _Z / n
+        z2n = z * z / n
         centre = share + z2n / 2
-        spread = _Z * np.sqrt(np.maximum(share * (1 - share) / n + z2n / (4 * n), 0.0))
+        spread = z * np.sqrt(np.maximum(share * (1 - share) / n + z2n / (4 * n), 0.0))
         lb = (centre - spread) / (1 + z2n)
     out: F64 = np.where(n > 0, np.clip(lb, 0.0, 1.0), 0.0)
     return out

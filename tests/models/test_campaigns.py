@@ -260,6 +260,27 @@ def test_a_silent_campaign_is_not_reported() -> None:
         assert len(world.step(ordinary(minute, people, rng))) == 0
 
 
+def test_a_campaign_that_pauses_comes_back_under_its_id() -> None:
+    """A crew silent for two minutes (or whose links dip under the bar) is the same campaign when
+    it resumes: same id, nobody joins anew, so its strikes and level carry over."""
+    rng = np.random.default_rng(3)
+    tmpl = templates(rng)
+    people = names("p", 30)
+    world = World()
+    ids = []
+    for minute in range(8):
+        crew = extraction(minute, names("crew", 10), rng, tmpl) if minute not in (3, 4) else []
+        out = world.step(crew + ordinary(minute, people, rng))
+        if minute in (3, 4):
+            assert len(out) == 0
+            continue
+        assert len(out) == 1
+        ids.append(out.ids[0])
+        if minute == 5:
+            assert out.joined[0] == []
+    assert len(set(ids)) == 1
+
+
 def test_same_input_same_campaigns() -> None:
     def run() -> list[tuple[list[str], list[list[str]]]]:
         rng = np.random.default_rng(4)
@@ -528,31 +549,35 @@ def test_independent_accounts_are_not_synchronized_however_busy(
     n: int, active: tuple[int, int]
 ) -> None:
     """Chance alone, from three accounts sending once a minute to a hundred busy every other
-    second: at most 1% of groups reach half the behaviour's strength. Only three accounts with a
-    few requests each can line up by luck in full (about 1 in 300 here)."""
+    second, tested as often as a deployment tests its hubs: no group of five or more reaches a
+    quarter of the behaviour's strength in a thousand; three accounts with a request or two each
+    can land in the same second by luck (1 in 3,600 for single requests), and nothing else."""
     rng = np.random.default_rng(n * 100 + active[1])
     values = np.array(
         [
             _sync(
                 [list(rng.choice(60, int(rng.integers(*active)), replace=False)) for _ in range(n)]
             )
-            for _ in range(300)
+            for _ in range(1000)
         ]
     )
     strength = SYNCHRONIZED.strength(values)
-    assert np.quantile(strength, 0.99) < 0.5
-    assert n == 3 or strength.max() < 1.0
+    if n == 3:
+        assert (strength >= 0.5).sum() <= 2
+    else:
+        assert strength.max() < 0.25
 
 
 def test_a_busy_dispatcher_with_jitter_is_synchronized() -> None:
     """Forty accounts fired on every tick of a dispatcher (a tick every 2.5 s, each account a fixed
     lag of up to 1.2 s after it): busy every other second, so every second is shared by chance
-    too and only the correlation of their activity shows the clock."""
+    too and only the correlation of their activity shows the clock: a quarter of the way to
+    lockstep, from 3.72 standard errors of chance up."""
     rng = np.random.default_rng(3)
     lag = rng.uniform(0, 1.2, 40)
     ticks = np.arange(0, 60, 2.5) + rng.uniform(0, 2.5)
     seconds = [[int(t + lag[i] + abs(rng.normal(0, 0.3))) % 60 for t in ticks] for i in range(40)]
-    assert SYNCHRONIZED.strength(np.array([_sync(seconds)]))[0] >= 0.5
+    assert _sync(seconds) >= 0.24
     shuffled = [list(rng.choice(60, len(set(s)), replace=False)) for s in seconds]
     assert _sync(shuffled) == 0.0
 
