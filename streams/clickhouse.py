@@ -240,18 +240,22 @@ class ClickHouseSink:
         self.db = _database(database)
         self.stats = SinkStats()
 
-    def _insert(self, table: str, columns: Sequence[Sequence[Any]], names: list[str]) -> None:
-        if not columns or not len(columns[0]):
+    def _insert(self, table: str, columns: dict[str, list[Any]]) -> None:
+        """Insert named columns (all of one length) into ``table``, in one request."""
+        values = list(columns.values())
+        if not values or not values[0]:
             return
         started = time.perf_counter()
-        self.client.insert(f"{self.db}.{table}", columns, column_names=names, column_oriented=True)
+        self.client.insert(
+            f"{self.db}.{table}", values, column_names=list(columns), column_oriented=True
+        )
         took = time.perf_counter() - started
         self.stats.inserts += 1
-        self.stats.rows += len(columns[0])
+        self.stats.rows += len(values[0])
         self.stats.last_insert_seconds = took
         self.stats.total_insert_seconds += took
         self.stats.insert_latency.observe(took)
-        self.stats.by_table[table] = self.stats.by_table.get(table, 0) + len(columns[0])
+        self.stats.by_table[table] = self.stats.by_table.get(table, 0) + len(values[0])
 
     def write(
         self, out: DetectorOutput, dead: Sequence[DeadLetter] = (), version: str = ""
@@ -263,140 +267,97 @@ class ClickHouseSink:
         self.write_dead_letters(dead)
 
     def write_scores(self, out: DetectorOutput, version: str) -> None:
-        cols: list[list[Any]] = [[] for _ in range(12)]
+        c = _columns(
+            "entity_kind", "entity_id", "window_start", "window_end", "requests", "features",
+            "novelty", "score", "level", "drift", "detector_version", "evidence",
+        )  # fmt: skip
         for sw in out.scored:
             n = len(sw)
             if n == 0:
                 continue
             names = sw.feature_names()
             start, end = _dt(sw.start_ms), _dt(sw.end_ms)
-            cols[0].extend([sw.kind] * n)
-            cols[1].extend(sw.ids)
-            cols[2].extend([start] * n)
-            cols[3].extend([end] * n)
-            cols[4].extend(sw.requests.tolist())
-            cols[5].extend(
+            c["entity_kind"].extend([sw.kind] * n)
+            c["entity_id"].extend(sw.ids)
+            c["window_start"].extend([start] * n)
+            c["window_end"].extend([end] * n)
+            c["requests"].extend(sw.requests.tolist())
+            c["features"].extend(
                 {k: v for k, v in zip(names, row, strict=True) if v == v}
                 for row in sw.values.tolist()
             )
-            cols[6].extend(sw.novelty.tolist())
-            cols[7].extend(sw.score.tolist())
-            cols[8].extend(sw.level.astype(int).tolist())
-            cols[9].extend(sw.drift.tolist())
-            cols[10].extend([version] * n)
-            cols[11].extend(sw.evidence.tolist())
-        self._insert(
-            "entity_scores",
-            cols,
-            [
-                "entity_kind",
-                "entity_id",
-                "window_start",
-                "window_end",
-                "requests",
-                "features",
-                "novelty",
-                "score",
-                "level",
-                "drift",
-                "detector_version",
-                "evidence",
-            ],
-        )
+            c["novelty"].extend(sw.novelty.tolist())
+            c["score"].extend(sw.score.tolist())
+            c["level"].extend(sw.level.astype(int).tolist())
+            c["drift"].extend(sw.drift.tolist())
+            c["detector_version"].extend([version] * n)
+            c["evidence"].extend(sw.evidence.tolist())
+        self._insert("entity_scores", c)
         self.write_members(out)
 
     def write_members(self, out: DetectorOutput) -> None:
-        cols: list[list[Any]] = [[], [], [], []]
+        c = _columns("campaign_id", "window_end", "account_id", "joined")
         for cw in out.campaigns:
             end = _dt(cw.end_ms)
             for cid, members, joined in zip(cw.ids, cw.members, cw.joined, strict=True):
                 fresh = set(joined)
-                cols[0].extend([cid] * len(members))
-                cols[1].extend([end] * len(members))
-                cols[2].extend(members)
-                cols[3].extend(a in fresh for a in members)
-        self._insert(
-            "campaign_members", cols, ["campaign_id", "window_end", "account_id", "joined"]
-        )
+                c["campaign_id"].extend([cid] * len(members))
+                c["window_end"].extend([end] * len(members))
+                c["account_id"].extend(members)
+                c["joined"].extend(a in fresh for a in members)
+        self._insert("campaign_members", c)
 
     def write_actions(self, actions: Sequence[EnforcementAction]) -> None:
-        rows = [
-            [
-                a.enforcement_id,
-                _dt(a.ts_ms),
-                a.entity_kind,
-                a.entity_id,
-                a.action,
-                a.score,
-                a.threshold,
-                [r["feature"] for r in a.reasons],
-                [float(r["contribution"]) for r in a.reasons],
-                orjson.dumps(a.reasons).decode(),
-                _dt(a.window_start_ms),
-                _dt(a.window_end_ms),
-                None if a.expires_ms is None else _dt(a.expires_ms),
-                a.members or [],
-                a.detector_version,
-            ]
-            for a in actions
-        ]
-        self._insert(
-            "enforcement_actions",
-            [list(c) for c in zip(*rows, strict=True)] if rows else [],
-            [
-                "enforcement_id",
-                "ts",
-                "entity_kind",
-                "entity_id",
-                "action",
-                "score",
-                "threshold",
-                "reason_features",
-                "reason_contributions",
-                "reasons",
-                "window_start",
-                "window_end",
-                "expires_at",
-                "members",
-                "detector_version",
-            ],
-        )
+        c = _columns(
+            "enforcement_id", "ts", "entity_kind", "entity_id", "action", "score", "threshold",
+            "reason_features", "reason_contributions", "reasons", "window_start", "window_end",
+            "expires_at", "members", "detector_version",
+        )  # fmt: skip
+        for a in actions:
+            c["enforcement_id"].append(a.enforcement_id)
+            c["ts"].append(_dt(a.ts_ms))
+            c["entity_kind"].append(a.entity_kind)
+            c["entity_id"].append(a.entity_id)
+            c["action"].append(a.action)
+            c["score"].append(a.score)
+            c["threshold"].append(a.threshold)
+            c["reason_features"].append([r["feature"] for r in a.reasons])
+            c["reason_contributions"].append([float(r["contribution"]) for r in a.reasons])
+            c["reasons"].append(orjson.dumps(a.reasons).decode())
+            c["window_start"].append(_dt(a.window_start_ms))
+            c["window_end"].append(_dt(a.window_end_ms))
+            c["expires_at"].append(None if a.expires_ms is None else _dt(a.expires_ms))
+            c["members"].append(a.members or [])
+            c["detector_version"].append(a.detector_version)
+        self._insert("enforcement_actions", c)
 
     def write_links(self, out: DetectorOutput) -> None:
-        cols: list[list[Any]] = [[], [], [], []]
+        c = _columns("window_start", "account_id", "ip_block", "requests")
         for link in out.links:
-            cols[0].extend([_dt(link.start_ms)] * len(link))
-            cols[1].extend(link.accounts)
-            cols[2].extend(link.blocks)
-            cols[3].extend(link.requests.tolist())
-        self._insert("entity_links", cols, ["window_start", "account_id", "ip_block", "requests"])
+            c["window_start"].extend([_dt(link.start_ms)] * len(link))
+            c["account_id"].extend(link.accounts)
+            c["ip_block"].extend(link.blocks)
+            c["requests"].extend(link.requests.tolist())
+        self._insert("entity_links", c)
 
     def write_dead_letters(self, dead: Sequence[DeadLetter]) -> None:
-        rows = [
-            [
-                _dt(d.received_ms),
-                d.source,
-                d.source_partition,
-                d.source_offset,
-                d.rejection.field,
-                str(d.rejection),
-                d.raw.decode("utf-8", "replace"),
-            ]
-            for d in dead
-        ]
-        self._insert(
-            "dead_letters",
-            [list(c) for c in zip(*rows, strict=True)] if rows else [],
-            [
-                "received_at",
-                "source",
-                "source_partition",
-                "source_offset",
-                "field",
-                "reason",
-                "raw",
-            ],
+        c = _columns(
+            "received_at", "source", "source_partition", "source_offset", "field", "reason", "raw"
         )
+        for d in dead:
+            c["received_at"].append(_dt(d.received_ms))
+            c["source"].append(d.source)
+            c["source_partition"].append(d.source_partition)
+            c["source_offset"].append(d.source_offset)
+            c["field"].append(d.rejection.field)
+            c["reason"].append(str(d.rejection))
+            c["raw"].append(d.raw.decode("utf-8", "replace"))
+        self._insert("dead_letters", c)
+
+
+def _columns(*names: str) -> dict[str, list[Any]]:
+    """Empty named columns for one insert, in the table's order."""
+    return {name: [] for name in names}
 
 
 class StateStore:
