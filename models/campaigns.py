@@ -26,7 +26,8 @@ campaign's (for every behaviour the campaign shows strongly, an account behaving
 would show as few hits as this one with a chance of at least 1%), which keeps an ordinary proxy
 customer out of the hydra whose proxy block it shares. A component of at least ``min_members``
 accounts is a campaign, with an id that stays with it from window to window (the component holding
-most of the previous campaign's members inherits it).
+most of the previous campaign's members inherits it, also after windows in which it was not
+linked).
 
 A campaign is judged as one customer: its members' requests are pooled, so 300 accounts that each
 sent four requests weigh as one account that sent 1,200. Hubs fade with ``usage_half_life_ms`` and
@@ -103,9 +104,12 @@ _TEMPLATE, _PAYMENT, _BLOCK, _COHORT = 0, 1, 2, 3
 # Accounts active in the same seconds far more often than chance: the load balancer's signature.
 # The value is the excess co-activity of a group's accounts in a window (`_synchrony`): 0 for
 # independent accounts however busy, 1 for accounts in lockstep.
-# Chance is held to one group in ten thousand: every window tests thousands of hubs, most with a
-# handful of active accounts, and a 5% test links a hundred of them by luck each hour.
+# Chance is held to about one group in ten thousand: every window tests thousands of hubs, most
+# with a handful of active accounts, and a bound crossed by 1% of them links dozens by luck each
+# hour. Below 5 active accounts no bound holds that: three accounts sending once each land in the
+# same 3-second slot 1 time in 400.
 _SYNC_Z = 3.72  # standard errors of chance, one-sided 1e-4
+_SYNC_MIN_ACTIVE = 5
 SYNCHRONIZED = Behaviour("synchronized_timing", "excess co-activity in the same seconds", 0.1, 0.4)
 
 
@@ -376,7 +380,7 @@ class CampaignWindows:
 
 def _synchrony(group: I64, seconds: U64, active: npt.NDArray[np.bool_], n_groups: int) -> F64:
     """Excess co-activity of each group's accounts active in the window: 0 for independent
-    accounts, 1 for accounts in lockstep; 0 where fewer than 3 are active. The larger of two
+    accounts, 1 for accounts in lockstep; 0 where fewer than 5 are active. The larger of two
     estimates, each counted only from its lower confidence bound:
 
     - *shared seconds*: the share of the accounts' active seconds in which another account of
@@ -416,7 +420,7 @@ def _synchrony(group: I64, seconds: U64, active: npt.NDArray[np.bool_], n_groups
     count = np.bincount(g, minlength=n_groups)
     a = bits.sum(axis=1)
     total = np.bincount(g, a, minlength=n_groups).astype(np.float64)
-    enough = count >= 3
+    enough = count >= _SYNC_MIN_ACTIVE
     # Shared seconds, against independent accounts with as many active seconds each.
     per_second = _group_sum(g, bits, n_groups)
     shared = (bits * (per_second[g] >= 2)).sum(axis=1)
@@ -913,11 +917,13 @@ class CampaignLinker:
         position = np.full(len(self.ids), -1, dtype=np.int64)
         position[alive] = np.arange(alive.size)
         codes = np.array([self._code(name) for name in names], dtype=np.int64)
-        # An account keeps its campaign through windows in which the campaign is not linked (its
-        # hubs dipped under the bar for a window): the campaign comes back under the same id, with
-        # its strikes. It leaves when the campaign is linked without it, or it joins another.
+        # An account keeps its campaign through windows in which the campaign is not linked (it
+        # paused, or its hubs dipped under the bar): the campaign comes back under the same id,
+        # with its strikes. It leaves when the campaign is linked without it, when it joins
+        # another, or after ``horizon_ms`` without requests.
         new_campaign = self.campaign.copy()
         new_campaign[np.isin(new_campaign, codes)] = -1
+        new_campaign[self.last_ms <= now_ms - self.config.horizon_ms] = -1  # gone quiet too long
         members_out: list[list[str]] = []
         joined_out: list[list[str]] = []
         for c, rows in enumerate(clusters):

@@ -245,6 +245,7 @@ class ClickHouseSink:
         values = list(columns.values())
         if not values or not values[0]:
             return
+        assert len({len(v) for v in values}) == 1, f"{table}: columns of different lengths"
         started = time.perf_counter()
         self.client.insert(
             f"{self.db}.{table}", values, column_names=list(columns), column_oriented=True
@@ -356,7 +357,7 @@ class ClickHouseSink:
 
 
 def _columns(*names: str) -> dict[str, list[Any]]:
-    """Empty named columns for one insert, in the table's order."""
+    """Empty named columns for one insert (the insert names them, so any order works)."""
     return {name: [] for name in names}
 
 
