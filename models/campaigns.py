@@ -411,13 +411,15 @@ def _synchrony(group: I64, seconds: U64, active: npt.NDArray[np.bool_], n_groups
     >>> _synchrony(g, s, np.ones(120, dtype=np.bool_), 3).round(2).tolist()
     [0.0, 0.98, 0.0]
     """
+    # Only groups with enough active accounts are read (most hubs have a few): the rest read 0.
+    count = np.bincount(group[active], minlength=n_groups)
+    active = active & (count[group] >= _SYNC_MIN_ACTIVE)
     if not active.any():
         return np.zeros(n_groups)
     bits = (
         (seconds[active, None] >> np.arange(60, dtype=np.uint64)[None, :]) & np.uint64(1)
     ).astype(np.float64)
     g = group[active]
-    count = np.bincount(g, minlength=n_groups)
     a = bits.sum(axis=1)
     total = np.bincount(g, a, minlength=n_groups).astype(np.float64)
     enough = count >= _SYNC_MIN_ACTIVE
