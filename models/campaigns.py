@@ -100,6 +100,11 @@ CAMPAIGN_FEATURES: tuple[str, ...] = (
 )
 
 _TEMPLATE, _PAYMENT, _BLOCK, _COHORT = 0, 1, 2, 3
+# The linker's per-account arrays, one row per account in `CampaignLinker.ids`.
+_ROW_STATE = (
+    "last_ms", "created_ms", "payment", "tmpl", "tmpl_weight", "blocks", "block_weight", "hits",
+    "trials", "requests", "novelty", "updated_ms", "seconds", "campaign",
+)  # fmt: skip
 
 # Accounts active in the same seconds far more often than chance: the load balancer's signature.
 # The value is the excess co-activity of a group's accounts in a window (`_synchrony`): 0 for
@@ -119,6 +124,7 @@ class CampaignConfig:
 
     horizon_ms: int = 60 * _MIN
     usage_half_life_ms: float = 30 * _MIN
+    forget_ms: int = 6 * 60 * _MIN  # quiet this long (12 half-lives): dropped, its links are gone
     templates_per_account: int = 8
     blocks_per_account: int = 4
     prompts_per_summary: int = 16
@@ -673,6 +679,19 @@ class CampaignLinker:
         keys[top_rows, col] = top_keys
         weights[top_rows, col] = top_w
 
+    def _forget(self, now_ms: int) -> None:
+        """Drop the accounts quiet for ``forget_ms`` once they are half of all rows, so state
+        and the per-window scan stay proportional to the accounts of the last day however many
+        accounts a hydra burns through (each compaction is paid for by as many new rows)."""
+        quiet = self.last_ms <= now_ms - self.config.forget_ms
+        if 2 * int(quiet.sum()) <= len(self.ids):
+            return
+        keep = np.flatnonzero(~quiet)
+        for name in _ROW_STATE:
+            setattr(self, name, getattr(self, name)[keep])
+        self.ids = [self.ids[i] for i in keep.tolist()]
+        self.index = {a: i for i, a in enumerate(self.ids)}
+
     # -- linking -------------------------------------------------------------------------------
     def _hubs(self, alive: npt.NDArray[np.intp], now_ms: int) -> tuple[I64, I64, I64]:
         """Incidence of alive accounts on hubs: (account position, hub, hub kind per hub)."""
@@ -778,6 +797,7 @@ class CampaignLinker:
 
     def update(self, s: AccountSummaries) -> CampaignWindows:
         """Take one window's account summaries; return the campaigns active in it."""
+        self._forget(s.end_ms)
         active_rows = self._observe(s)
         now = s.end_ms
         cfg = self.config

@@ -297,6 +297,30 @@ def test_a_campaign_quiet_past_the_horizon_comes_back_new() -> None:
     assert ids[0] == ids[1] != ids[2] == ids[3]
 
 
+def test_accounts_quiet_for_a_day_are_forgotten_and_state_stays_bounded() -> None:
+    """A hydra burning through fresh accounts: ten new ones every minute for four hours, each
+    used for one minute. With a one-hour memory the linker holds at most two hours of accounts
+    (it compacts once half its rows are quiet), every per-account array keeps one row per
+    account, and the campaign keeps its id across compactions."""
+    rng = np.random.default_rng(5)
+    tmpl = templates(rng)
+    world = World(CampaignConfig(forget_ms=60 * 60_000))
+    linker = world.linker
+    ids, sizes = set(), []
+    for minute in range(240):
+        crew = names("crew", 10, start=10 * minute)
+        out = world.step(extraction(minute, crew, rng, tmpl))
+        ids.update(out.ids)
+        sizes.append(len(linker))
+        rows = {name: len(getattr(linker, name)) for name in vars(linker)
+                if isinstance(getattr(linker, name), np.ndarray)}  # fmt: skip
+        assert set(rows.values()) == {len(linker.ids)}, rows
+        assert all(linker.index[a] == i for i, a in enumerate(linker.ids))
+    assert max(sizes) <= 2 * 10 * 61 + 10
+    assert min(sizes[150:]) >= 10 * 60  # what the last hour holds is never forgotten
+    assert len(ids) == 1
+
+
 def test_same_input_same_campaigns() -> None:
     def run() -> list[tuple[list[str], list[list[str]]]]:
         rng = np.random.default_rng(4)
