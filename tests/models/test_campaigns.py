@@ -297,7 +297,7 @@ def test_a_campaign_quiet_past_the_horizon_comes_back_new() -> None:
     assert ids[0] == ids[1] != ids[2] == ids[3]
 
 
-def test_accounts_quiet_for_a_day_are_forgotten_and_state_stays_bounded() -> None:
+def test_accounts_quiet_past_forget_ms_are_forgotten_and_state_stays_bounded() -> None:
     """A hydra burning through fresh accounts: ten new ones every minute for four hours, each
     used for one minute. With a one-hour memory the linker holds at most two hours of accounts
     (it compacts once half its rows are quiet), every per-account array keeps one row per
