@@ -681,8 +681,9 @@ class CampaignLinker:
 
     def _forget(self, now_ms: int) -> None:
         """Drop the accounts quiet for ``forget_ms`` once they are half of all rows, so state
-        and the per-window scan stay proportional to the accounts of the last day however many
-        accounts a hydra burns through (each compaction is paid for by as many new rows)."""
+        and the per-window scan stay proportional to the accounts seen in the last one to two
+        ``forget_ms``, however many a hydra burns through (each compaction is paid for by as
+        many new rows)."""
         quiet = self.last_ms <= now_ms - self.config.forget_ms
         if 2 * int(quiet.sum()) <= len(self.ids):
             return
