@@ -428,7 +428,6 @@ def _synchrony(group: I64, seconds: U64, active: npt.NDArray[np.bool_], n_groups
     g = group[active]
     a = bits.sum(axis=1)
     total = np.bincount(g, a, minlength=n_groups).astype(np.float64)
-    enough = count >= _SYNC_MIN_ACTIVE
     # Shared seconds, against independent accounts with as many active seconds each.
     per_second = _group_sum(g, bits, n_groups)
     shared = (bits * (per_second[g] >= 2)).sum(axis=1)
@@ -437,7 +436,7 @@ def _synchrony(group: I64, seconds: U64, active: npt.NDArray[np.bool_], n_groups
     with np.errstate(invalid="ignore", divide="ignore"):
         o = lower_bound(np.nan_to_num(observed / total), total, _SYNC_Z)
         e = expected / np.maximum(total, 1)
-        excess = np.where(enough & (total > 0) & (e <= 0.5), (o - e) / (1 - e), 0.0)
+        excess = np.where((total > 0) & (e <= 0.5), (o - e) / (1 - e), 0.0)
     out: F64 = np.clip(np.nan_to_num(excess), 0.0, 1.0)
     # Correlation, per second and per 3-second slot.
     slots = bits.reshape(bits.shape[0], 20, 3).max(axis=2)
@@ -452,7 +451,7 @@ def _synchrony(group: I64, seconds: U64, active: npt.NDArray[np.bool_], n_groups
         chance = np.sqrt(np.maximum(2 * (s1**2 - s2) / b.shape[1], 0.0))
         with np.errstate(invalid="ignore", divide="ignore"):
             rho = (counts.var(axis=1) - s1 - _SYNC_Z * chance) / pairs
-        rho = np.where(enough & (pairs > 1e-12), rho, 0.0)
+        rho = np.where(pairs > 1e-12, rho, 0.0)
         out = np.maximum(out, np.clip(np.nan_to_num(rho), 0.0, 1.0))
     return out
 
@@ -502,6 +501,19 @@ def _between_members(
     out: F64 = np.where((k >= 2) & (n0 > 1), np.clip(np.nan_to_num(icc), 0.0, 1.0), 0.0)
     phi = np.where(k >= 2, chi2 / np.maximum(k - 1, 1), 1.0)
     return out, phi
+
+
+def _linked(n: int, acc: I64, hub: I64) -> tuple[I64, npt.NDArray[np.bool_]]:
+    """Connected components of ``n`` account positions joined through shared hubs (``acc`` on
+    ``hub``, one pair per link): a component label per position, and which positions are linked."""
+    order = np.lexsort((acc, hub))
+    acc, hub = acc[order], hub[order]
+    first = np.ones(hub.size, dtype=np.bool_)
+    first[1:] = hub[1:] != hub[:-1]
+    head = acc[np.flatnonzero(first)[np.cumsum(first) - 1]]
+    linked = np.zeros(n, dtype=np.bool_)
+    linked[acc] = True
+    return components(n, head, acc), linked
 
 
 def _pooled(hits: F64, trials: F64, newness: F64, known: F64) -> tuple[F64, F64]:
@@ -600,20 +612,11 @@ class CampaignLinker:
                 self.index[a] = start + j
             self.ids.extend(new)
             m = len(new)
-
-            def pad(col: npt.NDArray[Any], fill: float = 0) -> npt.NDArray[Any]:
-                return np.concatenate([col, np.full((m, *col.shape[1:]), fill, dtype=col.dtype)])
-
-            self.last_ms = pad(self.last_ms)
-            self.created_ms = pad(self.created_ms, -1)
-            self.payment = pad(self.payment)
-            self.tmpl, self.tmpl_weight = pad(self.tmpl), pad(self.tmpl_weight)
-            self.blocks, self.block_weight = pad(self.blocks), pad(self.block_weight)
-            self.hits, self.trials = pad(self.hits), pad(self.trials)
-            self.requests, self.novelty = pad(self.requests), pad(self.novelty)
-            self.updated_ms = pad(self.updated_ms)
-            self.seconds = pad(self.seconds)
-            self.campaign = pad(self.campaign, -1)
+            for name in _ROW_STATE:
+                col = getattr(self, name)
+                fill = -1 if name in ("created_ms", "campaign") else 0  # unknown, no campaign
+                new_rows = np.full((m, *col.shape[1:]), fill, dtype=col.dtype)
+                setattr(self, name, np.concatenate([col, new_rows]))
         return np.fromiter((self.index[a] for a in ids), dtype=np.intp, count=len(ids))
 
     def _observe(self, s: AccountSummaries) -> npt.NDArray[np.intp]:
@@ -821,22 +824,13 @@ class CampaignLinker:
             # what they alone held together falls apart. Judged once, against the campaign as it
             # was linked: judged again against what is left, whose pooled share rises with every
             # member that leaves, a campaign whose accounts differ by degree would peel away.
-            check = True
-            while a.size:
-                order = np.lexsort((a, h))
-                a, h = a[order], h[order]
-                first = np.ones(h.size, dtype=np.bool_)
-                first[1:] = h[1:] != h[:-1]
-                head = a[np.flatnonzero(first)[np.cumsum(first) - 1]]
-                label = components(alive.size, head, a)
-                linked = np.zeros(alive.size, dtype=np.bool_)
-                linked[a] = True
-                clusters, dropped = self._clusters(alive, label, linked, active_rows, check)
-                if not dropped.size:
-                    break
-                stay = ~np.isin(a, dropped)
-                a, h = a[stay], h[stay]
-                clusters, check = [], False
+            if a.size:
+                label, linked = _linked(alive.size, a, h)
+                clusters, dropped = self._clusters(alive, label, linked, active_rows)
+                if dropped.size:
+                    stay = ~np.isin(a, dropped)
+                    label, linked = _linked(alive.size, a[stay], h[stay])
+                    clusters, _ = self._clusters(alive, label, linked, active_rows, check=False)
         names = self._name(clusters, now)
         return self._describe(clusters, names, active_rows, acc, hub, hub_kind, alive, now)
 
