@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from typing import NamedTuple
 
-__all__ = ["UsageEvent", "ip_block"]
+__all__ = ["UsageEvent", "ip_block", "subnet"]
 
 
 class UsageEvent(NamedTuple):
@@ -85,3 +85,40 @@ def ip_block(ip: str) -> str:
         _BLOCK_CACHE.clear()
     _BLOCK_CACHE[ip] = block
     return block
+
+
+_SUBNET_CACHE: dict[str, str] = {}
+
+
+def subnet(ip: str, block: str) -> str:
+    """The network an address sits in, for telling a client that moves from one that rotates.
+
+    For IPv4 it is the block (/24). For IPv6 it is the /64, the one subnet a host's addresses come
+    from: a phone or a laptop keeps its privacy address for hours and gets a new /64 only when it
+    joins another network, while a proxy handing out a fresh address per request from a /48
+    changes /64 nearly every time. ``block`` is ``ip_block(ip)``, passed in because the caller
+    already has it (an IPv4 address then costs nothing).
+
+    Examples
+    --------
+    >>> subnet("203.0.113.77", "203.0.113.0/24")
+    '203.0.113.0/24'
+    >>> subnet("2001:db8:1:2:3::9", ip_block("2001:db8:1:2:3::9"))
+    '2001:db8:1:2::/64'
+    >>> subnet("2001:db8:1:2:ffff::1", "2001:db8:1::/48") == subnet("2001:db8:1:2::5", "")
+    True
+    """
+    if block and ":" not in block:
+        return block
+    net = _SUBNET_CACHE.get(ip)
+    if net is not None:
+        return net
+    addr = ipaddress.ip_address(ip)
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is None:
+        net = str(ipaddress.IPv6Network((int(addr) >> 64 << 64, 64)))
+    else:
+        net = ip_block(ip)
+    if len(_SUBNET_CACHE) >= _BLOCK_CACHE_MAX:
+        _SUBNET_CACHE.clear()
+    _SUBNET_CACHE[ip] = net
+    return net

@@ -27,7 +27,8 @@ Account behaviours:
   the turns of a conversation are near duplicates too; templates shared *across* accounts are
   `models.campaigns`' business;
 - output harvesting: long answers (800+ tokens) to prompts a third their length or shorter;
-- address rotation: a request from an IP block none of the account's last few requests used;
+- address rotation: a request from a network none of the account's last few requests used (the
+  /24 of an IPv4 address, the /64 of an IPv6 one: `models.events.subnet`);
 - new-model rush: requests to a model the population first saw recently;
 - grading: the model as a reward model, verdicts (a score and a line of justification, 200 tokens
   or fewer) on prompts at least eight times longer;
@@ -82,9 +83,9 @@ UNKNOWN_MS = np.iinfo(np.int64).max  # no creation time seen yet
 TEMPLATE_BITS = 12
 # How many of an entity's latest fingerprints it remembers across windows (8 bytes each).
 RECENT_PROMPTS = 8
-# How many of its latest requests' IP blocks an account remembers. A phone moving between home
-# Wi-Fi, office and a carrier stays within a handful; a proxy pool hands out a new block nearly
-# every time.
+# How many of its latest requests' networks (IPv4 /24, IPv6 /64) an account remembers. A phone
+# moving between home Wi-Fi, office and a carrier stays within a handful; a proxy pool hands out a
+# new one nearly every time, and an IPv6 proxy a new /64 of its /48 with every request.
 RECENT_BLOCKS = 4
 # One-sided 95% confidence for the lower bound of a share.
 _Z = 1.6448536269514722
@@ -128,7 +129,7 @@ ACCOUNT_BEHAVIOURS: tuple[Behaviour, ...] = (
     ),
     Behaviour(
         "address_rotation",
-        "share of requests from an IP block none of its 4 latest used",
+        "share of requests from a network (IPv4 /24, IPv6 /64) none of its 4 latest used",
         0.3,
         0.7,
         1.0,
@@ -471,7 +472,7 @@ def window_evidence(
     trials[:, 2] = req
 
     if kind == "account":
-        block_hash = stable_hash(w.blocks)[w.block].view(np.uint64)
+        block_hash = stable_hash(w.subnets)[w.subnet].view(np.uint64)
         seen, compared, ge = _against_recent(
             g, w.ts, block_hash, memory.blocks, memory.n_blocks, table_rows, False
         )

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.events import UsageEvent
+from models.events import subnet as _subnet
 
 __all__ = ["ClosedWindow", "WindowStats", "Windower"]
 
@@ -77,6 +78,8 @@ class _Chunk:
     model: npt.NDArray[np.int32]
     models: list[str]
     ip_hash: I64
+    subnet: npt.NDArray[np.int32]
+    subnets: list[str]
     input_tokens: npt.NDArray[np.float64]
     output_tokens: npt.NDArray[np.float64]
     error: npt.NDArray[np.bool_]
@@ -93,6 +96,9 @@ class _Chunk:
         account, accounts = _factorize(cols[2])
         block, blocks = _factorize(cols[4])
         model, models = _factorize(cols[5])
+        subnet, subnets = _factorize(
+            [_subnet(ip, b) for ip, b in zip(cols[3], cols[4], strict=True)]
+        )
         fps = cols[10]
         return cls(
             ts=np.fromiter(cols[1], dtype=np.int64, count=n),
@@ -103,6 +109,8 @@ class _Chunk:
             model=model,
             models=models,
             ip_hash=np.fromiter((hash(ip) for ip in cols[3]), dtype=np.int64, count=n),
+            subnet=subnet,
+            subnets=subnets,
             input_tokens=np.fromiter(cols[6], dtype=np.float64, count=n),
             output_tokens=np.fromiter(cols[7], dtype=np.float64, count=n),
             error=np.fromiter(cols[8], dtype=np.int64, count=n) >= 400,
@@ -120,9 +128,10 @@ class _Chunk:
 class ClosedWindow:
     """All events of one tumbling window, as numpy columns (one row per event).
 
-    ``account``, ``block`` and ``model`` are codes into ``accounts``, ``blocks`` and ``models``.
-    ``ip_hash`` only supports distinct counts within the window; ``payment_hash`` is a stable hash
-    of the payment fingerprint (0 = none).
+    ``account``, ``block``, ``subnet`` and ``model`` are codes into ``accounts``, ``blocks``,
+    ``subnets`` and ``models`` (a subnet is `models.events.subnet`: the /24 of IPv4, the /64 of
+    IPv6). ``ip_hash`` only supports distinct counts within the window; ``payment_hash`` is a
+    stable hash of the payment fingerprint (0 = none).
     ``created_ms`` is -1 where the producer did not send ``account_created_at``.
     """
 
@@ -136,6 +145,8 @@ class ClosedWindow:
     model: npt.NDArray[np.int32]
     models: list[str]
     ip_hash: I64
+    subnet: npt.NDArray[np.int32]
+    subnets: list[str]
     input_tokens: npt.NDArray[np.float64]
     output_tokens: npt.NDArray[np.float64]
     error: npt.NDArray[np.bool_]
@@ -153,8 +164,8 @@ class ClosedWindow:
         """The same events in an order that does not depend on the order they arrived in.
 
         Rows are sorted by time, account, model, prompt fingerprint, tokens, reasoning score, IP
-        block and error, and names are coded in sorted order. Rows equal in all of these differ
-        at most in ``ip_hash``, ``created_ms`` and ``payment_hash``, which are read only as
+        block, subnet and error, and names are coded in sorted order. Rows equal in all of these
+        differ at most in ``ip_hash``, ``created_ms`` and ``payment_hash``, which are read only as
         distinct counts and per-account minimums, so they are interchangeable.
 
         Examples
@@ -184,12 +195,15 @@ class ClosedWindow:
         account_rank, accounts = ranked(self.accounts)
         block_rank, blocks = ranked(self.blocks)
         model_rank, models = ranked(self.models)
+        subnet_rank, subnets = ranked(self.subnets)
         account = account_rank[self.account]
         model = model_rank[self.model]
         block = block_rank[self.block]
+        subnet = subnet_rank[self.subnet]
         perm = np.lexsort(
             (
                 self.error,
+                subnet,
                 block,
                 self.cot,
                 self.output_tokens,
@@ -211,6 +225,8 @@ class ClosedWindow:
             model=model[perm],
             models=models,
             ip_hash=self.ip_hash[perm],
+            subnet=subnet[perm],
+            subnets=subnets,
             input_tokens=self.input_tokens[perm],
             output_tokens=self.output_tokens[perm],
             error=self.error[perm],
@@ -239,6 +255,7 @@ class ClosedWindow:
         account, accounts = merged("account", "accounts")
         block, blocks = merged("block", "blocks")
         model, models = merged("model", "models")
+        subnet, subnets = merged("subnet", "subnets")
 
         def cat(attr: str) -> Any:
             return np.concatenate([getattr(c, attr) for c in chunks])
@@ -254,6 +271,8 @@ class ClosedWindow:
             model=model,
             models=models,
             ip_hash=cat("ip_hash"),
+            subnet=subnet,
+            subnets=subnets,
             input_tokens=cat("input_tokens"),
             output_tokens=cat("output_tokens"),
             error=cat("error"),

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.events import UsageEvent
+from models.events import UsageEvent, ip_block
 from models.evidence import (
     ACCOUNT_BEHAVIOURS,
     BLOCK_BEHAVIOURS,
@@ -349,6 +349,39 @@ def test_a_handful_of_blocks_is_remembered_a_pool_is_not() -> None:
     _, ev, _ = pool.window(cycling(1, n_blocks=RECENT_BLOCKS + 1))
     assert rotation_counts(ev) == (40.0, 40.0)
     assert ev.strength[0, ACC["address_rotation"]] == 1.0
+
+
+def ipv6_requests(minute: int, addresses: list[str], account: str = "v6") -> list[UsageEvent]:
+    start = T0 + minute * MIN
+    return [
+        UsageEvent(f"{account}-{minute}-{i}", start + i * 1000, account, ip, ip_block(ip), "m",
+                   400, 300, account_created_ms=T0 - DAY * 90)
+        for i, ip in enumerate(addresses)
+    ]  # fmt: skip
+
+
+def test_ipv6_rotation_is_counted_per_64_inside_one_48() -> None:
+    # A proxy that hands out a fresh address from its /48 with every request stays in one IP
+    # block, but moves to another /64 (another subnet) every time: rotation.
+    rng = np.random.default_rng(7)
+    proxy = [
+        f"2001:db8:7:{rng.integers(0, 1 << 16):x}:{rng.integers(1, 1 << 16):x}::1"
+        for _ in range(40)
+    ]
+    assert len({ip_block(ip) for ip in proxy}) == 1
+    acc = Accounts()
+    acc.window(ipv6_requests(0, proxy))
+    _, ev, _ = acc.window(ipv6_requests(1, proxy[::-1]))
+    assert rotation_counts(ev)[0] >= 36.0
+    assert ev.strength[0, ACC["address_rotation"]] == 1.0
+
+    # A laptop on home IPv6: privacy addresses change, the /64 of the home network does not.
+    home = [f"2001:db8:9:1:{rng.integers(1, 1 << 16):x}::{i + 1:x}" for i in range(40)]
+    acc = Accounts()
+    acc.window(ipv6_requests(0, home))
+    _, ev, _ = acc.window(ipv6_requests(1, home))
+    assert rotation_counts(ev) == (0.0, 40.0)
+    assert ev.strength[0, ACC["address_rotation"]] == 0.0
 
 
 @pytest.mark.parametrize("per_window", [1, 2, 3, 7])
