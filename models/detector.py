@@ -150,7 +150,12 @@ class _KindModel:
             med_x = np.nanmedian(X, axis=0)
             med_raw = np.nanmedian(raw, axis=0)
             med_share = np.nanmedian(share, axis=0)
-        a = 1.0 if self.weight == 0 else 1.0 - 0.5 ** (X.shape[0] / half_life)
+        # Each window moves the estimates by its share of what has been seen, until a half-life
+        # of windows has been seen, then by a fixed decay: an average of everything so far, then a
+        # moving one. A moving average from the start would keep the first window (a partial
+        # minute, a few accounts) as most of the estimate for hours.
+        n = X.shape[0]
+        a = max(n / (self.weight + n), 1.0 - 0.5 ** (n / half_life))
         self.centre = _ewma(self.centre, med_x, a)
         self.typical = _ewma(self.typical, med_raw, a)
         self.typical_share = _ewma(self.typical_share, med_share, a)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import numpy as np
+
 from models.detector import Detector, DetectorConfig
+from models.events import UsageEvent
 from schemas.validation import validate_event
 from tests.conftest import run_detector
 
@@ -149,3 +152,28 @@ def test_partition_state_round_trip_keeps_windows_and_entities(small_traffic) ->
     a = det.process(events[30_000:])
     b = clone.process(events[30_000:])
     assert [x.enforcement_id for x in a.actions] == [x.enforcement_id for x in b.actions]
+
+
+def test_the_output_reference_is_what_ordinary_accounts_send_not_the_first_minute() -> None:
+    # The first minute of a deployment is a partial one: two light accounts. Every minute after
+    # it, 200 accounts send 1,000 to 200,000 tokens. Within half an hour the reference for
+    # "heavy" (the 99th percentile of output per account window) must be the later minutes', or
+    # every ordinary heavy customer reads as many times the heaviest one.
+    t0 = 1_800_000_000_000
+    det = Detector(DetectorConfig())
+
+    def minute(m: int, outputs: list[int]) -> list[UsageEvent]:
+        return [
+            UsageEvent(f"e{m}-{i}", t0 + m * 60_000 + i, f"acct-{i}", "10.0.0.1",
+                       "10.0.0.0/24", "m", 500, out)
+            for i, out in enumerate(outputs)
+        ]  # fmt: skip
+
+    det.process(minute(0, [100, 200]))
+    outputs = [1_000 * (1 + i) for i in range(200)]
+    for m in range(1, 31):
+        det.process(minute(m, outputs))
+    det.flush()
+    p99 = float(np.quantile(outputs, 0.99))
+    reference = det.population.kinds["account"].volume_p99
+    assert 0.8 * p99 <= reference <= 1.2 * p99, (reference, p99)
