@@ -570,7 +570,7 @@ def test_output_volume_is_relative_and_outside_the_evidence_sum() -> None:
     acc = Accounts()
     _, unknown, names = acc.window(events)  # no reference yet
     assert strength_of(unknown, names, "a")["output_volume"] == 0.0
-    for reference, expected in ((1_000.0, 1.0), (4_000.0, 0.0), (2_000.0, 0.5)):
+    for reference, expected in ((2_000.0, 1.0), (8_000.0, 0.0), (4_000.0, 0.5)):
         _, ev, names = Accounts().window(events, reference=reference)
         assert strength_of(ev, names, "a")["output_volume"] == pytest.approx(expected)
         # weight 0: the evidence does not move with it
