@@ -107,8 +107,9 @@ def decide(
 ) -> list[Decision]:
     """Update the enforcement state of ``rows`` for one window and return the decisions.
 
-    ``outright`` marks windows that strike whatever their score (harvesting at a volume far beyond
-    ordinary customers); they count towards a flag only, throttles still need the scores.
+    ``outright`` marks windows that strike whatever their score (extraction behaviour that ordinary
+    customers almost never show, harvesting at a volume far beyond them); they count towards a
+    flag only, throttles still need the scores, and they are never quiet windows.
 
     Examples
     --------
@@ -143,7 +144,8 @@ def decide(
     if outright is not None:
         striking = striking | outright
     strikes = np.where(striking, table.strikes[rows] + 1, 0).astype(np.int64)
-    quiet = np.where(score < release_thr, table.quiet[rows] + 1, 0).astype(np.int64)
+    # A window that strikes outright is not quiet, whatever its score.
+    quiet = np.where((score < release_thr) & ~striking, table.quiet[rows] + 1, 0).astype(np.int64)
     strikes = np.where((level == 0) & (quiet >= config.release_windows), 0, strikes)
     table.strikes[rows] = np.minimum(strikes, np.iinfo(np.int16).max)
     table.quiet[rows] = np.minimum(quiet, np.iinfo(np.int16).max)

@@ -177,3 +177,40 @@ def test_the_output_reference_is_what_ordinary_accounts_send_not_the_first_minut
     p99 = float(np.quantile(outputs, 0.99))
     reference = det.population.kinds["account"].volume_p99
     assert 0.8 * p99 <= reference <= 1.2 * p99, (reference, p99)
+
+
+def test_extraction_running_at_start_up_is_flagged_before_the_models_warm_up() -> None:
+    # The detector starts on traffic where an extractor is already at full speed: reasoning
+    # prompts from a new /24 every request, long answers to short prompts, a day-old account.
+    # The forest and the calibrator need ~1,000 ordinary windows before a score means anything;
+    # behaviour evidence is on a fixed scale and needs none, so the flag comes in the second
+    # window, as it would for a warm detector.
+    t0 = 1_800_000_000_000
+    det = Detector(DetectorConfig())
+
+    def minute(m: int) -> list[UsageEvent]:
+        start = t0 + m * 60_000
+        ordinary = [
+            UsageEvent(f"o{m}-{i}", start + i, f"user-{i}", f"192.0.2.{i + 1}", "192.0.2.0/24",
+                       "m", 400, 300, cot_score=0.1)
+            for i in range(20)
+        ]  # fmt: skip
+        extractor = [
+            UsageEvent(f"x{m}-{i}", start + 1_000 * i, "extractor", f"10.{m}.{i}.7",
+                       f"10.{m}.{i}.0/24", "m", 100, 2_000, cot_score=0.9,
+                       account_created_ms=t0 - 86_400_000)
+            for i in range(30)
+        ]  # fmt: skip
+        return ordinary + extractor
+
+    flagged_at = None
+    for m in range(5):
+        out = det.process(minute(m))
+        for a in out.actions:
+            if a.entity_id == "extractor" and flagged_at is None:
+                flagged_at = m
+                assert a.action == "flag"
+                assert a.reasons[0]["feature"] in ("reasoning_elicitation", "address_rotation")
+        assert not [a for a in out.actions if a.entity_id.startswith("user-")]
+    assert not det.population.kinds["account"].ready
+    assert flagged_at is not None and flagged_at <= 3

@@ -84,6 +84,19 @@ def test_outright_windows_strike_but_only_flag() -> None:
     assert got == [(2, "flag")]
 
 
+def test_an_entity_that_keeps_striking_outright_is_never_quiet() -> None:
+    # Its score stays low (harvesting beyond every ordinary customer, read on the volume scale
+    # alone, or a cold model's 0): half an hour of outright strikes keeps the flag; it is not
+    # released as if the account had calmed down.
+    t = EntityTable(n_features=1)
+    rows = t.rows(["x"])
+    for minute in range(1, 31):
+        decide(t, rows, ["x"], np.array([0.0]), np.array([500.0]), np.array([STRONG]),
+               minute * MIN, PolicyConfig(), 3, outright=np.array([True]))  # fmt: skip
+    assert int(t.level[rows][0]) == 1
+    assert int(t.quiet[rows][0]) == 0
+
+
 def test_release_needs_consecutive_quiet_windows_and_minimum_hold() -> None:
     cfg = PolicyConfig(release_windows=3, min_hold_ms=5 * MIN)
     # throttled at minute 3; quiet from minute 4; a relapse at minute 6 restarts the quiet count
