@@ -66,6 +66,17 @@ def _optional_ints(values: tuple[Any, ...], missing: int) -> I64:
     )
 
 
+def _with_subnets(obj: Any, state: tuple[Any, dict[str, Any]]) -> None:
+    """Restore a pickled chunk or window (pickle's ``(None, slots)`` state), also one pickled
+    before it had subnets: those get their IP blocks as subnets (the addresses are not kept, so
+    nothing finer can be known)."""
+    values = dict(state[1])
+    if "subnet" not in values:
+        values["subnet"], values["subnets"] = values["block"], values["blocks"]
+    for name, value in values.items():
+        object.__setattr__(obj, name, value)
+
+
 @dataclass(slots=True)
 class _Chunk:
     """A slice of one window's events as columns; string columns factorised locally."""
@@ -78,8 +89,6 @@ class _Chunk:
     model: npt.NDArray[np.int32]
     models: list[str]
     ip_hash: I64
-    subnet: npt.NDArray[np.int32]
-    subnets: list[str]
     input_tokens: npt.NDArray[np.float64]
     output_tokens: npt.NDArray[np.float64]
     error: npt.NDArray[np.bool_]
@@ -88,6 +97,12 @@ class _Chunk:
     cot: npt.NDArray[np.float64]
     created_ms: I64
     payment_hash: I64
+    # A chunk pickled before subnets existed restores with its blocks as subnets.
+    subnet: npt.NDArray[np.int32]
+    subnets: list[str]
+
+    def __setstate__(self, state: tuple[Any, dict[str, Any]]) -> None:
+        _with_subnets(self, state)
 
     @classmethod
     def from_rows(cls, rows: list[UsageEvent]) -> _Chunk:
@@ -145,8 +160,6 @@ class ClosedWindow:
     model: npt.NDArray[np.int32]
     models: list[str]
     ip_hash: I64
-    subnet: npt.NDArray[np.int32]
-    subnets: list[str]
     input_tokens: npt.NDArray[np.float64]
     output_tokens: npt.NDArray[np.float64]
     error: npt.NDArray[np.bool_]
@@ -155,6 +168,11 @@ class ClosedWindow:
     cot: npt.NDArray[np.float64]
     created_ms: I64
     payment_hash: I64
+    subnet: npt.NDArray[np.int32]
+    subnets: list[str]
+
+    def __setstate__(self, state: tuple[Any, dict[str, Any]]) -> None:
+        _with_subnets(self, state)
 
     @property
     def n_events(self) -> int:
@@ -164,9 +182,10 @@ class ClosedWindow:
         """The same events in an order that does not depend on the order they arrived in.
 
         Rows are sorted by time, account, model, prompt fingerprint, tokens, reasoning score, IP
-        block, subnet and error, and names are coded in sorted order. Rows equal in all of these
-        differ at most in ``ip_hash``, ``created_ms`` and ``payment_hash``, which are read only as
-        distinct counts and per-account minimums, so they are interchangeable.
+        block, subnet, error and whether a fingerprint was sent, and names are coded in sorted
+        order. Rows equal in all of these differ at most in ``ip_hash``, ``created_ms`` and
+        ``payment_hash``, which are read only as distinct counts and per-account minimums, so
+        they are interchangeable.
 
         Examples
         --------
@@ -202,6 +221,7 @@ class ClosedWindow:
         subnet = subnet_rank[self.subnet]
         perm = np.lexsort(
             (
+                self.has_fingerprint,
                 self.error,
                 subnet,
                 block,

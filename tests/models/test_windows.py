@@ -6,13 +6,12 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.events import UsageEvent
-from models.windows import CHUNK, Windower
+from models.events import UsageEvent, ip_block
+from models.windows import CHUNK, ClosedWindow, Windower
 
 
 def ev(i: int, ts: int, account: str = "a", ip: str = "10.0.0.1", **kw) -> UsageEvent:
-    block = ip.rsplit(".", 1)[0] + ".0/24"
-    return UsageEvent(f"e{i}", ts, account, ip, block, "m", 10, 20, **kw)
+    return UsageEvent(f"e{i}", ts, account, ip, ip_block(ip), "m", 10, 20, **kw)
 
 
 def test_watermark_closes_windows_in_order_and_counts_late_events() -> None:
@@ -64,9 +63,19 @@ def _columns(c) -> dict[str, object]:
         "accounts": c.accounts,
         "blocks": c.blocks,
         "models": c.models,
+        "subnets": c.subnets,
         **{
             name: getattr(c, name).tolist()
-            for name in ("ts", "account", "block", "model", "input_tokens", "fingerprint")
+            for name in (
+                "ts",
+                "account",
+                "block",
+                "subnet",
+                "model",
+                "input_tokens",
+                "fingerprint",
+                "has_fingerprint",
+            )
         },
         "cot": np.nan_to_num(c.cot, nan=-1.0).tolist(),
     }
@@ -78,9 +87,11 @@ def _columns(c) -> dict[str, object]:
         st.tuples(
             st.integers(0, 5),  # second within the window: ties are common
             st.sampled_from(["a", "b", "c"]),
-            st.sampled_from(["10.0.0.1", "10.0.1.1", "10.0.2.7"]),
+            # IPv4 blocks, and IPv6 addresses of one /48 in two /64s (same block, other subnet)
+            st.sampled_from(["10.0.0.1", "10.0.1.1", "10.0.2.7", "2001:db8::1", "2001:db8:0:1::1"]),
             st.integers(1, 3),  # input tokens
             st.one_of(st.none(), st.floats(0, 1)),  # cot_score
+            st.sampled_from([None, 0]),  # no fingerprint, or the all-zero one
         ),
         min_size=1,
         max_size=3 * CHUNK,  # several chunks: their names are merged too
@@ -91,8 +102,10 @@ def test_a_window_fed_from_several_upstreams_is_the_same_in_any_arrival_order(ro
     """The IP-block stage adds events in whatever order the account partitions' forwards arrive;
     the closed window must not depend on it (its entities are learned in row order)."""
     events = [
-        ev(i, 1_000 * s, account, ip, cot_score=cot)._replace(input_tokens=tokens)
-        for i, (s, account, ip, tokens, cot) in enumerate(rows)
+        ev(i, 1_000 * s, account, ip, cot_score=cot, prompt_fingerprint=fp)._replace(
+            input_tokens=tokens
+        )
+        for i, (s, account, ip, tokens, cot, fp) in enumerate(rows)
     ]
     shuffled = list(events)
     random.Random(seed).shuffle(shuffled)
@@ -119,3 +132,35 @@ def test_windows_are_handed_over_up_to_a_bound_and_the_rest_kept() -> None:
     assert w.open_windows() == [] and w.next_ready_end_ms == 3_000
     assert [c.end_ms for c in w.advance()] == [3_000, 4_000]
     assert w.next_ready_end_ms is None
+
+
+def test_a_window_pickled_before_subnets_existed_restores_with_blocks_as_subnets() -> None:
+    w = Windower(window_ms=60_000, allowed_lateness_ms=0, external_watermark=True)
+    for i, ip in enumerate(["10.0.0.1", "2001:db8::1", "2001:db8:0:1::1"]):
+        w.add(ev(i, 1_000 * i, "a", ip))
+    w.close_through(60_000)
+    (window,) = w.advance()
+    assert sorted(window.subnets) == ["10.0.0.0/24", "2001:db8:0:1::/64", "2001:db8::/64"]
+    _, _, (_, slots) = window.__reduce_ex__(2)[:3]
+    old = {k: v for k, v in slots.items() if k not in ("subnet", "subnets")}
+    restored = ClosedWindow.__new__(ClosedWindow)
+    restored.__setstate__((None, old))
+    assert restored.subnets == window.blocks
+    assert restored.subnet.tolist() == window.block.tolist()
+    assert restored.ts.tolist() == window.ts.tolist()
+
+
+def test_rows_that_differ_only_in_their_subnet_are_ordered_by_it() -> None:
+    # Same time, account and tokens, one IPv6 /48, two /64s: only the subnet tells them apart.
+    a, b = ev(1, 5_000, "a", "2001:db8::1"), ev(2, 5_000, "a", "2001:db8:0:1::1")
+
+    def closed(order: list[UsageEvent]) -> ClosedWindow:
+        w = Windower(window_ms=60_000, allowed_lateness_ms=0, external_watermark=True)
+        for e in order:
+            w.add(e)
+        w.close_through(60_000)
+        (window,) = w.advance()
+        return window
+
+    one, other = closed([a, b]), closed([b, a])
+    assert [one.subnets[i] for i in one.subnet] == [other.subnets[i] for i in other.subnet]
