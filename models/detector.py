@@ -141,8 +141,13 @@ class _KindModel:
     def ready(self) -> bool:
         return self.calibrator.ready and self.forest.ready
 
-    def population_update(self, X: F64, raw: F64, share: F64, half_life: float) -> None:
-        """Move the population centre (median of squashed features) and typical raw values."""
+    def population_update(
+        self, X: F64, raw: F64, share: F64, half_life: float, count: bool = True
+    ) -> None:
+        """Move the population centre (median of squashed features) and typical raw values.
+
+        ``count=False`` sets the estimates without counting the window as seen (the first window
+        is read once before scoring, for a centre to score it against, and learned after)."""
         if X.shape[0] == 0:
             return
         with warnings.catch_warnings():
@@ -150,10 +155,11 @@ class _KindModel:
             med_x = np.nanmedian(X, axis=0)
             med_raw = np.nanmedian(raw, axis=0)
             med_share = np.nanmedian(share, axis=0)
-        # Each window moves the estimates by its share of what has been seen, until a half-life
-        # of windows has been seen, then by a fixed decay: an average of everything so far, then a
-        # moving one. A moving average from the start would keep the first window (a partial
-        # minute, a few accounts) as most of the estimate for hours.
+        # Each window moves the estimates by its share of what has been seen, then, once that share
+        # is smaller than the decay's step (after ~1.44 half-lives of windows), by the decay: an
+        # average of everything so far, then a moving one. A moving average from the start would
+        # keep the first window (a partial minute, a few accounts) as most of the estimate for
+        # hours.
         n = X.shape[0]
         a = max(n / (self.weight + n), 1.0 - 0.5 ** (n / half_life))
         self.centre = _ewma(self.centre, med_x, a)
@@ -162,7 +168,8 @@ class _KindModel:
         out = raw[:, self.output_column]
         p99 = float(np.quantile(out, 0.99)) if out.size else float("nan")
         self.volume_p99 = float(_ewma(np.array([self.volume_p99]), np.array([p99]), a)[0])
-        self.weight += X.shape[0]
+        if count:
+            self.weight += X.shape[0]
 
 
 def _ewma(old: F64, new: F64, a: float) -> F64:
@@ -513,7 +520,12 @@ class Detector:
         )
         X = ew.squashed()
         if km.weight == 0:
-            km.population_update(X, ew.values, ev.share, self.config.centre_half_life)
+            # What ordinary looks like before anything is learned: this window's entities that do
+            # not show extraction (a campaign running at start-up must not set the reference).
+            ok = ev.absolute < self.config.reference_max_evidence
+            km.population_update(
+                X[ok], ew.values[ok], ev.share[ok], self.config.centre_half_life, count=False
+            )
         Xo = np.maximum(X, km.centre)
         novelty = km.forest.score_many(Xo)
         raw = ev.evidence + novelty

@@ -108,8 +108,12 @@ def decide(
     """Update the enforcement state of ``rows`` for one window and return the decisions.
 
     ``outright`` marks windows that strike whatever their score (extraction behaviour that ordinary
-    customers almost never show, harvesting at a volume far beyond them); they count towards a
-    flag only, throttles still need the scores, and they are never quiet windows.
+    customers almost never show, harvesting at a volume far beyond them). They count as strikes
+    like any striking window (so they can make up a throttle's or a suspension's run), but a
+    throttle or a suspension is only decided in a window whose own score crosses its threshold,
+    with the evidence it needs; they are never quiet windows. A throttled entity that keeps
+    striking outright at a low score is neither renewed nor released: its level lapses at
+    ``expires_ms``.
 
     Examples
     --------

@@ -212,5 +212,8 @@ def test_extraction_running_at_start_up_is_flagged_before_the_models_warm_up() -
                 assert a.action == "flag"
                 assert a.reasons[0]["feature"] in ("reasoning_elicitation", "address_rotation")
         assert not [a for a in out.actions if a.entity_id.startswith("user-")]
-    assert not det.population.kinds["account"].ready
+    kind = det.population.kinds["account"]
+    assert not kind.ready
     assert flagged_at is not None and flagged_at <= 3
+    # ... and what ordinary output looks like was not learned from the extractor
+    assert kind.volume_p99 == 300.0
