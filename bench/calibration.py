@@ -65,28 +65,29 @@ def run_world(seed: int, scale: float, segments: int) -> tuple[int, int, dict[st
     det = Detector(config, kinds=KINDS)
     # (kind, window end, scores) of every scored window; warm-up ends at a kind's first window
     # with a calibrated (non-zero) score.
-    seen: dict[str, list[tuple[int, np.ndarray]]] = {k: [] for k in KINDS}
-    excluded = dict.fromkeys(KINDS, 0)
+    seen: dict[str, list[tuple[int, np.ndarray, int]]] = {k: [] for k in KINDS}
     outs = (det.process(events[i : i + BATCH]) for i in range(0, len(events), BATCH))
     for out in [*outs, det.flush()]:
         for s in out.scored:
             if s.kind in seen:
-                seen[s.kind].append((s.end_ms, s.score.copy()))
-                excluded[s.kind] += int((s.evidence >= config.reference_max_evidence).sum())
+                shows = int((s.evidence >= config.reference_max_evidence).sum())
+                seen[s.kind].append((s.end_ms, s.score.copy(), shows))
     tallies: dict[str, Tally] = {}
     for kind, rows in seen.items():
         windows = np.zeros(segments)
         over = np.zeros((segments, len(thresholds)))
-        ready = [end for end, sc in rows if (sc > 0).any()]
+        excluded = 0  # counted over the same windows as the shares: after warm-up
+        ready = [end for end, sc, _ in rows if (sc > 0).any()]
         if ready:
-            t0, t1 = min(ready), max(end for end, _ in rows) + 1
-            for end, sc in rows:
+            t0, t1 = min(ready), max(end for end, _, _ in rows) + 1
+            for end, sc, shows in rows:
                 if end < t0:
                     continue
                 seg = min(int((end - t0) / (t1 - t0) * segments), segments - 1)
                 windows[seg] += len(sc)
                 over[seg] += (sc[:, None] >= thresholds[None, :]).sum(axis=0)
-        tallies[kind] = Tally(windows, over, excluded[kind])
+                excluded += shows
+        tallies[kind] = Tally(windows, over, excluded)
     return seed, len(events), tallies
 
 
@@ -166,7 +167,8 @@ def main(argv: list[str] | None = None) -> None:
         left = sum(t[kind].excluded for _, _, t in results)
         print(
             f"ordinary {kind} windows with evidence >= "
-            f"{DetectorConfig().reference_max_evidence} (left out of the reference): {left}"
+            f"{DetectorConfig().reference_max_evidence} (left out of the reference): {left} of "
+            f"{int(pooled_w):,d}"
         )
     events = sum(n for _, n, _ in results)
     print(
