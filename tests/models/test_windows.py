@@ -14,6 +14,16 @@ def ev(i: int, ts: int, account: str = "a", ip: str = "10.0.0.1", **kw) -> Usage
     return UsageEvent(f"e{i}", ts, account, ip, ip_block(ip), "m", 10, 20, **kw)
 
 
+def closed(order: list[UsageEvent]) -> ClosedWindow:
+    """The one window of the first minute, fed ``order`` in that order."""
+    w = Windower(window_ms=60_000, allowed_lateness_ms=0, external_watermark=True)
+    for e in order:
+        w.add(e)
+    w.close_through(60_000)
+    (window,) = w.advance()
+    return window
+
+
 def test_watermark_closes_windows_in_order_and_counts_late_events() -> None:
     w = Windower(window_ms=1_000, allowed_lateness_ms=500)
     for i, t in enumerate([100, 900, 1_200, 1_400]):
@@ -110,14 +120,6 @@ def test_a_window_fed_from_several_upstreams_is_the_same_in_any_arrival_order(ro
     shuffled = list(events)
     random.Random(seed).shuffle(shuffled)
 
-    def closed(order: list[UsageEvent]):
-        w = Windower(window_ms=60_000, allowed_lateness_ms=0, external_watermark=True)
-        for e in order:
-            w.add(e)
-        w.close_through(60_000)
-        (window,) = w.advance()
-        return window
-
     assert _columns(closed(events)) == _columns(closed(shuffled))
 
 
@@ -135,11 +137,8 @@ def test_windows_are_handed_over_up_to_a_bound_and_the_rest_kept() -> None:
 
 
 def test_a_window_pickled_before_subnets_existed_restores_with_blocks_as_subnets() -> None:
-    w = Windower(window_ms=60_000, allowed_lateness_ms=0, external_watermark=True)
-    for i, ip in enumerate(["10.0.0.1", "2001:db8::1", "2001:db8:0:1::1"]):
-        w.add(ev(i, 1_000 * i, "a", ip))
-    w.close_through(60_000)
-    (window,) = w.advance()
+    ips = ["10.0.0.1", "2001:db8::1", "2001:db8:0:1::1"]
+    window = closed([ev(i, 1_000 * i, "a", ip) for i, ip in enumerate(ips)])
     assert sorted(window.subnets) == ["10.0.0.0/24", "2001:db8:0:1::/64", "2001:db8::/64"]
     _, _, (_, slots) = window.__reduce_ex__(2)[:3]
     old = {k: v for k, v in slots.items() if k not in ("subnet", "subnets")}
@@ -153,14 +152,6 @@ def test_a_window_pickled_before_subnets_existed_restores_with_blocks_as_subnets
 def test_rows_that_differ_only_in_their_subnet_are_ordered_by_it() -> None:
     # Same time, account and tokens, one IPv6 /48, two /64s: only the subnet tells them apart.
     a, b = ev(1, 5_000, "a", "2001:db8::1"), ev(2, 5_000, "a", "2001:db8:0:1::1")
-
-    def closed(order: list[UsageEvent]) -> ClosedWindow:
-        w = Windower(window_ms=60_000, allowed_lateness_ms=0, external_watermark=True)
-        for e in order:
-            w.add(e)
-        w.close_through(60_000)
-        (window,) = w.advance()
-        return window
 
     one, other = closed([a, b]), closed([b, a])
     assert [one.subnets[i] for i in one.subnet] == [other.subnets[i] for i in other.subnet]
