@@ -55,6 +55,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from models.templates import MATCH_BITS
 from models.windows import ClosedWindow
 
 __all__ = [
@@ -81,8 +82,8 @@ UNKNOWN_MS = np.iinfo(np.int64).max  # no creation time seen yet
 
 # Two SimHash fingerprints of unrelated prompts differ in 32 +- 4 of 64 bits; the chance that they
 # fall within 12 bits is about 2e-7, so a match within 12 bits is the same prompt with its slots
-# filled differently, not a coincidence.
-TEMPLATE_BITS = 12
+# filled differently, not a coincidence. The same scale as templates across accounts.
+TEMPLATE_BITS = MATCH_BITS
 # How many of an entity's latest fingerprints it remembers across windows (8 bytes each).
 RECENT_PROMPTS = 8
 # How many of its latest requests' networks (IPv4 /24, IPv6 /64) an account remembers. A phone

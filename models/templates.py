@@ -12,8 +12,11 @@ when the full Hamming distance is within `MATCH_BITS`. A fingerprint ``d`` bits 
 found with probability about ``1 - (1 - C(64 - d, k) / C(64, k)) ** tables`` (99.7% for
 ``d = 4``, 76% for ``d = 8`` with the defaults); the fixed tables overlap, so they miss together
 somewhat more often: measured over 5,000 templates, 97.6% at 4 bits and 72% at 8. Unrelated
-prompts differ in about 32 bits; the chance that one lies within 16 bits of a given centroid is
-about 3e-5.
+prompts differ in about 32 bits; the chance that one lies within `MATCH_BITS` (12) of a given
+centroid is about 2.3e-7. That chance is paid per *pair*: two unrelated groups with 400
+templates each hold 160,000 pairs, so within 16 bits (3.9e-5) about six of their templates would
+be one, and link every account of one group to the other (a campaign to a public benchmark);
+within 12, about 0.04.
 
 Most prompts are not templated and are never seen again, so a fingerprint that matches nothing
 starts a template only if its hash falls in a fixed ``1 / register_every`` share: a template is
@@ -36,9 +39,11 @@ __all__ = ["MATCH_BITS", "TemplateIndex"]
 U64 = npt.NDArray[np.uint64]
 I64 = npt.NDArray[np.int64]
 
-# Unrelated fingerprints are Binomial(64, 1/2) bits apart (32 +- 4); 16 bits is four standard
-# deviations below, while slot fillers move a template's fingerprint by a handful of bits.
-MATCH_BITS = 16
+# Unrelated fingerprints are Binomial(64, 1/2) bits apart (32 +- 4); 12 bits is five standard
+# deviations below, while slot fillers move a template's fingerprint by a handful of bits (the
+# contract: "near-duplicate prompts differ in few bits"). `models.evidence` reads templated
+# prompts within an account on the same scale.
+MATCH_BITS = 12
 _BITS = np.uint64(1) << np.arange(64, dtype=np.uint64)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 

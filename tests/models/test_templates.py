@@ -254,3 +254,21 @@ def test_lookup_recall_is_what_the_docstring_says() -> None:
         recall[d] = float((index.assign(near, 1) == ids).mean())
     # the module docstring's measured figures (97.6% and 72%)
     assert recall[4] > 0.96 and recall[8] >= 0.65, recall
+
+
+def test_two_unrelated_template_sets_share_no_template() -> None:
+    # Two groups that never met, each with 400 templates of its own (a campaign, a public
+    # benchmark): 160,000 pairs of unrelated templates. Within 16 bits, about 6 pairs would be
+    # near enough to be one template, and would link every account of one group to the other;
+    # within MATCH_BITS (12), about 0.04.
+    rng = np.random.default_rng(11)
+    groups = [random_fps(rng, 400), random_fps(rng, 400)]
+    index = TemplateIndex(register_every=1, tables=32, bits_per_table=8)
+    seen: list[set[int]] = [set(), set()]
+    for minute in range(3):
+        for g, bases in enumerate(groups):
+            fps = u64([flip(b, rng.choice(64, size=3, replace=False)) for b in bases])
+            ids = index.assign(fps, minute * MIN + g)
+            seen[g] |= set(index.canonical(ids).tolist()) - {0}
+    assert len(seen[0]) > 300 and len(seen[1]) > 300
+    assert not seen[0] & seen[1]
