@@ -354,20 +354,30 @@ class CampaignScorer:
             )
         # Every member of an enforced campaign carries the campaign's level on its own account,
         # including accounts that join it later (a banned account's replacement): they are acted
-        # on in the window they join, with the campaign in their reasons.
+        # on in the window they join, with the campaign in their reasons. A member linked to it
+        # only by circumstance (the proxy blocks or the creation minutes it shares with the
+        # campaign's accounts) is flagged for a look, never throttled or suspended for it: an
+        # ordinary customer of the same proxy reseller can share both.
         level = table.level[rows]
         for i in np.flatnonzero(level >= 1).tolist():
-            members = [a for a in cw.members[i] if a not in cfg.policy.allowlist]
-            if not members:
-                continue
-            member_rows = account_table.rows(members)
-            threshold = cfg.policy.thresholds[int(level[i])]
-            for d in impose(
-                account_table, member_rows, int(level[i]), cw.end_ms, cfg.policy, threshold
-            ):
-                out.actions.append(self._member_action(cw, i, members[d.position], d, version))
-            if account_table is self.members:  # its own table: members stay while enforced
-                account_table.last_seen_ms[member_rows] = cw.end_ms
+            loose = set(cw.circumstantial[i])
+            for chosen in (True, False):
+                members = [
+                    a
+                    for a in cw.members[i]
+                    if a not in cfg.policy.allowlist and (a in loose) != chosen
+                ]
+                if not members:
+                    continue
+                member_rows = account_table.rows(members)
+                at = int(level[i]) if chosen else 1
+                threshold = cfg.policy.thresholds[at]
+                for d in impose(account_table, member_rows, at, cw.end_ms, cfg.policy, threshold):
+                    out.actions.append(
+                        self._member_action(cw, i, members[d.position], d, version, int(level[i]))
+                    )
+                if account_table is self.members:  # its own table: members stay while enforced
+                    account_table.last_seen_ms[member_rows] = cw.end_ms
         # Members of an enforced campaign leave the reference, like an account showing extraction
         # would, whatever each member shows alone: once it is throttled, or once it is flagged and
         # hides who it is (disposable accounts, rotating addresses, cards shared across it,
@@ -467,16 +477,27 @@ class CampaignScorer:
         return reasons
 
     def _member_action(
-        self, cw: CampaignWindows, i: int, account: str, d: Decision, version: str
+        self,
+        cw: CampaignWindows,
+        i: int,
+        account: str,
+        d: Decision,
+        version: str,
+        campaign_level: int,
     ) -> EnforcementAction:
+        detail = (
+            f"joined campaign {cw.ids[i]} ({len(cw.members[i])} accounts), "
+            f"which is under {ACTIONS[campaign_level]}"
+        )
+        if d.level < campaign_level:
+            detail += "; linked to it only by shared IP blocks or creation times, so flagged"
         reason = Reason(
             feature="campaign_member",
             value=float(len(cw.members[i])),
             baseline=None,
             population_baseline=None,
             contribution=1.0,
-            detail=f"joined campaign {cw.ids[i]} ({len(cw.members[i])} accounts), "
-            f"which is under {ACTIONS[d.level]}",
+            detail=detail,
         )
         return EnforcementAction(
             enforcement_id=enforcement_id(version, "account", account, d.action, cw.end_ms),

@@ -292,13 +292,16 @@ class CampaignWindows:
     """Every campaign active in one window: ids, members, features and pooled evidence.
 
     ``members[i]`` lists campaign ``i``'s accounts, ``active[i]`` how many of them sent requests
-    in this window, ``joined[i]`` the members that were in no campaign, or another one, before.
+    in this window, ``joined[i]`` the members that were in no campaign, or another one, before,
+    ``circumstantial[i]`` the members linked to it only by circumstance (shared IP blocks,
+    creation times), not by a template or payment instrument of their own.
     """
 
     end_ms: int
     ids: list[str]
     members: list[list[str]]
     joined: list[list[str]]
+    circumstantial: list[list[str]]
     active: I64
     share: F64
     strength: F64
@@ -808,6 +811,7 @@ class CampaignLinker:
         alive = np.flatnonzero(self.last_ms > now - cfg.horizon_ms)
         acc, hub, hub_kind = self._hubs(alive, now)
         clusters: list[npt.NDArray[np.intp]] = []
+        by_choice = np.zeros(alive.size, dtype=np.bool_)
         if acc.size:
             risky = self._risky_hubs(alive, acc, hub, hub_kind, now)
             # Sharing a template or a card is deliberate; sharing a proxy block or the minutes an
@@ -818,6 +822,7 @@ class CampaignLinker:
             n_deliberate = np.bincount(acc[on & deliberate], minlength=alive.size)
             n_other = np.bincount(acc[on & ~deliberate], minlength=alive.size)
             eligible = (n_deliberate >= 1) | (n_other >= 2)
+            by_choice = n_deliberate >= 1
             keep = on & eligible[acc]
             a, h = acc[keep], hub[keep]
             # Members that contradict their campaign leave it, and with them the links they made:
@@ -832,7 +837,9 @@ class CampaignLinker:
                     label, linked = _linked(alive.size, a[stay], h[stay])
                     clusters, _ = self._clusters(alive, label, linked, active_rows, check=False)
         names = self._name(clusters, now)
-        return self._describe(clusters, names, active_rows, acc, hub, hub_kind, alive, now)
+        return self._describe(
+            clusters, names, active_rows, acc, hub, hub_kind, alive, now, by_choice
+        )
 
     def _clusters(
         self,
@@ -919,6 +926,7 @@ class CampaignLinker:
         hub_kind: I64,
         alive: npt.NDArray[np.intp],
         now_ms: int,
+        by_choice: npt.NDArray[np.bool_],
     ) -> CampaignWindows:
         n = len(clusters)
         r = len(RATES)
@@ -943,10 +951,13 @@ class CampaignLinker:
         new_campaign[self.last_ms <= now_ms - self.config.horizon_ms] = -1  # gone quiet too long
         members_out: list[list[str]] = []
         joined_out: list[list[str]] = []
+        circumstantial_out: list[list[str]] = []
         for c, rows in enumerate(clusters):
             members_out.append([self.ids[x] for x in rows.tolist()])
             moved = rows[self.campaign[rows] != codes[c]]
             joined_out.append([self.ids[x] for x in moved.tolist()])
+            loose = rows[~by_choice[position[rows]]]
+            circumstantial_out.append([self.ids[x] for x in loose.tolist()])
             new_campaign[rows] = codes[c]
             active[c] = int(is_active[rows].sum())
             hits[c] = self.hits[rows].sum(axis=0)
@@ -991,6 +1002,7 @@ class CampaignLinker:
             ids=names,
             members=members_out,
             joined=joined_out,
+            circumstantial=circumstantial_out,
             active=active,
             share=share,
             strength=strength,

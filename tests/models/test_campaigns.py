@@ -6,6 +6,8 @@ from collections.abc import Iterable
 import numpy as np
 import pytest
 
+from models.calibration import TailCalibrator
+from models.campaign_scoring import CampaignScorer, LinkInput
 from models.campaigns import (
     CAMPAIGN_FEATURES,
     SYNCHRONIZED,
@@ -16,6 +18,7 @@ from models.campaigns import (
     _synchrony,
     summarize,
 )
+from models.detector import DetectorConfig
 from models.events import UsageEvent
 from models.evidence import RATES, EvidenceMemory, stable_hash, window_evidence
 from models.windows import ClosedWindow, Windower
@@ -685,3 +688,71 @@ def test_a_busy_hydra_whose_accounts_differ_stays_linked() -> None:
         out = world.step(events)
         sizes.append(max((len(m) for m in out.members), default=0))
     assert sizes[0] >= 35 and min(sizes) >= 15, sizes
+
+
+def _proxy_crew_and_loners(
+    minute: int, rng: np.random.Generator, tmpl: list[int], pool: list[str], loners: int = 4
+) -> list[UsageEvent]:
+    """A campaign on a proxy pool's blocks paying with one card, and accounts that extract alike
+    from the same blocks with cards and creation times of their own."""
+    events = extraction(minute, names("crew", 12), rng, tmpl, card="card-crew", blocks=pool)
+    for k, a in enumerate(names("loner", loners)):
+        events += [
+            request(
+                a,
+                minute,
+                i,
+                rng,
+                pool[int(rng.integers(len(pool)))],
+                cot=0.9,
+                inp=150,
+                out=1_500,
+                fp=int(rng.integers(2**63)),
+                card=f"card-{a}",
+                created=T0 - (200 + 41 * k) * DAY,
+            )
+            for i in range(6)
+        ]
+    return events + ordinary(minute, names("p", 30), rng)
+
+
+def test_members_linked_only_by_shared_blocks_are_told_apart() -> None:
+    rng = np.random.default_rng(21)
+    pool = [f"45.{j}.3.0/24" for j in range(12)]
+    tmpl = templates(rng, 10_000)  # prompts of their own
+    world = World()
+    for minute in range(4):
+        out = world.step(_proxy_crew_and_loners(minute, rng, tmpl, pool))
+    assert len(out) == 1
+    assert sorted(out.members[0]) == sorted(names("crew", 12) + names("loner", 4))
+    assert sorted(out.circumstantial[0]) == names("loner", 4)
+
+
+def test_an_enforced_campaign_throttles_its_templated_members_and_flags_the_loose_ones() -> None:
+    """A customer of the same proxy reseller can share two of a hydra's blocks: linked by that
+    alone, a member is flagged for a look, never throttled as a member."""
+    rng = np.random.default_rng(21)
+    pool = [f"45.{j}.3.0/24" for j in range(12)]
+    tmpl = templates(rng, 10_000)
+    world = World()
+    calibrator = TailCalibrator(min_count=100)
+    calibrator.update(rng.uniform(0.0, 1.0, 5_000), T0)
+    scorer = CampaignScorer(DetectorConfig())
+    actions: dict[str, list[tuple[str, str]]] = {}
+    for minute in range(8):
+        win = Windower(MIN, 0)
+        # a fifth loner shows up once the campaign is throttled
+        for e in _proxy_crew_and_loners(minute, rng, tmpl, pool, loners=4 if minute < 6 else 5):
+            assert win.add(e)
+        [w] = win.flush()
+        s = world.summarize(w)
+        x = LinkInput(s, np.zeros(len(s)), np.zeros(len(s), dtype=np.bool_), np.zeros(8))
+        result = scorer.update(x, "test", calibrator=calibrator, ready=True)
+        for a in result.out.actions:
+            if a.entity_kind == "account":
+                actions.setdefault(a.entity_id, []).append((a.action, a.reasons[0]["detail"]))
+    assert {actions[a][-1][0] for a in names("crew", 12)} == {"throttle"}
+    assert {act for a in names("loner", 5) for act, _ in actions[a]} == {"flag"}
+    [(_, late)] = actions["loner-4"]
+    assert "under throttle; linked to it only by shared IP blocks" in late, late
+    assert not any(a.startswith("p-") for a in actions)
