@@ -41,10 +41,12 @@ Both kinds: output volume, the one behaviour read against ordinary entities rath
 scale (tokens per minute differ by deployment), as a multiple of the 99th percentile of ordinary
 entities' output per window. It carries no weight in the evidence sum: heavy ordinary customers sit
 in that tail, and counting it would lift the scores every threshold is measured against. The
-policy uses it on its own: an account sending 16 times that percentile in a window (32 times, for
-an IP block), with some extraction behaviour, is flagged. The heaviest ordinary account stays
-within 10 times it in 23 of the 24 randomized worlds of `bench/robustness.py` (38 times in one);
-the single-account extractors there send from less than 1 to 97 times it.
+policy uses it on its own (`models.detector`): each doubling of an account's output past that
+percentile stands for a quarter of a behaviour, so evidence of 1.5 at the percentile, 1.0 at four
+times it or 0.5 at sixteen times it is flagged; an IP block needs 32 times it with some extraction
+behaviour. The heaviest ordinary account stays within 10 times it in 23 of the 24 randomized
+worlds of `bench/robustness.py` (38 times in one); the single-account extractors there send from
+less than 1 to 97 times it.
 """
 
 from __future__ import annotations

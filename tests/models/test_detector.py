@@ -217,3 +217,36 @@ def test_extraction_running_at_start_up_is_flagged_before_the_models_warm_up() -
     assert flagged_at is not None and flagged_at <= 3
     # ... and what ordinary output looks like was not learned from the extractor
     assert kind.volume_p99 == 300.0
+
+
+def test_a_single_account_harvesting_reasoning_at_volume_is_flagged_within_minutes() -> None:
+    # 300 ordinary accounts send up to 30,000 output tokens a minute. An extractor asks for
+    # step-by-step reasoning in nine prompts of ten from one address and harvests four times what
+    # the heaviest ordinary accounts send: its behaviour evidence (1.5) is below what strikes on
+    # its own (2.0), its volume below what strikes with little evidence (16 times), and before the
+    # models warm up no score counts. Each doubling of output past the 99th percentile is worth a
+    # quarter of a behaviour: it is flagged in the second window. A customer sending 8 times the
+    # percentile with no extraction behaviour, and a tutoring app eliciting reasoning at ordinary
+    # volume, are not.
+    t0 = 1_800_000_000_000
+    det = Detector(DetectorConfig())
+
+    def event(m: int, who: str, i: int, inp: int, out: int, cot: float) -> UsageEvent:
+        return UsageEvent(f"{who}-{m}-{i}", t0 + m * 60_000 + 100 * i, who, "10.0.0.1",
+                          f"10.{hash(who) % 200}.0.0/24", "m", inp, out, cot_score=cot)  # fmt: skip
+
+    def minute(m: int) -> list[UsageEvent]:
+        events = [event(m, f"user-{i}", 0, 400, (i + 1) * 100, 0.1) for i in range(300)]
+        events += [event(m, "extractor", i, 100, 3_000, 0.9 if i % 10 else 0.1) for i in range(40)]
+        events += [event(m, "heavy", i, 20_000, 30_000, 0.1) for i in range(8)]
+        events += [event(m, "tutor", i, 100, 2_500, 0.9) for i in range(10)]
+        return events
+
+    acted: dict[str, int] = {}  # entity -> the window (0 = the first) of its first action
+    for m in range(6):
+        for a in det.process(minute(m)).actions:
+            acted.setdefault(a.entity_id, (a.window_start_ms - t0) // 60_000)
+            if a.entity_id == "extractor":
+                assert a.action == "flag"
+    assert not det.population.kinds["account"].ready
+    assert acted == {"extractor": 1}, acted
