@@ -354,18 +354,19 @@ class CampaignScorer:
             )
         # Every member of an enforced campaign carries the campaign's level on its own account,
         # including accounts that join it later (a banned account's replacement): they are acted
-        # on in the window they join, with the campaign in their reasons. A member linked to it
-        # only by circumstance (the proxy blocks or the creation minutes it shares with the
-        # campaign's accounts) is flagged for a look, never throttled or suspended for it: an
-        # ordinary customer of the same proxy reseller can share both.
+        # on in the window they join, with the campaign in their reasons. When the campaign has a
+        # core linked by templates or cards, a member outside it (linked only by the proxy blocks
+        # or the creation minutes it shares with the core) is flagged for a look, never throttled
+        # or suspended for it: an ordinary customer of the same proxy reseller can share both. A
+        # campaign held together by circumstance alone carries its level to every member.
         level = table.level[rows]
+        loose = [self._loose(cw, i) for i in range(len(cw))]
         for i in np.flatnonzero(level >= 1).tolist():
-            loose = set(cw.circumstantial[i])
             for chosen in (True, False):
                 members = [
                     a
                     for a in cw.members[i]
-                    if a not in cfg.policy.allowlist and (a in loose) != chosen
+                    if a not in cfg.policy.allowlist and (a in loose[i]) != chosen
                 ]
                 if not members:
                     continue
@@ -382,7 +383,9 @@ class CampaignScorer:
         # would, whatever each member shows alone: once it is throttled, or once it is flagged and
         # hides who it is (disposable accounts, rotating addresses, cards shared across it,
         # requests in lockstep). A flagged team running one eval suite does none of that, and its
-        # members stay part of what ordinary looks like.
+        # members stay part of what ordinary looks like. Loose members leave it too: kept in, a
+        # hydra's accounts outside its core are what the campaign's own score is measured
+        # against (world 4 of the randomized worlds: 97.9% of its accounts caught -> 81.4%).
         evading = cw.identity_evasion >= 0.5
         level = table.level[rows]
         for i in np.flatnonzero(big & ((level >= 2) | ((level >= 1) & evading))).tolist():
@@ -406,6 +409,13 @@ class CampaignScorer:
                 drift=np.zeros(len(cw), dtype=np.bool_),
             )
         )
+
+    def _loose(self, cw: CampaignWindows, i: int) -> set[str]:
+        """Members of campaign ``i`` that carry at most a flag for it: those outside its core of
+        members linked by templates or cards, when that core alone is big enough to enforce."""
+        loose = set(cw.circumstantial[i])
+        core = len(cw.members[i]) - len(loose)
+        return loose if core >= self.config.policy.min_campaign_members else set()
 
     @staticmethod
     def _reasons(cw: CampaignWindows, i: int, raw: float, typical_share: F64) -> list[Reason]:

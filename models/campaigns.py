@@ -293,8 +293,9 @@ class CampaignWindows:
 
     ``members[i]`` lists campaign ``i``'s accounts, ``active[i]`` how many of them sent requests
     in this window, ``joined[i]`` the members that were in no campaign, or another one, before,
-    ``circumstantial[i]`` the members linked to it only by circumstance (shared IP blocks,
-    creation times), not by a template or payment instrument of their own.
+    ``circumstantial[i]`` the members outside its core (its largest group of members linked by
+    templates or payment instruments), linked to it only by circumstance (shared IP blocks,
+    creation times); all of them when it has no such group.
     """
 
     end_ms: int
@@ -811,7 +812,10 @@ class CampaignLinker:
         alive = np.flatnonzero(self.last_ms > now - cfg.horizon_ms)
         acc, hub, hub_kind = self._hubs(alive, now)
         clusters: list[npt.NDArray[np.intp]] = []
-        by_choice = np.zeros(alive.size, dtype=np.bool_)
+        # Components over template and card links alone: which members are tied to their
+        # campaign by choice (in its largest such component), not only by circumstance.
+        choice_label = np.arange(alive.size, dtype=np.int64)
+        choice_linked = np.zeros(alive.size, dtype=np.bool_)
         if acc.size:
             risky = self._risky_hubs(alive, acc, hub, hub_kind, now)
             # Sharing a template or a card is deliberate; sharing a proxy block or the minutes an
@@ -822,7 +826,6 @@ class CampaignLinker:
             n_deliberate = np.bincount(acc[on & deliberate], minlength=alive.size)
             n_other = np.bincount(acc[on & ~deliberate], minlength=alive.size)
             eligible = (n_deliberate >= 1) | (n_other >= 2)
-            by_choice = n_deliberate >= 1
             keep = on & eligible[acc]
             a, h = acc[keep], hub[keep]
             # Members that contradict their campaign leave it, and with them the links they made:
@@ -834,12 +837,16 @@ class CampaignLinker:
                 clusters, dropped = self._clusters(alive, label, linked, active_rows)
                 if dropped.size:
                     stay = ~np.isin(a, dropped)
-                    label, linked = _linked(alive.size, a[stay], h[stay])
+                    a, h = a[stay], h[stay]
+                    label, linked = _linked(alive.size, a, h)
                     clusters, _ = self._clusters(alive, label, linked, active_rows, check=False)
+                chosen = (hub_kind[h] == _TEMPLATE) | (hub_kind[h] == _PAYMENT)
+                choice_label, choice_linked = _linked(alive.size, a[chosen], h[chosen])
         names = self._name(clusters, now)
         return self._describe(
-            clusters, names, active_rows, acc, hub, hub_kind, alive, now, by_choice
-        )
+            clusters, names, active_rows, acc, hub, hub_kind, alive, now,
+            choice_label, choice_linked,
+        )  # fmt: skip
 
     def _clusters(
         self,
@@ -926,7 +933,8 @@ class CampaignLinker:
         hub_kind: I64,
         alive: npt.NDArray[np.intp],
         now_ms: int,
-        by_choice: npt.NDArray[np.bool_],
+        choice_label: I64,
+        choice_linked: npt.NDArray[np.bool_],
     ) -> CampaignWindows:
         n = len(clusters)
         r = len(RATES)
@@ -956,8 +964,15 @@ class CampaignLinker:
             members_out.append([self.ids[x] for x in rows.tolist()])
             moved = rows[self.campaign[rows] != codes[c]]
             joined_out.append([self.ids[x] for x in moved.tolist()])
-            loose = rows[~by_choice[position[rows]]]
-            circumstantial_out.append([self.ids[x] for x in loose.tolist()])
+            # The campaign's core: its largest group of members linked by templates or cards
+            # (ties: the smaller label). Members outside it share only blocks or creation times.
+            pos = position[rows]
+            tied = choice_linked[pos]
+            core = np.zeros(rows.size, dtype=np.bool_)
+            if tied.any():
+                labels, sizes = np.unique(choice_label[pos[tied]], return_counts=True)
+                core = tied & (choice_label[pos] == labels[int(np.argmax(sizes))])
+            circumstantial_out.append([self.ids[x] for x in rows[~core].tolist()])
             new_campaign[rows] = codes[c]
             active[c] = int(is_active[rows].sum())
             hits[c] = self.hits[rows].sum(axis=0)

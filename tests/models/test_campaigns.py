@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import pytest
@@ -728,31 +728,87 @@ def test_members_linked_only_by_shared_blocks_are_told_apart() -> None:
     assert sorted(out.circumstantial[0]) == names("loner", 4)
 
 
+def scored_run(
+    minutes: int, events: Callable[[int], list[UsageEvent]]
+) -> dict[str, list[tuple[str, str]]]:
+    """Minutes of events through a linker and a `CampaignScorer` whose account calibrator has
+    seen ordinary raw risk between 0 and 1 (as `models.detector` wires them once warmed up):
+    per entity, its actions with their first reason."""
+    rng = np.random.default_rng(0)
+    world = World()
+    calibrator = TailCalibrator(min_count=100)
+    calibrator.update(rng.uniform(0.0, 1.0, 5_000), T0)
+    scorer = CampaignScorer(DetectorConfig())
+    actions: dict[str, list[tuple[str, str]]] = {}
+    for minute in range(minutes):
+        win = Windower(MIN, 0)
+        for e in events(minute):
+            assert win.add(e)
+        [w] = win.flush()
+        s = world.summarize(w)
+        x = LinkInput(s, np.zeros(len(s)), np.zeros(len(s), dtype=np.bool_), np.zeros(8))
+        for a in scorer.update(x, "test", calibrator=calibrator, ready=True).out.actions:
+            reason = a.reasons[0].get("detail") or a.reasons[0]["feature"]
+            actions.setdefault(a.entity_id, []).append((a.action, reason))
+    return actions
+
+
 def test_an_enforced_campaign_throttles_its_templated_members_and_flags_the_loose_ones() -> None:
     """A customer of the same proxy reseller can share two of a hydra's blocks: linked by that
     alone, a member is flagged for a look, never throttled as a member."""
     rng = np.random.default_rng(21)
     pool = [f"45.{j}.3.0/24" for j in range(12)]
     tmpl = templates(rng, 10_000)
-    world = World()
-    calibrator = TailCalibrator(min_count=100)
-    calibrator.update(rng.uniform(0.0, 1.0, 5_000), T0)
-    scorer = CampaignScorer(DetectorConfig())
-    actions: dict[str, list[tuple[str, str]]] = {}
-    for minute in range(8):
-        win = Windower(MIN, 0)
-        # a fifth loner shows up once the campaign is throttled
-        for e in _proxy_crew_and_loners(minute, rng, tmpl, pool, loners=4 if minute < 6 else 5):
-            assert win.add(e)
-        [w] = win.flush()
-        s = world.summarize(w)
-        x = LinkInput(s, np.zeros(len(s)), np.zeros(len(s), dtype=np.bool_), np.zeros(8))
-        result = scorer.update(x, "test", calibrator=calibrator, ready=True)
-        for a in result.out.actions:
-            if a.entity_kind == "account":
-                actions.setdefault(a.entity_id, []).append((a.action, a.reasons[0]["detail"]))
+    # a fifth loner shows up once the campaign is throttled
+    actions = scored_run(
+        8, lambda m: _proxy_crew_and_loners(m, rng, tmpl, pool, loners=4 if m < 6 else 5)
+    )
     assert {actions[a][-1][0] for a in names("crew", 12)} == {"throttle"}
     assert {act for a in names("loner", 5) for act, _ in actions[a]} == {"flag"}
     [(_, late)] = actions["loner-4"]
     assert "under throttle; linked to it only by shared IP blocks" in late, late
     assert not any(a.startswith("p-") for a in actions)
+
+
+def test_a_group_with_a_template_of_its_own_behind_the_proxy_is_still_loose() -> None:
+    """Four accounts share a benchmark template among themselves, not the campaign's: what ties
+    them to the campaign is still only the proxy blocks."""
+    rng = np.random.default_rng(21)
+    pool = [f"45.{j}.3.0/24" for j in range(12)]
+    tmpl, bench = templates(rng, 10_000), templates(rng, 2)
+
+    def events(minute: int) -> list[UsageEvent]:
+        out = extraction(minute, names("crew", 12), rng, tmpl, card="card-crew", blocks=pool)
+        for k, a in enumerate(names("team", 4)):
+            out += [
+                request(a, minute, i, rng, pool[int(rng.integers(len(pool)))], cot=0.9,
+                        inp=150, out=1_500, fp=variant(bench[int(rng.integers(2))], rng),
+                        card=f"card-{a}", created=T0 - (200 + 41 * k) * DAY)
+                for i in range(6)
+            ]  # fmt: skip
+        return out + ordinary(minute, names("p", 30), rng)
+
+    actions = scored_run(8, events)
+    assert {actions[a][-1][0] for a in names("crew", 12)} == {"throttle"}
+    assert {act for a in names("team", 4) for act, _ in actions[a]} == {"flag"}
+
+
+def test_a_campaign_held_together_by_circumstance_alone_carries_its_level_to_every_member() -> None:
+    """Twelve accounts a day old, created in the same minutes, each with its own card and its
+    own prompts, hopping over one proxy pool: there is no core to tell members from bystanders,
+    so the campaign's throttle reaches all of them."""
+    rng = np.random.default_rng(5)
+    pool = [f"45.{j}.3.0/24" for j in range(12)]
+
+    def events(minute: int) -> list[UsageEvent]:
+        out = [
+            request(a, minute, i, rng, pool[int(rng.integers(len(pool)))], cot=0.9, inp=150,
+                    out=1_500, fp=int(rng.integers(2**63)), card=f"card-{a}",
+                    created=T0 - 2 * DAY + k * 1_000)
+            for k, a in enumerate(names("hydra", 12))
+            for i in range(6)
+        ]  # fmt: skip
+        return out + ordinary(minute, names("p", 30), rng)
+
+    actions = scored_run(10, events)
+    assert {actions[a][-1][0] for a in names("hydra", 12)} == {"throttle"}
