@@ -136,19 +136,52 @@ class _KindModel:
         self.typical = np.full(n, np.nan)  # population median of the raw features
         self.typical_share = np.full(len(behaviours_for(kind)), np.nan)  # ... of behaviour shares
         self.volume_p99 = float("nan")  # 99th percentile of ordinary output tokens per window
+        # How many entities a window holds, over every partition that shares these models: the
+        # 99th percentile of fewer than 100 is the heaviest entity itself. Counted per window end
+        # (partitions close the same windows at different times), the last few kept, older ones
+        # folded into a moving average.
+        self.volume_rows = 0.0
+        self.window_rows: dict[int, int] = {}
         self.weight = 0.0
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        # Snapshots written before the window size was kept: not known yet.
+        self.__dict__.update(state)
+        self.__dict__.setdefault("volume_rows", 0.0)
+        self.__dict__.setdefault("window_rows", {})
+
+    @property
+    def entities_per_window(self) -> float:
+        """Entities a window holds across the partitions sharing these models (see above)."""
+        return max([self.volume_rows, *map(float, self.window_rows.values())])
 
     @property
     def ready(self) -> bool:
         return self.calibrator.ready and self.forest.ready
 
     def population_update(
-        self, X: F64, raw: F64, share: F64, half_life: float, count: bool = True
+        self,
+        X: F64,
+        raw: F64,
+        share: F64,
+        half_life: float,
+        count: bool = True,
+        end_ms: int = -1,
+        entities: int = 0,
     ) -> None:
         """Move the population centre (median of squashed features) and typical raw values.
 
         ``count=False`` sets the estimates without counting the window as seen (the first window
-        is read once before scoring, for a centre to score it against, and learned after)."""
+        is read once before scoring, for a centre to score it against, and learned after).
+        ``entities`` is how many entities the window ending at ``end_ms`` held in this partition."""
+        if count and entities:
+            self.window_rows[end_ms] = self.window_rows.get(end_ms, 0) + entities
+            while len(self.window_rows) > 8:
+                oldest = min(self.window_rows)
+                done = np.array([float(self.window_rows.pop(oldest))])
+                self.volume_rows = float(
+                    _ewma(np.array([self.volume_rows or np.nan]), done, 0.1)[0]
+                )
         if X.shape[0] == 0:
             return
         with warnings.catch_warnings():
@@ -546,15 +579,19 @@ class Detector:
           ``outright_evidence`` needs at the volume behaviour's full strength (16 times that
           percentile): 0.5 of evidence there, 1.5 at the percentile itself, never less than 0.5.
           A single account harvesting reasoning at several times what the heaviest ordinary
-          customers send is acted on within minutes, however the population is calibrated. IP
-          blocks, whose output is many customers' sum, need their full strength (32 times).
+          customers send is acted on within minutes, however the population is calibrated. The
+          scale slides only where the percentile is one (a window holds 100 accounts or more,
+          over every partition sharing the population; in fewer, it is the heaviest account
+          itself); otherwise, and for IP blocks,
+          whose output is many customers' sum, the volume behaviour needs its full strength.
         """
         cfg = self.config
         evidence = ev.absolute
         out = evidence >= cfg.reference_max_evidence
         column = self._volume_column(km.kind)
         some = evidence >= cfg.outright_evidence
-        if km.kind != "account":
+        resolved = max(km.entities_per_window, float(evidence.size)) >= 100
+        if km.kind != "account" or not resolved:
             out |= some & (ev.strength[:, column] >= 1.0)
             return out
         full = behaviours_for(km.kind)[column].full
@@ -676,7 +713,14 @@ class Detector:
         learn = np.flatnonzero(ref)
         np.random.default_rng((self.config.seed, ew.end_ms)).shuffle(learn)
         km.forest.learn_many(m.Xo[learn])
-        km.population_update(m.X[ref], ew.values[ref], m.evidence.share[ref], cfg.centre_half_life)
+        km.population_update(
+            m.X[ref],
+            ew.values[ref],
+            m.evidence.share[ref],
+            cfg.centre_half_life,
+            end_ms=ew.end_ms,
+            entities=len(ew.ids),
+        )
         km.adwin.update(float(np.median(m.novelty)))  # type: ignore[no-untyped-call]
         if km.adwin.drift_detected and km.calibrator.ready:
             km.calibrator.forget(0.25)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from collections import defaultdict
 
 import numpy as np
@@ -250,3 +251,38 @@ def test_a_single_account_harvesting_reasoning_at_volume_is_flagged_within_minut
                 assert a.action == "flag"
     assert not det.population.kinds["account"].ready
     assert acted == {"extractor": 1}, acted
+
+
+def test_in_a_small_deployment_the_heaviest_account_is_not_past_the_percentile_of_itself() -> None:
+    # 40 customers and a tutoring app asking for reasoning in nine prompts of ten, with long
+    # answers, at three times the heaviest customer: with 41 accounts a window, the "99th
+    # percentile" of output is the app itself, so the sliding volume scale is not read; the
+    # app's evidence (1.5) stays under what strikes on its own.
+    t0 = 1_800_000_000_000
+    det = Detector(DetectorConfig())
+    rng = np.random.default_rng(0)
+
+    def minute(m: int) -> list[UsageEvent]:
+        events = [
+            UsageEvent(f"u{i}-{m}-{k}", t0 + m * 60_000 + 50 * i + k, f"user-{i}", "10.0.0.1",
+                       f"10.{i}.0.0/24", "m", 400, int(rng.integers(200, 800)), cot_score=0.1)
+            for i in range(40)
+            for k in range(3)
+        ]  # fmt: skip
+        events += [
+            UsageEvent(f"t{i}-{m}", t0 + m * 60_000 + 100 * i, "tutor", "10.99.0.1",
+                       "10.99.0.0/24", "m", 100, 1_000, cot_score=0.9 if i % 10 else 0.1)
+            for i in range(12)
+        ]  # fmt: skip
+        return events
+
+    for m in range(8):
+        assert not det.process(minute(m)).actions
+
+
+def test_population_models_from_a_snapshot_without_the_window_size_restore() -> None:
+    kind = Detector(DetectorConfig()).population.kinds["account"]
+    for name in ("volume_rows", "window_rows"):
+        delattr(kind, name)  # what a snapshot written before they were kept holds
+    restored = pickle.loads(pickle.dumps(kind))
+    assert restored.entities_per_window == 0.0
