@@ -697,22 +697,9 @@ def _proxy_crew_and_loners(
     from the same blocks with cards and creation times of their own."""
     events = extraction(minute, names("crew", 12), rng, tmpl, card="card-crew", blocks=pool)
     for k, a in enumerate(names("loner", loners)):
-        events += [
-            request(
-                a,
-                minute,
-                i,
-                rng,
-                pool[int(rng.integers(len(pool)))],
-                cot=0.9,
-                inp=150,
-                out=1_500,
-                fp=int(rng.integers(2**63)),
-                card=f"card-{a}",
-                created=T0 - (200 + 41 * k) * DAY,
-            )
-            for i in range(6)
-        ]
+        own = templates(rng, 6)  # prompts of its own: a fresh template for every request
+        created = T0 - (200 + 41 * k) * DAY
+        events += extraction(minute, [a], rng, own, card=f"card-{a}", blocks=pool, created=created)
     return events + ordinary(minute, names("p", 30), rng)
 
 
