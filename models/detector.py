@@ -178,10 +178,9 @@ class _KindModel:
             self.window_rows[end_ms] = self.window_rows.get(end_ms, 0) + entities
             while len(self.window_rows) > 8:
                 oldest = min(self.window_rows)
-                done = np.array([float(self.window_rows.pop(oldest))])
-                self.volume_rows = float(
-                    _ewma(np.array([self.volume_rows or np.nan]), done, 0.1)[0]
-                )
+                done = float(self.window_rows.pop(oldest))
+                old = self.volume_rows
+                self.volume_rows = done if old == 0.0 else old + 0.1 * (done - old)
         if X.shape[0] == 0:
             return
         with warnings.catch_warnings():
@@ -582,8 +581,8 @@ class Detector:
           customers send is acted on within minutes, however the population is calibrated. The
           scale slides only where the percentile is one (a window holds 100 accounts or more,
           over every partition sharing the population; in fewer, it is the heaviest account
-          itself); otherwise, and for IP blocks,
-          whose output is many customers' sum, the volume behaviour needs its full strength.
+          itself); otherwise, and for IP blocks, whose output is many customers' sum, the volume
+          behaviour needs its full strength.
         """
         cfg = self.config
         evidence = ev.absolute

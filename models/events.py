@@ -50,6 +50,14 @@ _BLOCK_CACHE: dict[str, str] = {}
 _BLOCK_CACHE_MAX = 1 << 20
 
 
+def _remember(cache: dict[str, str], ip: str, value: str) -> str:
+    """Keep ``value`` for ``ip`` in a parsed-address cache, emptied when full."""
+    if len(cache) >= _BLOCK_CACHE_MAX:
+        cache.clear()
+    cache[ip] = value
+    return value
+
+
 def ip_block(ip: str) -> str:
     """The IP block an address belongs to: its /24 for IPv4, its /48 for IPv6, in CIDR form.
 
@@ -81,10 +89,7 @@ def ip_block(ip: str) -> str:
         block = f"{a}.{b}.{c}.0/24"
     else:
         block = str(ipaddress.IPv6Network((int(addr) >> 80 << 80, 48)))
-    if len(_BLOCK_CACHE) >= _BLOCK_CACHE_MAX:
-        _BLOCK_CACHE.clear()
-    _BLOCK_CACHE[ip] = block
-    return block
+    return _remember(_BLOCK_CACHE, ip, block)
 
 
 _SUBNET_CACHE: dict[str, str] = {}
@@ -118,7 +123,4 @@ def subnet(ip: str, block: str) -> str:
         net = str(ipaddress.IPv6Network((int(addr) >> 64 << 64, 64)))
     else:
         net = ip_block(ip)
-    if len(_SUBNET_CACHE) >= _BLOCK_CACHE_MAX:
-        _SUBNET_CACHE.clear()
-    _SUBNET_CACHE[ip] = net
-    return net
+    return _remember(_SUBNET_CACHE, ip, net)
