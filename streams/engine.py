@@ -13,9 +13,12 @@ Three stages run in every worker, each a consumer group over one topic:
   once every account partition has scored it, over all accounts at once, in account-id order, so
   the decisions do not depend on how accounts are spread over partitions and workers.
 
-This module holds the loops: consumers, partition assignment, watermark alignment, idle flush,
-checkpoints, retries. What a stage does with the records it reads is in `streams.processors`
-(no I/O); how a batch's outputs are written, in `streams.publish`.
+This module holds the loops: consumers, partition assignment, watermark alignment, idle flush and
+when to checkpoint. What a stage does with the records it reads is in `streams.processors` (no
+I/O); how a batch's outputs are written, in `streams.publish`; the order in which outputs,
+checkpoints and commits become durable, and the retries, in `streams.delivery`. A stage is given
+its collaborators (the configuration, the `Delivery`, the metrics, the suspect table), never the
+engine.
 
 Each partition has its own `Detector` (open windows, entity state); the stage's population models
 are shared by its partitions, which teach them in one order: a window end is scored once every
@@ -59,9 +62,9 @@ import asyncio
 import logging
 import pickle
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -81,16 +84,22 @@ from models.detector import (
 from models.features import EntityKind
 from schemas.topics import Topics
 from streams import wire
-from streams.clickhouse import ClickHouseSink, StateStore, one_line
+from streams.clickhouse import ClickHouseSink, StateStore
+from streams.delivery import POPULATION, Abandoned, ClickHouseCalls, Delivery, Retries
 from streams.metrics import Metrics
-from streams.processors import CampaignLinking, Limits, Produced, read_forwards, read_usage
-from streams.publish import MAX_REQUEST_BYTES, OutputError, Outputs, OutputsUnavailable
+from streams.processors import (
+    CampaignLinking,
+    Limits,
+    Produced,
+    SuspectTable,
+    read_forwards,
+    read_usage,
+)
+from streams.publish import MAX_REQUEST_BYTES, OutputsUnavailable
 
 __all__ = ["Engine", "EngineConfig", "Metrics", "OutputsUnavailable"]
 
 log = logging.getLogger("distillguard.engine")
-POPULATION = -1
-T = TypeVar("T")
 
 
 @dataclass
@@ -179,22 +188,7 @@ class EngineConfig:
         return int(max(300.0, self.output_give_up_seconds + 60.0) * 1000)
 
 
-class _Abandoned(Exception):
-    """The engine is stopping: the retried work was given up, and nothing was checkpointed."""
-
-
-@dataclass
-class _Streak:
-    """Consecutive failures of one stage's outputs (or of its checkpoints)."""
-
-    started: float
-    what: str
-    cause: str
-    attempts: int = 0
-
-
-def _consumer(engine: Engine, name: str, fetch_bytes: int) -> AIOKafkaConsumer:
-    cfg = engine.config
+def _consumer(cfg: EngineConfig, name: str, fetch_bytes: int) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
         bootstrap_servers=cfg.bootstrap,
         group_id=f"{cfg.group_prefix}-{name}",
@@ -217,10 +211,12 @@ class _Member(ConsumerRebalanceListener):  # type: ignore[misc]
 
     name = ""
     topic = ""
-    engine: Engine
     consumer: AIOKafkaConsumer
 
-    def __init__(self) -> None:
+    def __init__(self, config: EngineConfig, delivery: Delivery, metrics: Metrics) -> None:
+        self.config = config
+        self.delivery = delivery
+        self.metrics = metrics
         self._published = asyncio.Event()
         self._published.set()
 
@@ -233,7 +229,7 @@ class _Member(ConsumerRebalanceListener):  # type: ignore[misc]
         """Before a revocation's checkpoint: wait a little for the batch in hand to be published
         (the rebalance waits for this callback). False if it is still in hand."""
         if self.in_hand:
-            wait = self.engine.config.rebalance_timeout_ms / 3000
+            wait = self.config.rebalance_timeout_ms / 3000
             try:
                 await asyncio.wait_for(self._published.wait(), wait)
             except TimeoutError:
@@ -245,25 +241,14 @@ class _Member(ConsumerRebalanceListener):  # type: ignore[misc]
                 return False
         return True
 
+    async def _commit(self, offsets: dict[int, int]) -> None:
+        await self.consumer.commit(
+            {TopicPartition(self.topic, p): OffsetAndMetadata(o, "") for p, o in offsets.items()}
+        )
+
     async def _save(self, rows: list[tuple[str, int, int, bytes]], offsets: dict[int, int]) -> bool:
-        """Save checkpoint rows, then commit their offsets; a failure is reported and retried at
-        the next checkpoint (nothing is committed that was not saved)."""
-        engine = self.engine
-        key = f"{self.name} checkpoint"
-        try:
-            await engine.clickhouse(engine.store.save, rows, engine.config.detector.version)
-            await self.consumer.commit(
-                {
-                    TopicPartition(self.topic, p): OffsetAndMetadata(o, "")
-                    for p, o in offsets.items()
-                }
-            )
-        except Exception as exc:
-            engine.failure(key, "saving a checkpoint", exc, None)
-            return False
-        engine.recovered(key)
-        engine.metrics.checkpoints += 1
-        return True
+        """Save checkpoint rows, then commit their offsets (`Delivery.checkpoint`)."""
+        return await self.delivery.checkpoint(self.name, rows, offsets, self._commit)
 
 
 class _Stage(_Member):
@@ -271,24 +256,26 @@ class _Stage(_Member):
     role = ""  # which of the engine's topics it reads (an attribute of `Topics`)
     kinds: tuple[EntityKind, ...] = ()
 
-    def __init__(self, engine: Engine) -> None:
-        super().__init__()
-        self.engine = engine
-        cfg = engine.config
-        self.topic = getattr(cfg.topics, self.role)
-        self.population = Population(cfg.detector)
+    def __init__(self, config: EngineConfig, delivery: Delivery, metrics: Metrics) -> None:
+        super().__init__(config, delivery, metrics)
+        self.topic = getattr(config.topics, self.role)
+        self.population = Population(config.detector)
+        # Whether the population models were restored from a checkpoint (None: not looked yet).
+        self.population_loaded: bool | None = None
+        # The input has ended (`Engine.request_flush`).
+        self.flush_requested = False
         self.parts: dict[int, Detector] = {}
         self.next_offset: dict[int, int] = {}
         # Per partition, the consumer's position: past next_offset when the log ends in records
         # a consumer never returns (transaction markers) or starts after them (expired data).
         self.position: dict[int, int] = {}
         self.last_seen: dict[int, float] = {}
-        self.consumer = _consumer(engine, self.name, 8 * 1024 * 1024)
+        self.consumer = _consumer(config, self.name, 8 * 1024 * 1024)
         self._last_checkpoint = time.monotonic()
 
     # -- partition ownership -------------------------------------------------------------------
     def _detector(self) -> Detector:
-        return Detector(self.engine.config.detector, kinds=self.kinds, population=self.population)
+        return Detector(self.config.detector, kinds=self.kinds, population=self.population)
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         mine = [tp.partition for tp in revoked if tp.partition in self.parts]
@@ -302,19 +289,19 @@ class _Stage(_Member):
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         try:
             await self._assign(assigned)
-        except _Abandoned:
+        except Abandoned:
             pass
         except OutputsUnavailable as exc:
-            self.engine.fatal = exc  # the run loop raises it (aiokafka would only log it)
+            self.delivery.fatal = exc  # the run loop raises it (aiokafka would only log it)
 
     async def _assign(self, assigned: list[TopicPartition]) -> None:
-        if self.engine.population_loaded.get(self.name) is None:
-            saved = await self.engine.load(self.name, POPULATION)
+        if self.population_loaded is None:
+            saved = await self.delivery.load(self.name, POPULATION)
             if saved is not None:
                 self.population = Population.restore(saved[1])
                 for det in self.parts.values():
                     det.population = self.population
-            self.engine.population_loaded[self.name] = saved is not None
+            self.population_loaded = saved is not None
         # Every partition is loaded before any is handed to the run loop, which keeps fetching
         # meanwhile: one partition scored ahead of the others would teach the shared population
         # its windows first (see _score_closed).
@@ -323,7 +310,7 @@ class _Stage(_Member):
             if tp.partition in self.parts:
                 continue
             det = self._detector()
-            saved = await self.engine.load(self.name, tp.partition)
+            saved = await self.delivery.load(self.name, tp.partition)
             if saved is not None:
                 self.restore_partition(tp.partition, det, saved[1])
             loaded.append((tp, det, saved))
@@ -405,11 +392,11 @@ class _Stage(_Member):
     async def run(self, stopping: asyncio.Event) -> None:
         self.consumer.subscribe([self.topic], listener=self)
         while not stopping.is_set():
-            if self.engine.fatal is not None:
-                raise self.engine.fatal
+            if self.delivery.fatal is not None:
+                raise self.delivery.fatal
             try:
                 data = await self.consumer.getmany(
-                    timeout_ms=200, max_records=self.engine.config.max_records
+                    timeout_ms=200, max_records=self.config.max_records
                 )
             except KafkaError as exc:
                 # The stage stops here (Engine.failed, /health): say why in the log, once.
@@ -444,13 +431,13 @@ class _Stage(_Member):
             self._score_closed(batch)
             self._align()
             self.after_scoring(batch.out, batch)
-            if batch and not await self.engine.publish(batch, self.name):
+            if batch and not await self.delivery.publish(batch, self.name):
                 return  # stopping: the batch stays in hand, so it is never checkpointed
             self._published.set()
             took = time.perf_counter() - started
-            self.engine.metrics.batch_seconds = took
-            self.engine.metrics.batch_latency.observe(took)
-            if now - self._last_checkpoint >= self.engine.config.checkpoint_seconds:
+            self.metrics.batch_seconds = took
+            self.metrics.batch_latency.observe(took)
+            if now - self._last_checkpoint >= self.config.checkpoint_seconds:
                 await self.checkpoint()
             self._record_lag()
 
@@ -463,7 +450,7 @@ class _Stage(_Member):
         A partition more than ``max_skew`` ahead of the slowest one that still has a backlog is
         paused until that one catches up; a partition with nothing to read holds nobody back.
         """
-        skew = self.engine.config.max_skew_ms
+        skew = self.config.max_skew_ms
         behind: list[int] = []
         progress: dict[int, int] = {}
         for p, det in self.parts.items():
@@ -487,7 +474,7 @@ class _Stage(_Member):
             self.consumer.resume(*to_resume)
 
     def _idle_flush(self, now: float, batch: Produced) -> None:
-        if self.engine.flush_requested:
+        if self.flush_requested:
             self._flush_caught_up(now, batch)
             return
         self._flush_silent(now, batch)
@@ -505,7 +492,7 @@ class _Stage(_Member):
         spell would stay open. A partition with a known backlog is never flushed: its next
         events would land in windows closed too early.
         """
-        idle = self.engine.config.idle_flush_seconds
+        idle = self.config.idle_flush_seconds
         for p, det in self.parts.items():
             if not det.has_open_windows or now - self.last_seen.get(p, now) < idle:
                 continue
@@ -528,7 +515,7 @@ class _Stage(_Member):
             if high is not None and (p in self.next_offset or p in self.position):
                 pos = max(self.next_offset.get(p, 0), self.position.get(p, 0))
                 lag += max(0, high - pos)
-        self.engine.metrics.lag[self.name] = lag
+        self.metrics.lag[self.name] = lag
 
     async def checkpoint(self, partitions: list[int] | None = None) -> None:
         """Save detector state with offsets, then commit those offsets (in that order).
@@ -554,14 +541,14 @@ class _AccountStage(_Stage):
     role = "usage"
     kinds: tuple[EntityKind, ...] = ("account",)
 
-    def __init__(self, engine: Engine) -> None:
-        super().__init__(engine)
+    def __init__(self, config: EngineConfig, delivery: Delivery, metrics: Metrics) -> None:
+        super().__init__(config, delivery, metrics)
         self.announced: dict[int, int] = {}  # per partition, the progress last sent downstream
 
     def _detector(self) -> Detector:
         # Accounts are linked into campaigns by the campaign stage, which sees every partition.
         return Detector(
-            self.engine.config.detector,
+            self.config.detector,
             kinds=("account", "campaign"),
             population=self.population,
             link_campaigns=False,
@@ -574,9 +561,9 @@ class _AccountStage(_Stage):
             det,
             batch,
             topic=self.topic,
-            limits=self.engine.config.limits,
+            limits=self.config.limits,
             received_ms=int(time.time() * 1000),
-            metrics=self.engine.metrics,
+            metrics=self.metrics,
         )
 
     def scored(self, partition: int, out: DetectorOutput, batch: Produced) -> None:
@@ -593,7 +580,7 @@ class _AccountStage(_Stage):
             if scored > self.announced.get(p, -1):
                 batch.heartbeats.append(wire.progress(p, scored))
                 self.announced[p] = scored
-        threshold = self.engine.config.detector.member_score
+        threshold = self.config.detector.member_score
         for sw in out.scored:
             if sw.kind != "account":
                 continue
@@ -608,9 +595,17 @@ class _BlockStage(_Stage):
     role = "by_block"
     kinds: tuple[EntityKind, ...] = ("ip_block",)
 
-    def __init__(self, engine: Engine, sources: Callable[[], set[int] | None]) -> None:
-        super().__init__(engine)
+    def __init__(
+        self,
+        config: EngineConfig,
+        delivery: Delivery,
+        metrics: Metrics,
+        sources: Callable[[], set[int] | None],
+        suspects: SuspectTable,
+    ) -> None:
+        super().__init__(config, delivery, metrics)
         self.sources = sources  # the account partitions
+        self.suspects = suspects  # block members: the accounts found suspect
         # Per block partition: per upstream (account) partition, the time before which all of
         # its windows are closed. Block windows close at the minimum over upstream partitions,
         # so however unevenly the account partitions progress, no event arrives late here.
@@ -618,10 +613,10 @@ class _BlockStage(_Stage):
 
     def _detector(self) -> Detector:
         return Detector(
-            self.engine.config.detector,
+            self.config.detector,
             kinds=self.kinds,
             population=self.population,
-            member_lookup=self.engine.suspect_scores,
+            member_lookup=self.suspects.scores,
             external_watermark=True,
         )
 
@@ -640,11 +635,11 @@ class _BlockStage(_Stage):
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         await super().on_partitions_assigned(assigned)
         for det in self.parts.values():
-            det.member_lookup = self.engine.suspect_scores
+            det.member_lookup = self.suspects.scores
 
     def handle(self, partition: int, det: Detector, records: list[Any], batch: Produced) -> None:
         upstream = self.upstream.setdefault(partition, {})
-        read_forwards(records, det, upstream, self.sources(), self.engine.metrics)
+        read_forwards(records, det, upstream, self.sources(), self.metrics)
 
 
 class _CampaignStage(_Member):
@@ -659,18 +654,18 @@ class _CampaignStage(_Member):
 
     def __init__(
         self,
-        engine: Engine,
+        config: EngineConfig,
+        delivery: Delivery,
+        metrics: Metrics,
         sources: Callable[[], set[int] | None],
     ) -> None:
-        super().__init__()
-        self.engine = engine
+        super().__init__(config, delivery, metrics)
         self.sources = sources
-        cfg = engine.config
-        self.topic = cfg.topics.summaries
-        self.linking = CampaignLinking(cfg.detector)
+        self.topic = config.topics.summaries
+        self.linking = CampaignLinking(config.detector)
         self.owned = False
         self.next_offset: int | None = None
-        self.consumer = _consumer(engine, self.name, 16 * 1024 * 1024)
+        self.consumer = _consumer(config, self.name, 16 * 1024 * 1024)
         self._last_checkpoint = time.monotonic()
 
     @property
@@ -692,33 +687,31 @@ class _CampaignStage(_Member):
         if not any(tp.partition == 0 for tp in assigned) or self.owned:
             return
         try:
-            saved = await self.engine.load(self.name, 0)
-        except _Abandoned:
+            saved = await self.delivery.load(self.name, 0)
+        except Abandoned:
             return
         except OutputsUnavailable as exc:
-            self.engine.fatal = exc
+            self.delivery.fatal = exc
             return
-        self.linking = CampaignLinking(self.engine.config.detector)
+        self.linking = CampaignLinking(self.config.detector)
         if saved is not None:
             offset, blob = saved
-            self.linking = CampaignLinking.restored(pickle.loads(blob), self.engine.config.detector)
+            self.linking = CampaignLinking.restored(pickle.loads(blob), self.config.detector)
             self.consumer.seek(TopicPartition(self.topic, 0), offset)
             self.next_offset = offset
         self.owned = True
         log.info("campaigns: partition 0 assigned (%s)", "restored" if saved else "fresh")
 
     def handle(self, records: list[Any], out: DetectorOutput) -> None:
-        version = self.engine.config.detector.version
-        self.linking.handle(records, self.sources(), version, self.engine.metrics, out)
+        version = self.config.detector.version
+        self.linking.handle(records, self.sources(), version, self.metrics, out)
 
     async def run(self, stopping: asyncio.Event) -> None:
         self.consumer.subscribe([self.topic], listener=self)
         while not stopping.is_set():
-            if self.engine.fatal is not None:
-                raise self.engine.fatal
-            data = await self.consumer.getmany(
-                timeout_ms=200, max_records=self.engine.config.max_records
-            )
+            if self.delivery.fatal is not None:
+                raise self.delivery.fatal
+            data = await self.consumer.getmany(timeout_ms=200, max_records=self.config.max_records)
             self._published.clear()
             batch = Produced()
             for tp, records in data.items():
@@ -729,17 +722,17 @@ class _CampaignStage(_Member):
                     continue
                 self.handle(records, batch.out)
                 self.next_offset = records[-1].offset + 1
-            if batch and not await self.engine.publish(batch, self.name):
+            if batch and not await self.delivery.publish(batch, self.name):
                 return  # stopping: the batch stays in hand, so it is never checkpointed
             self._published.set()
-            if time.monotonic() - self._last_checkpoint >= self.engine.config.checkpoint_seconds:
+            if time.monotonic() - self._last_checkpoint >= self.config.checkpoint_seconds:
                 await self.checkpoint()
             self._record_lag()
 
     def _record_lag(self) -> None:
         high = self.consumer.highwater(TopicPartition(self.topic, 0)) if self.owned else None
         pos = self.next_offset
-        self.engine.metrics.lag[self.name] = (
+        self.metrics.lag[self.name] = (
             max(0, high - pos) if high is not None and pos is not None else 0
         )
 
@@ -754,7 +747,8 @@ class _CampaignStage(_Member):
 
 
 class Engine:
-    """Both stages, the producer, the ClickHouse sink and the suspect table of one worker."""
+    """One worker: its three stages, and what they share (the producer, the outputs and
+    checkpoints of `streams.delivery.Delivery`, the suspect table, the metrics)."""
 
     def __init__(
         self,
@@ -767,8 +761,7 @@ class Engine:
         self.sink = sink
         self.store = store
         self.metrics = Metrics()
-        self.population_loaded: dict[str, bool | None] = {}
-        self.suspects: dict[str, tuple[int, float]] = {}
+        self.suspects = SuspectTable(config.detector.window_ms)
         self.producer = AIOKafkaProducer(
             bootstrap_servers=config.bootstrap,
             client_id=f"{config.client_id}-out",
@@ -778,17 +771,36 @@ class Engine:
             max_request_size=MAX_REQUEST_BYTES,
             **config.kafka_auth.client_kwargs(),
         )
-        accounts = _AccountStage(self)
+        self._stopping = asyncio.Event()
+        # chDB is one engine per process: engines sharing it must share one lock too.
+        self.clickhouse = ClickHouseCalls(clickhouse_lock)
+        self.retries = Retries(
+            config.output_retry_initial_seconds,
+            config.output_retry_max_seconds,
+            config.output_give_up_seconds,
+            self._stopping,
+            self.metrics,
+        )
+        self.delivery = Delivery(
+            config.topics,
+            config.detector.version,
+            self.producer,
+            sink,
+            store,
+            self.clickhouse,
+            self.retries,
+            self.metrics,
+        )
+        accounts = _AccountStage(config, self.delivery, self.metrics)
         usage = config.topics.usage
 
         def sources() -> set[int] | None:  # the account partitions, as the broker has them
             found: set[int] | None = accounts.consumer.partitions_for_topic(usage)
             return found
 
-        self.stages: list[_Stage] = [accounts, _BlockStage(self, sources)]
-        self.campaigns = _CampaignStage(self, sources)
-        # chDB is one engine per process: engines sharing it must share one lock too.
-        self._ch_lock = clickhouse_lock or asyncio.Lock()
+        blocks = _BlockStage(config, self.delivery, self.metrics, sources, self.suspects)
+        self.stages: list[_Stage] = [accounts, blocks]
+        self.campaigns = _CampaignStage(config, self.delivery, self.metrics, sources)
         self._suspect_consumer = AIOKafkaConsumer(
             bootstrap_servers=config.bootstrap,
             client_id=f"{config.client_id}-suspects",
@@ -796,148 +808,17 @@ class Engine:
             auto_offset_reset="earliest",
             **config.kafka_auth.client_kwargs(),
         )
-        self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self.flush_requested = False
-        # Failure streaks of outputs, by stage ("accounts") or checkpoint ("accounts checkpoint").
-        self._streaks: dict[str, _Streak] = {}
-        # A stage that cannot go on, found outside its task (a partition assignment's load).
-        self.fatal: OutputsUnavailable | None = None
 
     def request_flush(self) -> None:
         """The input has ended (a replay, the demo): close every window once its partition has
         nothing left to read, instead of waiting for more events or for idle_flush_seconds."""
-        self.flush_requested = True
-
-    async def clickhouse(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run a blocking ClickHouse call off the event loop, one at a time."""
-        async with self._ch_lock:
-            return await asyncio.to_thread(fn, *args)
-
-    def suspect_scores(self, accounts: list[str], window_end_ms: int) -> Any:
-        """Scores of accounts flagged as suspects within the last three windows of this one."""
-        horizon = window_end_ms - 3 * self.config.detector.window_ms
-        out = np.zeros(len(accounts))
-        for i, a in enumerate(accounts):
-            seen = self.suspects.get(a)
-            if seen is not None and seen[0] >= horizon:
-                out[i] = seen[1]
-        return out
-
-    async def publish(self, batch: Produced, stage: str = "") -> bool:
-        """Send and insert everything a batch produced; returns True once all of it is
-        acknowledged. Retries what failed (see the module docstring); False if the engine stops
-        first; raises `OutputsUnavailable` after ``output_give_up_seconds`` of failures."""
-        outputs = Outputs(
-            batch,
-            self.config.topics,
-            self.producer,
-            self.sink,
-            self.config.detector.version,
-            self.clickhouse,
-        )
-        try:
-            await self._persist(stage or "outputs", "outputs", outputs.attempt)
-        except _Abandoned:
-            log.warning(
-                "%s: stopping with a batch whose outputs are not all written: not checkpointed, "
-                "it is read again from the last checkpoint",
-                stage,
-            )
-            return False
-        m = self.metrics
-        for a in batch.out.actions:
-            m.actions[a.action] = m.actions.get(a.action, 0) + 1
-        m.summaries_out += len(batch.summaries)
-        m.forwarded += len(batch.forwards)
-        m.dead_letters += len(batch.dead)
-        for sw in batch.out.scored:
-            m.windows_scored[sw.kind] = m.windows_scored.get(sw.kind, 0) + len(sw)
-        return True
-
-    async def load(self, stage: str, partition: int) -> tuple[int, bytes] | None:
-        """A checkpoint, retried like outputs (a partition cannot start without it)."""
-        return await self._persist(
-            f"{stage} checkpoint",
-            "loading a checkpoint from ClickHouse",
-            lambda: self.clickhouse(self.store.load, stage, partition),
-        )
-
-    async def _persist(self, key: str, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
-        """``attempt()`` until it succeeds, with exponential backoff between attempts.
-
-        Raises `_Abandoned` if the engine stops first, `OutputsUnavailable` once it has failed
-        for ``output_give_up_seconds``."""
-        cfg = self.config
-        delay = cfg.output_retry_initial_seconds
-        while True:
-            try:
-                result = await attempt()
-            except Exception as exc:
-                failed, cause = (
-                    (exc.what, exc.cause) if isinstance(exc, OutputError) else (what, exc)
-                )
-                streak = self.failure(key, failed, cause, delay)
-                elapsed = time.monotonic() - streak.started
-                if elapsed >= cfg.output_give_up_seconds:
-                    message = (
-                        f"{key}: {streak.what} has failed for {elapsed:.0f} s "
-                        f"({streak.attempts} attempts), last: {streak.cause}; giving up: the "
-                        "worker exits for its supervisor to restart it, from the last checkpoint"
-                    )
-                    log.critical("%s", message)
-                    raise OutputsUnavailable(message) from None
-                wait = min(delay, cfg.output_give_up_seconds - elapsed)
-                try:
-                    await asyncio.wait_for(self._stopping.wait(), wait)
-                except TimeoutError:
-                    delay = min(2 * delay, cfg.output_retry_max_seconds)
-                    continue
-                raise _Abandoned(key) from None
-            self.recovered(key)
-            return result
-
-    def failure(self, key: str, what: str, exc: BaseException, retry_in: float | None) -> _Streak:
-        """Count a failed attempt; log the first of a streak (one line: what, why, what next)."""
-        self.metrics.output_errors += 1
-        cause = one_line(exc)
-        streak = self._streaks.get(key)
-        if streak is None:
-            streak = self._streaks[key] = _Streak(time.monotonic(), what, cause)
-            log.error(
-                "%s: %s failed: %s; %s",
-                key,
-                what,
-                cause,
-                f"retrying in {retry_in:g} s, reading nothing more meanwhile (giving up after "
-                f"{self.config.output_give_up_seconds:g} s)"
-                if retry_in is not None
-                else "trying again at the next checkpoint",
-            )
-        streak.what, streak.cause = what, cause
-        streak.attempts += 1
-        return streak
-
-    def recovered(self, key: str) -> None:
-        streak = self._streaks.pop(key, None)
-        if streak is not None:
-            log.warning(
-                "%s: %s works again, after %.1f s and %d failed attempts",
-                key,
-                streak.what,
-                time.monotonic() - streak.started,
-                streak.attempts,
-            )
+        for stage in self.stages:
+            stage.flush_requested = True
 
     def degraded(self) -> str | None:
         """What is failing and being retried (None when nothing is), for /health."""
-        now = time.monotonic()
-        reasons = [
-            f"{key}: {s.what} failing for {now - s.started:.0f} s ({s.attempts} attempts): "
-            f"{s.cause}"
-            for key, s in sorted(self._streaks.items())
-        ]
-        return "; ".join(reasons) or None
+        return self.retries.degraded()
 
     async def _follow_suspects(self) -> None:
         consumer = self._suspect_consumer
@@ -952,11 +833,7 @@ class Engine:
         while not self._stopping.is_set():
             data = await consumer.getmany(timeout_ms=200)
             for records in data.values():
-                for r in records:
-                    account, end, score = wire.read_suspect(r.value)
-                    seen = self.suspects.get(account)
-                    if seen is None or end >= seen[0]:
-                        self.suspects[account] = (end, score)
+                self.suspects.read(records)
 
     async def start(self) -> None:
         t = self.config.topics
@@ -1002,16 +879,11 @@ class Engine:
         await self.producer.stop()
 
     @staticmethod
-    def drained(*engines: Engine) -> bool:
-        """All that these engines (one worker group) read is scored and published, and no window
-        is open: every forwarded event reached a block stage, no partition lags (tests, demo)."""
-        forwarded = sum(e.metrics.forwarded for e in engines)
-        received = sum(e.metrics.block_events_in for e in engines)
-        summaries = sum(e.metrics.summaries_out - e.metrics.summaries_in for e in engines)
+    def settled(*engines: Engine) -> bool:
+        """Nothing left to read, no window open or waiting to be linked, in every stage of these
+        engines (one worker group)."""
         return (
-            forwarded == received
-            and summaries == 0
-            and not any(e.campaigns.pending for e in engines)
+            not any(e.campaigns.pending for e in engines)
             and all(v == 0 for e in engines for v in e.metrics.lag.values())
             and not any(
                 d.has_open_windows or d.pending_end_ms is not None
@@ -1021,10 +893,20 @@ class Engine:
             )
         )
 
+    @staticmethod
+    def drained(*engines: Engine) -> bool:
+        """All that these engines read is scored and published: `settled`, and every forwarded
+        event and summary reached its stage (tests, demo; an engine that replays what a crashed
+        one forwarded receives some twice, so after a crash only `settled` holds)."""
+        forwarded = sum(e.metrics.forwarded for e in engines)
+        received = sum(e.metrics.block_events_in for e in engines)
+        summaries = sum(e.metrics.summaries_out - e.metrics.summaries_in for e in engines)
+        return forwarded == received and summaries == 0 and Engine.settled(*engines)
+
     def failed(self) -> BaseException | None:
         """Why a stage stopped, if one did (the worker exits then)."""
-        if self.fatal is not None:
-            return self.fatal
+        if self.delivery.fatal is not None:
+            return self.delivery.fatal
         for t in self._tasks:
             if t.done() and not t.cancelled() and t.exception() is not None:
                 return t.exception()

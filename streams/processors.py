@@ -9,6 +9,7 @@ publishing and checkpoints; these are tested without a broker.
 - `read_usage`: ``api-usage-events`` into an account partition's detector (the accounts stage).
 - `read_forwards`: forwarded events and progress into a block partition's detector.
 - `CampaignLinking`: account summaries from every account partition, linked a window at a time.
+- `SuspectTable`: the accounts the accounts stage found suspect, for the block stage's members.
 
 Windows are not scored here: a stage scores the closed windows of all its partitions in one
 order afterwards (`models.detector.score_in_order`).
@@ -21,6 +22,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import numpy as np
+import numpy.typing as npt
 import orjson
 
 from models.campaign_scoring import CampaignScorer, LinkInput, merge
@@ -38,6 +41,7 @@ __all__ = [
     "Limits",
     "Produced",
     "Record",
+    "SuspectTable",
     "read_forwards",
     "read_usage",
     "skewed",
@@ -325,3 +329,53 @@ class CampaignLinking:
             merged = merge([parts[s] for s in sorted(parts)])
             out.extend(self.scorer.update(merged, version).out)
             self.linked_through = max(self.linked_through, end)
+
+
+class SuspectTable:
+    """Accounts found suspect by the accounts stage (`streams.wire.suspect` messages), kept for
+    the block stage: a block's action names as members the suspects seen behind it.
+
+    Per account, the latest suspect window's end and score; a suspect counts for block windows
+    ending up to ``windows`` windows after its own.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as Rec
+    >>> table = SuspectTable(window_ms=60_000)
+    >>> table.read([Rec(value=wire.suspect("a", 120_000, 0.999)),
+    ...             Rec(value=wire.suspect("a", 60_000, 0.5)),     # older: ignored
+    ...             Rec(value=wire.suspect("b", 60_000, 0.9))])
+    >>> table.scores(["a", "b", "c"], 240_000).tolist()    # b's window: 3 windows back
+    [0.999, 0.9, 0.0]
+    >>> table.scores(["a", "b"], 300_000).tolist()         # 4 windows back: no longer
+    [0.999, 0.0]
+    """
+
+    def __init__(self, window_ms: int, windows: int = 3) -> None:
+        self.horizon_ms = windows * window_ms
+        self.latest: dict[str, tuple[int, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self.latest)
+
+    def read(self, records: Iterable[Record]) -> None:
+        """Take suspect messages, in any order: an account keeps its latest window."""
+        latest = self.latest
+        for r in records:
+            if r.value is None:
+                continue
+            account, end, score = wire.read_suspect(r.value)
+            seen = latest.get(account)
+            if seen is None or end >= seen[0]:
+                latest[account] = (end, score)
+
+    def scores(self, accounts: list[str], window_end_ms: int) -> npt.NDArray[np.float64]:
+        """Each account's suspect score, if it was suspect in a window ending at most
+        ``windows`` windows before ``window_end_ms`` (0 otherwise)."""
+        horizon = window_end_ms - self.horizon_ms
+        out = np.zeros(len(accounts))
+        for i, a in enumerate(accounts):
+            seen = self.latest.get(a)
+            if seen is not None and seen[0] >= horizon:
+                out[i] = seen[1]
+        return out

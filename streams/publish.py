@@ -4,8 +4,8 @@
 letters, summaries, suspects, events forwarded by IP block) and ClickHouse inserts go out
 together; the progress heartbeats go last, once everything they vouch for is acknowledged. An
 attempt that fails leaves in place only what failed, so the next attempt writes nothing twice.
-The retry policy (backoff, giving up) is the engine's; offsets are committed only after a batch
-is published (`streams.engine`).
+The retry policy (backoff, giving up) and the commit of offsets, only after a batch is
+published, are `streams.delivery`'s.
 """
 
 from __future__ import annotations
@@ -134,7 +134,8 @@ class Outputs:
         version: str,
         clickhouse: Callable[[Callable[[], None]], Awaitable[None]],
     ) -> None:
-        """``clickhouse`` runs a blocking call off the event loop (`Engine.clickhouse`)."""
+        """``clickhouse`` runs a blocking call off the event loop
+        (`streams.delivery.ClickHouseCalls`)."""
         self.producer = producer
         self.clickhouse = clickhouse
         out, dead = batch.out, batch.dead

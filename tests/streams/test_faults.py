@@ -115,15 +115,8 @@ async def finish(engines: list[Engine], read_at_least: int) -> None:
 
     def settled() -> bool:
         return (
-            all(len(e.metrics.lag) == 3 for e in engines)
-            and all(v == 0 for e in engines for v in e.metrics.lag.values())
-            and not any(e.campaigns.pending for e in engines)
-            and not any(
-                d.has_open_windows or d.pending_end_ms is not None
-                for e in engines
-                for st in e.stages
-                for d in st.parts.values()
-            )
+            all(len(e.metrics.lag) == 3 for e in engines)  # accounts, blocks, campaigns
+            and Engine.settled(*engines)
             and all(e.degraded() is None for e in engines)
         )
 

@@ -111,17 +111,8 @@ async def finish(engines: list[Engine], read_at_least: int, replacing: bool = Fa
         return
 
     def settled() -> bool:
-        return (
-            len(engines[0].metrics.lag) == 3  # accounts, blocks, campaigns
-            and all(v == 0 for e in engines for v in e.metrics.lag.values())
-            and not any(e.campaigns.pending for e in engines)
-            and not any(
-                d.has_open_windows or d.pending_end_ms is not None
-                for e in engines
-                for st in e.stages
-                for d in st.parts.values()
-            )
-        )
+        # accounts, blocks, campaigns
+        return len(engines[0].metrics.lag) == 3 and Engine.settled(*engines)
 
     await wait_until(settled, engines=engines)
     await asyncio.sleep(3)  # another fetch round: nothing new may arrive
