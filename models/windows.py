@@ -106,36 +106,37 @@ class _Chunk:
 
     @classmethod
     def from_rows(cls, rows: list[UsageEvent]) -> _Chunk:
-        cols = list(zip(*rows, strict=True))
+        # The events' fields as columns, by name.
+        c = dict(zip(UsageEvent._fields, zip(*rows, strict=True), strict=True))
         n = len(rows)
-        account, accounts = _factorize(cols[2])
-        block, blocks = _factorize(cols[4])
-        model, models = _factorize(cols[5])
+        account, accounts = _factorize(c["account_id"])
+        block, blocks = _factorize(c["ip_block"])
+        model, models = _factorize(c["model"])
         subnet, subnets = _factorize(
-            [_subnet(ip, b) for ip, b in zip(cols[3], cols[4], strict=True)]
+            [_subnet(ip, b) for ip, b in zip(c["ip"], c["ip_block"], strict=True)]
         )
-        fps = cols[10]
+        fps = c["prompt_fingerprint"]
         return cls(
-            ts=np.fromiter(cols[1], dtype=np.int64, count=n),
+            ts=np.fromiter(c["ts_ms"], dtype=np.int64, count=n),
             account=account,
             accounts=accounts,
             block=block,
             blocks=blocks,
             model=model,
             models=models,
-            ip_hash=np.fromiter((hash(ip) for ip in cols[3]), dtype=np.int64, count=n),
+            ip_hash=np.fromiter((hash(ip) for ip in c["ip"]), dtype=np.int64, count=n),
             subnet=subnet,
             subnets=subnets,
-            input_tokens=np.fromiter(cols[6], dtype=np.float64, count=n),
-            output_tokens=np.fromiter(cols[7], dtype=np.float64, count=n),
-            error=np.fromiter(cols[8], dtype=np.int64, count=n) >= 400,
+            input_tokens=np.fromiter(c["input_tokens"], dtype=np.float64, count=n),
+            output_tokens=np.fromiter(c["output_tokens"], dtype=np.float64, count=n),
+            error=np.fromiter(c["status"], dtype=np.int64, count=n) >= 400,
             fingerprint=np.fromiter((0 if f is None else f for f in fps), dtype=np.uint64, count=n),
             has_fingerprint=np.fromiter((f is not None for f in fps), dtype=np.bool_, count=n),
             cot=np.fromiter(
-                (np.nan if c is None else c for c in cols[11]), dtype=np.float64, count=n
+                (np.nan if x is None else x for x in c["cot_score"]), dtype=np.float64, count=n
             ),
-            created_ms=_optional_ints(cols[13], -1),
-            payment_hash=_payment_hashes(cols[12]),
+            created_ms=_optional_ints(c["account_created_ms"], -1),
+            payment_hash=_payment_hashes(c["payment_fingerprint"]),
         )
 
 
