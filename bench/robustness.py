@@ -164,16 +164,7 @@ def _run_partitioned(
     pending: dict[int, list[LinkInput]] = {}
     scores: dict[str, tuple[int, float]] = {}
 
-    def lookup(accounts: list[str], end_ms: int) -> Any:
-        horizon = end_ms - 3 * config.window_ms
-        out = np.zeros(len(accounts))
-        for i, a in enumerate(accounts):
-            seen = scores.get(a)
-            if seen is not None and seen[0] >= horizon:
-                out[i] = seen[1]
-        return out
-
-    blocks = Detector(config, kinds=("ip_block",), member_lookup=lookup)
+    blocks = Detector(config, kinds=("ip_block",))
     actions: list[dict[str, Any]] = []
 
     def take(out: DetectorOutput) -> None:
@@ -198,11 +189,11 @@ def _run_partitioned(
         for det, evs in zip(parts, split, strict=True):
             take(det.process(evs))
         link(min(det.scored_through_ms for det in parts))
-        take(blocks.process(batch))
+        take(blocks.process(batch, members=scores))
     for det in parts:
         take(det.flush())
     link(float("inf"))
-    take(blocks.flush())
+    take(blocks.flush(members=scores))
     return actions
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
@@ -62,13 +62,16 @@ from models.state import EntityTable
 from models.windows import ClosedWindow, Windower, WindowStats
 
 __all__ = [
+    "MEMBER_WINDOWS",
     "Detector",
     "DetectorConfig",
     "DetectorOutput",
     "EnforcementAction",
     "EntityLinks",
+    "MemberScores",
     "Population",
     "ScoredWindows",
+    "member_scores",
     "rfc3339",
     "score_in_order",
 ]
@@ -279,7 +282,39 @@ class Population:
         return pop
 
 
-MemberLookup = Callable[[list[str], int], F64]
+#: What a block detector knows of the accounts behind its blocks when accounts are scored
+#: elsewhere (the worker's account stage): per account, the end of its latest window that
+#: scored over ``member_score``, and that score. Passed to `Detector.advance` as data.
+MemberScores = Mapping[str, tuple[int, float]]
+#: A suspect account counts as a block's member in block windows ending up to this many windows
+#: after its own (its score comes from another stage, and may arrive a window or two late).
+MEMBER_WINDOWS = 3
+
+
+def member_scores(
+    members: MemberScores | None, accounts: list[str], end_ms: int, window_ms: int
+) -> F64:
+    """Scores of ``accounts`` in a window ending at ``end_ms``, from what ``members`` says: an
+    account's latest suspect score if that window ended at most `MEMBER_WINDOWS` windows
+    before, else 0.
+
+    Examples
+    --------
+    >>> members = {"a": (120_000, 0.999), "b": (60_000, 0.9)}
+    >>> member_scores(members, ["a", "b", "c"], 240_000, 60_000).tolist()
+    [0.999, 0.9, 0.0]
+    >>> member_scores(members, ["a", "b"], 300_000, 60_000).tolist()   # b: 4 windows back
+    [0.999, 0.0]
+    """
+    out = np.zeros(len(accounts))
+    if not members:
+        return out
+    horizon = end_ms - MEMBER_WINDOWS * window_ms
+    for i, a in enumerate(accounts):
+        seen = members.get(a)
+        if seen is not None and seen[0] >= horizon:
+            out[i] = seen[1]
+    return out
 
 
 class Detector:
@@ -306,7 +341,6 @@ class Detector:
         config: DetectorConfig | None = None,
         kinds: tuple[str, ...] = ("account", "ip_block", "campaign"),
         population: Population | None = None,
-        member_lookup: MemberLookup | None = None,
         external_watermark: bool = False,
         link_campaigns: bool = True,
     ) -> None:
@@ -314,7 +348,6 @@ class Detector:
         self.version = self.config.version
         self.kinds = kinds
         self.population = population or Population(self.config)
-        self.member_lookup = member_lookup
         self.windower = Windower(
             self.config.window_ms, self.config.allowed_lateness_ms, external_watermark
         )
@@ -350,10 +383,9 @@ class Detector:
             pickle.loads(blob)
         )
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["member_lookup"] = None  # a callback into a worker: not part of a snapshot
-        return state
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.pop("member_lookup", None)  # snapshots before block members were passed as data
+        self.__dict__.update(state)
 
     @property
     def stats(self) -> WindowStats:
@@ -363,24 +395,30 @@ class Detector:
         """Buffer an event; False if it was a duplicate or arrived after its window closed."""
         return self.windower.add(event)
 
-    def process(self, events: Any) -> DetectorOutput:
-        """Add a batch of events, then close and score every window the watermark passed."""
+    def process(self, events: Any, members: MemberScores | None = None) -> DetectorOutput:
+        """Add a batch of events, then close and score every window the watermark passed
+        (``members``: see `advance`)."""
         add = self.windower.add
         for e in events:
             add(e)
-        return self.advance()
+        return self.advance(members=members)
 
-    def advance(self, through_ms: int | None = None) -> DetectorOutput:
+    def advance(
+        self, through_ms: int | None = None, members: MemberScores | None = None
+    ) -> DetectorOutput:
         """Score the windows the watermark has closed: all of them, or those ending at or before
         ``through_ms`` (the others stay closed and unscored, see `pending_end_ms`).
 
         Partitions sharing one `Population` are scored reproducibly by taking the window end
         every partition has closed, and calling this for it partition by partition in a fixed
         order: the shared models then learn the same windows in the same order on every run.
+
+        ``members``: for a detector of IP blocks without accounts, the accounts found suspect
+        elsewhere (`MemberScores`); a block's action names those behind it as members.
         """
         out = DetectorOutput()
         for w in self.windower.advance(through_ms):
-            out.extend(self._score_window(w))
+            out.extend(self._score_window(w, members))
         return out
 
     # -- progress, for an owner that drives several partitions ----------------------------------
@@ -437,10 +475,11 @@ class Detector:
         """Close (not score) every open window: a partition gone quiet."""
         self.windower.close_open()
 
-    def flush(self) -> DetectorOutput:
+    def flush(self, members: MemberScores | None = None) -> DetectorOutput:
+        """Close and score every window, open ones included (the input has ended)."""
         out = DetectorOutput()
         for w in self.windower.flush():
-            out.extend(self._score_window(w))
+            out.extend(self._score_window(w, members))
         return out
 
     def snapshot(self) -> bytes:
@@ -457,7 +496,7 @@ class Detector:
     def tracked_entities(self) -> int:
         return sum(len(t) for t in self.tables.values())
 
-    def _score_window(self, w: ClosedWindow) -> DetectorOutput:
+    def _score_window(self, w: ClosedWindow, members: MemberScores | None) -> DetectorOutput:
         out = DetectorOutput()
         if w.n_events == 0:
             return out
@@ -475,10 +514,7 @@ class Detector:
                 self._link(w, accounts, measured, out)
         if "ip_block" in self.kinds:
             if account_score is None:
-                lookup = self.member_lookup
-                account_score = (
-                    lookup(w.accounts, w.end_ms) if lookup else np.zeros(len(w.accounts))
-                )
+                account_score = member_scores(members, w.accounts, w.end_ms, self.config.window_ms)
             blocks = block_windows(w, is_new_model)
             scored, actions, _ = self._score_kind(
                 "ip_block", blocks, w, is_new_model, account_score
@@ -771,7 +807,7 @@ class Detector:
 
 
 def score_in_order(
-    parts: Mapping[int, Detector], through_ms: int | None
+    parts: Mapping[int, Detector], through_ms: int | None, members: MemberScores | None = None
 ) -> Iterator[tuple[int, DetectorOutput]]:
     """Score the closed windows of partitions that share one `Population`, in one order: by
     window end, then by partition (ascending), up to ``through_ms`` (None: all of them).
@@ -815,4 +851,4 @@ def score_in_order(
         for p in sorted(parts):
             det = parts[p]
             if det.pending_end_ms == end:
-                yield p, det.advance(through_ms=end)
+                yield p, det.advance(through_ms=end, members=members)

@@ -78,6 +78,7 @@ from models.detector import (
     Detector,
     DetectorConfig,
     DetectorOutput,
+    MemberScores,
     Population,
     score_in_order,
 )
@@ -386,8 +387,13 @@ class _Stage(_Member):
         of one end before any later one, partitions in ascending order; a replay from a
         checkpoint (state, population and offsets taken together) continues the same sequence.
         """
-        for p, out in score_in_order(self.parts, self._frontier()):
+        for p, out in score_in_order(self.parts, self._frontier(), self.members()):
             self.scored(p, out, batch)
+
+    def members(self) -> MemberScores | None:
+        """What the stage's detectors are told of accounts scored elsewhere (the block stage:
+        the suspects), as data."""
+        return None
 
     async def run(self, stopping: asyncio.Event) -> None:
         self.consumer.subscribe([self.topic], listener=self)
@@ -616,9 +622,11 @@ class _BlockStage(_Stage):
             self.config.detector,
             kinds=self.kinds,
             population=self.population,
-            member_lookup=self.suspects.scores,
             external_watermark=True,
         )
+
+    def members(self) -> MemberScores:
+        return self.suspects.latest
 
     def _idle_flush(self, now: float, batch: Produced) -> None:
         """Never on its own clock: block windows close when every account partition has closed
@@ -631,11 +639,6 @@ class _BlockStage(_Stage):
     def restore_partition(self, partition: int, det: Detector, blob: bytes) -> None:
         det_state, self.upstream[partition] = pickle.loads(blob)
         det.load_partition_state(det_state)
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        await super().on_partitions_assigned(assigned)
-        for det in self.parts.values():
-            det.member_lookup = self.suspects.scores
 
     def handle(self, partition: int, det: Detector, records: list[Any], batch: Produced) -> None:
         upstream = self.upstream.setdefault(partition, {})
@@ -761,7 +764,7 @@ class Engine:
         self.sink = sink
         self.store = store
         self.metrics = Metrics()
-        self.suspects = SuspectTable(config.detector.window_ms)
+        self.suspects = SuspectTable()
         self.producer = AIOKafkaProducer(
             bootstrap_servers=config.bootstrap,
             client_id=f"{config.client_id}-out",

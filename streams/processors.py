@@ -3,8 +3,9 @@
 Each function takes a batch of Kafka records (anything with ``offset`` and ``value``) and the
 state it works on: `read_usage` adds to a `Produced` the dead letters and the events forwarded to
 the block stage, `CampaignLinking` adds campaign scores and actions to a `DetectorOutput`. The
-loops of `streams.engine` own the consumers, partition assignment, alignment, scoring order,
-publishing and checkpoints; these are tested without a broker.
+loops of `streams.engine` own the consumers, partition assignment, alignment, scoring order and
+when to checkpoint; `streams.delivery` publishes, saves checkpoints and commits. These are tested
+without a broker.
 
 - `read_usage`: ``api-usage-events`` into an account partition's detector (the accounts stage).
 - `read_forwards`: forwarded events and progress into a block partition's detector.
@@ -22,8 +23,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import numpy as np
-import numpy.typing as npt
 import orjson
 
 from models.campaign_scoring import CampaignScorer, LinkInput, merge
@@ -166,7 +165,6 @@ def read_usage(
     add = det.add
     forwards = produced.forwards
     dead = produced.dead
-    windower = det.windower
     stats = det.stats
     before = stats.duplicates, stats.late
     late = stats.late
@@ -197,7 +195,7 @@ def read_usage(
                 (
                     parsed.ip_block.encode(),
                     partition,
-                    windower.closed_before_ms,
+                    det.closed_before_ms,
                     orjson.dumps(tuple(parsed)),
                 )
             )
@@ -333,26 +331,24 @@ class CampaignLinking:
 
 class SuspectTable:
     """Accounts found suspect by the accounts stage (`streams.wire.suspect` messages), kept for
-    the block stage: a block's action names as members the suspects seen behind it.
+    the block stage, which passes them to its detectors as data (`models.detector.MemberScores`):
+    a block's action names as members the suspects seen behind it.
 
-    Per account, the latest suspect window's end and score; a suspect counts for block windows
-    ending up to ``windows`` windows after its own.
+    Per account, its latest suspect window's end and score. A message without a value (a
+    tombstone, if the topic is ever compacted) carries no suspect and is passed over.
 
     Examples
     --------
     >>> from types import SimpleNamespace as Rec
-    >>> table = SuspectTable(window_ms=60_000)
+    >>> table = SuspectTable()
     >>> table.read([Rec(value=wire.suspect("a", 120_000, 0.999)),
     ...             Rec(value=wire.suspect("a", 60_000, 0.5)),     # older: ignored
-    ...             Rec(value=wire.suspect("b", 60_000, 0.9))])
-    >>> table.scores(["a", "b", "c"], 240_000).tolist()    # b's window: 3 windows back
-    [0.999, 0.9, 0.0]
-    >>> table.scores(["a", "b"], 300_000).tolist()         # 4 windows back: no longer
-    [0.999, 0.0]
+    ...             Rec(value=wire.suspect("b", 60_000, 0.9)), Rec(value=None)])
+    >>> table.latest
+    {'a': (120000, 0.999), 'b': (60000, 0.9)}
     """
 
-    def __init__(self, window_ms: int, windows: int = 3) -> None:
-        self.horizon_ms = windows * window_ms
+    def __init__(self) -> None:
         self.latest: dict[str, tuple[int, float]] = {}
 
     def __len__(self) -> int:
@@ -368,14 +364,3 @@ class SuspectTable:
             seen = latest.get(account)
             if seen is None or end >= seen[0]:
                 latest[account] = (end, score)
-
-    def scores(self, accounts: list[str], window_end_ms: int) -> npt.NDArray[np.float64]:
-        """Each account's suspect score, if it was suspect in a window ending at most
-        ``windows`` windows before ``window_end_ms`` (0 otherwise)."""
-        horizon = window_end_ms - self.horizon_ms
-        out = np.zeros(len(accounts))
-        for i, a in enumerate(accounts):
-            seen = self.latest.get(a)
-            if seen is not None and seen[0] >= horizon:
-                out[i] = seen[1]
-        return out

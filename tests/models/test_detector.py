@@ -119,23 +119,18 @@ def test_split_detectors_sharing_a_population_match_the_combined_one(small_traff
 
     pop = Population(combined.config)
     acc_det = Detector(kinds=("account",), population=pop)
-    latest: dict[str, float] = {}
-
-    def lookup(accounts: list[str], _end: int):
-        import numpy as np
-
-        return np.array([latest.get(a, 0.0) for a in accounts])
-
-    blk_det = Detector(kinds=("ip_block",), population=pop, member_lookup=lookup)
+    latest: dict[str, tuple[int, float]] = {}  # every account's latest score, as data
+    blk_det = Detector(kinds=("ip_block",), population=pop)
     a_comb, a_split = [], []
     for i in range(0, len(events), 10_000):
         batch = events[i : i + 10_000]
         a_comb += combined.process(batch).actions
         out = acc_det.process(batch)
         for sw in out.scored:
-            latest.update(zip(sw.ids, sw.score.tolist(), strict=True))
+            for a, x in zip(sw.ids, sw.score.tolist(), strict=True):
+                latest[a] = (sw.end_ms, x)
         a_split += out.actions
-        a_split += blk_det.process(batch).actions
+        a_split += blk_det.process(batch, members=latest).actions
     key = sorted((a.entity_kind, a.entity_id, a.action, a.ts_ms) for a in a_comb)
     assert key == sorted((a.entity_kind, a.entity_id, a.action, a.ts_ms) for a in a_split)
 

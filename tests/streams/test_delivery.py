@@ -5,15 +5,18 @@ that record what was asked of them and fail when told to."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from typing import Any
 
 import pytest
 
+from schemas.dead_letters import DeadLetter
 from schemas.topics import Topics
+from schemas.validation import Rejection
 from streams.delivery import Abandoned, ClickHouseCalls, Delivery, Retries
 from streams.metrics import Metrics
-from streams.processors import SuspectTable
+from streams.processors import Produced, SuspectTable
 from streams.publish import OutputsUnavailable
 from streams.wire import suspect
 
@@ -39,12 +42,83 @@ class Store:
         return (42, b"state") if partition == 0 else None
 
 
-def delivery(store: Store, stopping: asyncio.Event | None = None, give_up: float = 5.0):
+class Producer:
+    """Acknowledges every send (kept in ``sent``)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+
+    async def send(self, topic: str, value: bytes, key=None, partition=None):
+        self.sent.append((topic, value))
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0}
+
+
+class Sink:
+    """A ClickHouse sink whose inserts fail while ``down``."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.dead: list[DeadLetter] = []
+
+    def write_dead_letters(self, dead: list[DeadLetter]) -> None:
+        if self.down:
+            raise ConnectionRefusedError("connection refused")
+        self.dead.extend(dead)
+
+
+def delivery(
+    store: Store,
+    stopping: asyncio.Event | None = None,
+    give_up: float = 5.0,
+    producer: Producer | None = None,
+    sink: Sink | None = None,
+):
     metrics = Metrics()
     retries = Retries(0.01, 0.02, give_up, stopping or asyncio.Event(), metrics)
     calls = ClickHouseCalls()
-    d = Delivery(Topics(), "v1", None, None, store, calls, retries, metrics)  # type: ignore[arg-type]
+    d = Delivery(Topics(), "v1", producer, sink, store, calls, retries, metrics)  # type: ignore[arg-type]
     return d, retries, metrics
+
+
+def dead_letter_batch() -> Produced:
+    batch = Produced()
+    batch.dead.append(DeadLetter(0, "api-usage-events", 0, 7, Rejection("$", "not JSON"), b"{"))
+    return batch
+
+
+def test_a_batch_is_published_once_through_an_outage_and_counted_once() -> None:
+    producer, sink = Producer(), Sink()
+    sink.down = True
+
+    async def run() -> tuple[bool, Metrics]:
+        d, _, metrics = delivery(Store(), producer=producer, sink=sink)
+        asyncio.get_running_loop().call_later(0.05, setattr, sink, "down", False)
+        return await d.publish(dead_letter_batch(), "accounts"), metrics
+
+    ok, metrics = asyncio.run(run())
+    assert ok and len(sink.dead) == 1
+    # The Kafka copy was acknowledged at the first attempt: retries wrote only what failed.
+    assert [topic for topic, _ in producer.sent] == [Topics().dead_letters]
+    assert metrics.dead_letters == 1 and metrics.output_errors >= 2
+
+
+def test_a_batch_abandoned_at_a_stop_is_reported_unpublished_and_not_counted() -> None:
+    sink = Sink()
+    sink.down = True
+
+    async def run() -> tuple[bool, Metrics]:
+        stopping = asyncio.Event()
+        d, _, metrics = delivery(Store(), stopping, producer=Producer(), sink=sink)
+        asyncio.get_running_loop().call_later(0.05, stopping.set)
+        return await d.publish(dead_letter_batch(), "accounts"), metrics
+
+    ok, metrics = asyncio.run(run())
+    assert not ok and metrics.dead_letters == 0 and not sink.dead
 
 
 def test_a_checkpoint_commits_its_offsets_only_after_its_state_is_saved() -> None:
@@ -123,12 +197,32 @@ def test_outputs_failing_past_the_bound_stop_the_stage_with_the_cause(
         caplog.at_level(logging.ERROR, logger="distillguard.engine"),
         pytest.raises(OutputsUnavailable, match="giving up") as err,
     ):
-        asyncio.run(run())
+        asyncio.run(asyncio.wait_for(run(), 10))
     assert "ClickHouse insert into entity_scores has failed" in str(err.value)
     assert "connection refused" in str(err.value)
     # The streak's first failure is logged once, in one line, not once per attempt.
     firsts = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(firsts) == 1 and "retrying in" in firsts[0].getMessage()
+
+
+def test_the_wait_between_attempts_doubles_up_to_its_bound() -> None:
+    async def run() -> list[float]:
+        retries = Retries(0.05, 0.2, 30.0, asyncio.Event(), Metrics())
+        loop = asyncio.get_running_loop()
+        times: list[float] = []
+
+        async def insert() -> None:
+            times.append(loop.time())
+            if len(times) < 6:
+                raise ConnectionRefusedError("connection refused")
+
+        await asyncio.wait_for(retries.run("accounts", "outputs", insert), 10)
+        return [b - a for a, b in itertools.pairwise(times)]
+
+    gaps = asyncio.run(run())
+    # Asked for 0.05, 0.1, 0.2, 0.2, 0.2 s (a timer never fires early by more than a tick).
+    assert sum(gaps[:3]) >= 0.33 and sum(gaps) >= 0.72
+    assert max(gaps) < 5.0
 
 
 def test_a_stop_abandons_a_retry_instead_of_waiting_it_out() -> None:
@@ -177,9 +271,13 @@ def test_clickhouse_calls_run_one_at_a_time_off_the_event_loop() -> None:
 def test_the_suspect_table_keeps_each_accounts_latest_window() -> None:
     from types import SimpleNamespace as Rec
 
-    table = SuspectTable(window_ms=60_000)
+    from models.detector import member_scores
+
+    table = SuspectTable()
     table.read([Rec(value=suspect("a", 180_000, 0.99)), Rec(value=None)])
     table.read([Rec(value=suspect("a", 120_000, 0.5))])  # late and older: ignored
-    assert len(table) == 1
-    assert table.scores(["a"], 360_000).tolist() == [0.99]
-    assert table.scores(["a"], 420_000).tolist() == [0.0]
+    table.read([Rec(value=suspect("b", 60_000, 0.7)), Rec(value=suspect("b", 60_000, 0.8))])
+    assert table.latest["b"] == (60_000, 0.8)  # the same window sent again: the later copy
+    assert len(table) == 2
+    assert member_scores(table.latest, ["a"], 360_000, 60_000).tolist() == [0.99]
+    assert member_scores(table.latest, ["a"], 420_000, 60_000).tolist() == [0.0]
