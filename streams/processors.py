@@ -3,7 +3,7 @@
 Each function takes a batch of Kafka records (anything with ``offset`` and ``value``) and the
 state it works on: `read_usage` adds to a `Produced` the dead letters and the events forwarded to
 the block stage, `CampaignLinking` adds campaign scores and actions to a `DetectorOutput`. The
-loops of `streams.engine` own the consumers, partition assignment, alignment, scoring order and
+loops of `streams.stages` own the consumers, partition assignment, alignment, scoring order and
 when to checkpoint; `streams.delivery` publishes, saves checkpoints and commits. These are tested
 without a broker.
 
