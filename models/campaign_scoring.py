@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -55,14 +55,19 @@ from models.campaigns import (
     CampaignLinker,
     CampaignWindows,
 )
+from models.config import DetectorConfig
 from models.evidence import RATES, behaviours_for
 from models.explain import Reason
-from models.outputs import DetectorOutput, EnforcementAction, ScoredWindows, enforcement_id, round4
+from models.outputs import (
+    DetectorOutput,
+    EnforcementAction,
+    LinkInput,
+    ScoredWindows,
+    enforcement_id,
+    round4,
+)
 from models.policy import ACTIONS, Decision, decide, impose
 from models.state import EntityTable
-
-if TYPE_CHECKING:
-    from models.detector import DetectorConfig
 
 __all__ = ["CampaignScorer", "LinkInput", "LinkResult", "decode", "encode", "merge"]
 
@@ -72,18 +77,6 @@ _RAGGED = (
     ("block_start", ("blocks", "block_requests")),
     ("prompt_start", ("prompts", "prompt_ms")),
 )
-
-
-@dataclass(slots=True)
-class LinkInput:
-    """One window's accounts as the campaign scorer needs them: their summaries, their raw risk,
-    whether each window was a reference window (what ordinary looks like, for calibration), and
-    the population's typical behaviour shares (the baselines shown in reasons)."""
-
-    summaries: AccountSummaries
-    raw: F64
-    reference: npt.NDArray[np.bool_]
-    typical_share: F64
 
 
 @dataclass(slots=True)

@@ -22,21 +22,20 @@ linked, scored and enforced by `models.campaign_scoring.CampaignScorer`.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import warnings
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 from river import drift
 
 from models.calibration import TailCalibrator
 from models.campaign_scoring import CampaignScorer, LinkInput, merge
-from models.campaigns import CampaignConfig, summarize
+from models.campaigns import summarize
+from models.config import DetectorConfig
 from models.events import UsageEvent
 from models.evidence import WindowEvidence, behaviours_for, stable_hash, window_evidence
 from models.explain import Reason, explain
@@ -57,7 +56,7 @@ from models.outputs import (
     enforcement_id,
     rfc3339,
 )
-from models.policy import Decision, PolicyConfig, decide
+from models.policy import Decision, decide
 from models.state import EntityTable
 from models.windows import ClosedWindow, Windower, WindowStats
 
@@ -78,43 +77,6 @@ __all__ = [
 
 F64 = npt.NDArray[np.float64]
 _MIN = 60_000
-DETECTOR_NAME = "distillguard-0.1"
-
-
-@dataclass(frozen=True)
-class DetectorConfig:
-    """Every knob of the detector; its hash is the ``detector_version`` on each action."""
-
-    window_ms: int = _MIN
-    allowed_lateness_ms: int = 10_000
-    n_trees: int = 25
-    height: int = 8
-    forest_window: int = 500
-    seed: int = 42
-    calibration_warmup: int = 1_000
-    calibration_half_life_ms: float = 30 * _MIN
-    reference_max_evidence: float = 2.0
-    outright_evidence: float = 0.5
-    volume_doubling_evidence: float = 0.25
-    reference_exclusion_ms: int = 60 * _MIN
-    centre_half_life: float = 50_000.0
-    baseline_alpha: float = 0.1
-    own_baseline_windows: int = 5
-    new_model_ms: int = 48 * 60 * _MIN
-    model_grace_ms: int = 15 * _MIN
-    member_score: float = 0.995
-    max_members: int = 200
-    max_campaign_members: int = 1000
-    retention_ms: int = 7 * 24 * 60 * _MIN
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
-    campaigns: CampaignConfig = field(default_factory=CampaignConfig)
-
-    @property
-    def version(self) -> str:
-        params = asdict(self)
-        params["policy"]["allowlist"] = sorted(self.policy.allowlist)
-        digest = hashlib.sha256(orjson.dumps(params, option=orjson.OPT_SORT_KEYS)).hexdigest()
-        return f"{DETECTOR_NAME}+{digest[:10]}"
 
 
 class _KindModel:

@@ -1,4 +1,5 @@
-"""What the detector produces: scored windows, enforcement events, links, and their containers.
+"""What the detector produces: scored windows, enforcement events, links, the account summaries
+a campaign stage links (`LinkInput`), and their containers.
 
 Kept apart from `models.detector` so that the parts that score (the detector, the campaign
 scorer) and the parts that write (sinks, the worker) share one definition without importing
@@ -11,23 +12,21 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 import orjson
 
-from models.campaigns import CAMPAIGN_FEATURES, CampaignWindows
+from models.campaigns import CAMPAIGN_FEATURES, AccountSummaries, CampaignWindows
 from models.explain import Reason
 from models.features import EntityKind, features_for
-
-if TYPE_CHECKING:
-    from models.campaign_scoring import LinkInput
 
 __all__ = [
     "DetectorOutput",
     "EnforcementAction",
     "EntityLinks",
+    "LinkInput",
     "ScoredWindows",
     "enforcement_id",
     "rfc3339",
@@ -163,6 +162,18 @@ class EntityLinks:
 
     def __len__(self) -> int:
         return len(self.accounts)
+
+
+@dataclass(slots=True)
+class LinkInput:
+    """One window's accounts as the campaign scorer needs them: their summaries, their raw risk,
+    whether each window was a reference window (what ordinary looks like, for calibration), and
+    the population's typical behaviour shares (the baselines shown in reasons)."""
+
+    summaries: AccountSummaries
+    raw: F64
+    reference: npt.NDArray[np.bool_]
+    typical_share: F64
 
 
 @dataclass(slots=True)
