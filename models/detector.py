@@ -1,7 +1,9 @@
 """The detector: usage events in, scored entity windows and explained enforcement actions out.
 
-One `Detector` is everything one worker (or one ``distillguard score`` replay) knows. Per entity
-kind (``account``, ``ip_block``) it keeps:
+One `Detector` is everything a ``distillguard score`` replay knows; in a worker, each partition
+of the accounts and blocks stages has its own, and the partitions of a stage share one
+`Population` (the forests, calibrators and drift detectors below). Per entity kind (``account``,
+``ip_block``) they keep:
 
 - a `HalfSpaceForest` over the whole population of that kind, fed each window's features after
   a *one-sided* clamp (every feature below the population centre is raised to it), so only

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from infra.kafka_auth import KafkaAuth
-from models.detector import DetectorConfig
+from models.config import DetectorConfig
 from schemas.topics import Topics
 from streams.processors import Limits
 from streams.publish import MAX_REQUEST_BYTES

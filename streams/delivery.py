@@ -1,16 +1,19 @@
 """Where a worker's stages write: outputs published, checkpoints saved, offsets committed.
 
-Every stage hands what a batch produced to one `Delivery`, which owns the order in which things
-become durable: a batch's Kafka messages and ClickHouse rows (`streams.publish.Outputs`), then,
-at a checkpoint, the stage's state with the offset of its next unread message, and only then
-that offset's commit. A stage never writes, saves or commits on its own.
+Every stage hands what a batch produced to one `Delivery`, which writes it in one order: a
+batch's Kafka messages and ClickHouse rows (`streams.publish.Outputs`); at a checkpoint, the
+stage's state with the offset of its next unread message, and only once that is saved, the
+commit of the offset (the stage hands in its consumer's commit). When to checkpoint, and never
+while a batch is in hand (read but not yet published), is the stage's (`streams.stages`).
 
 `Retries` is the policy for outputs that fail: the same attempt again (only what failed) with
 exponential backoff, the first failure of a streak and the recovery logged in one line each,
 failed attempts counted, and after ``give_up_seconds`` an `OutputsUnavailable` that stops the
 stage (the worker exits for its supervisor to restart it from the last checkpoint). While a
 stage retries it reads nothing more, so it holds at most one batch. A stop request abandons the
-retry (`Abandoned`): the batch stays unpublished, so it is never checkpointed.
+retry (`Abandoned`): the batch stays unpublished, so it is never checkpointed. Loading a
+checkpoint is retried the same way; saving one is not (`Delivery.checkpoint`): a failed save is
+counted and reported, and the next checkpoint takes a newer state anyway.
 
 Examples
 --------
@@ -196,7 +199,7 @@ class ClickHouseCalls:
 
 
 class Delivery:
-    """The one place a worker's stages publish, load and save checkpoints, and commit.
+    """Where a worker's stages publish, load and save checkpoints, and have offsets committed.
 
     Parameters
     ----------

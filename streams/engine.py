@@ -6,31 +6,33 @@ write through (`streams.delivery.Delivery`), the table of suspect accounts the b
 as members, and the metrics. It starts and stops them, and says whether the worker is healthy
 (`failed`, `degraded`) and whether it has caught up (`settled`, `drained`).
 
-Delivery: after each batch a stage publishes what it produced (Kafka sends acknowledged, rows
-inserted). Every ``checkpoint_seconds``, on partition revocation and on shutdown, it saves each
-partition's detector state with the offset of its next unread message, then commits those
-offsets. After a crash, a partition restores its last checkpoint and replays from there: windows
-close on the event sequence alone, so the replay rebuilds the same windows and the same decisions
-with the same enforcement ids. Rows collapse in ClickHouse (ReplacingMergeTree); consumers of the
-enforcement topic drop redelivered ids.
+What a worker guarantees, and which part keeps each promise:
 
-Outputs that fail are retried, never dropped: a batch whose Kafka sends or ClickHouse inserts fail
-is retried (only what failed) with exponential backoff (``output_retry_initial_seconds`` doubling
-up to ``output_retry_max_seconds``) while its stage reads nothing more, so a stage holds at most
-one batch. The first failure of a streak and the recovery are logged (one line each), failed
-attempts are counted (``Metrics.output_errors``), and `Engine.degraded` says what fails. After
-``output_give_up_seconds`` the stage stops with `OutputsUnavailable` (`Engine.failed`); the
-worker then exits non-zero for its supervisor to restart it. A stage checkpoints only when
-everything it read has been published: a batch not (yet) published is never checkpointed or
-committed, not at a checkpoint, a revocation or a stop, so the next owner reads it again.
-
-Poison messages never stop a stage: a message over ``max_message_bytes`` is dead-lettered by
-reference (its first bytes, size, partition and offset); an event whose time is more than
-``max_future_skew_ms`` ahead of (or, if set, ``max_past_skew_ms`` behind) the time the worker
-received it is dead-lettered before it reaches a detector, so it cannot move a watermark; an
-event for a window that has already closed is dead-lettered as late. Of the messages a worker
-reads, every one is scored once, dead-lettered once (``dead_letters`` FINAL) or is a duplicate
-of an event already counted.
+- **Delivery** (`streams.stages`, `streams.delivery`): after each batch a stage publishes what
+  it produced (Kafka sends acknowledged, rows inserted). Every ``checkpoint_seconds``, on
+  partition revocation and on shutdown, it saves each partition's detector state with the offset
+  of its next unread message (and the stage's shared population models), then commits those
+  offsets. A stage checkpoints only when everything it read has been published: a batch not
+  (yet) published is never checkpointed or committed, so the next owner reads it again. After a
+  crash, a partition restores its last checkpoint and replays from there: windows close on the
+  event sequence alone, so the replay rebuilds the same windows and the same decisions with the
+  same enforcement ids. Rows collapse in ClickHouse (ReplacingMergeTree); consumers of the
+  enforcement topic drop redelivered ids.
+- **Failing outputs** (`streams.delivery.Retries`): a batch whose Kafka sends or ClickHouse
+  inserts fail is retried (only what failed) with exponential backoff
+  (``output_retry_initial_seconds`` doubling up to ``output_retry_max_seconds``) while its stage
+  reads nothing more, so a stage holds at most one batch. The first failure of a streak and the
+  recovery are logged (one line each), failed attempts are counted (``Metrics.output_errors``),
+  and `Engine.degraded` says what fails. After ``output_give_up_seconds`` the stage stops with
+  `OutputsUnavailable` (`Engine.failed`); the worker then exits non-zero for its supervisor to
+  restart it. A checkpoint that cannot be saved is reported and taken again at the next one.
+- **Poison messages** (`streams.processors.read_usage`) never stop a stage: a message over
+  ``max_message_bytes`` is dead-lettered by reference (its first bytes, size, partition and
+  offset); an event whose time is more than ``max_future_skew_ms`` ahead of (or, if set,
+  ``max_past_skew_ms`` behind) the time the worker received it is dead-lettered before it
+  reaches a detector, so it cannot move a watermark; an event for a window that has already
+  closed is dead-lettered as late. Of the messages a worker reads, every one is scored once,
+  dead-lettered once (``dead_letters`` FINAL) or is a duplicate of an event already counted.
 """
 
 from __future__ import annotations

@@ -12,8 +12,9 @@ without a broker.
 - `CampaignLinking`: account summaries from every account partition, linked a window at a time.
 - `SuspectTable`: the accounts the accounts stage found suspect, for the block stage's members.
 
-Windows are not scored here: a stage scores the closed windows of all its partitions in one
-order afterwards (`models.detector.score_in_order`).
+Account and block windows are not scored here: a stage scores the closed windows of all its
+partitions in one order afterwards (`models.detector.score_in_order`). `CampaignLinking` scores
+the campaigns of a window once every account partition's summaries of it are in.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ from typing import Any, Protocol
 
 import orjson
 
-from models.campaign_scoring import CampaignScorer, LinkInput, merge
-from models.detector import Detector, DetectorConfig, DetectorOutput
+from models.campaign_scoring import CampaignScorer, merge
+from models.config import DetectorConfig
+from models.detector import Detector
 from models.events import UsageEvent
+from models.outputs import DetectorOutput, LinkInput
 from schemas.dead_letters import DeadLetter
 from schemas.validation import Rejection, parse_event
 from streams import wire

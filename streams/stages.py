@@ -6,7 +6,8 @@
   that scored over the member threshold to ``distillguard.suspects``.
 - **blocks** (`BlockStage`) reads ``distillguard.events-by-block``: each IP block's state lives
   with the worker that owns its partition; block actions name as members the suspects seen behind
-  the block (`streams.processors.SuspectTable`, passed to the detectors as data).
+  the block (the worker follows ``distillguard.suspects`` into a `streams.processors.SuspectTable`,
+  which the stage passes to its detectors as data).
 - **campaigns** (`CampaignStage`) reads ``distillguard.account-summaries`` (one partition): the
   accounts stage sends each scored account window's summaries there, with its partitions'
   progress. A window is linked once every account partition has scored it, over all accounts at
@@ -17,7 +18,8 @@ A stage owns its consumer, partition assignment, watermark alignment, idle flush
 checkpoint. What it does with the records it reads is in `streams.processors` (no I/O); it hands
 what a batch produced, and its checkpoints, to `streams.delivery.Delivery`, which writes them in
 order and retries what fails. A stage is given its collaborators (the configuration, the
-`Delivery`, the metrics, the suspect table), never the engine that composes them.
+`Delivery`, the metrics; the block and campaign stages also the account partitions, and the block
+stage the suspect table), never the engine that composes them.
 
 Each partition has its own `Detector` (open windows, entity state); the stage's population models
 are shared by its partitions, which teach them in one order: a window end is scored once every
@@ -43,7 +45,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError, UnsupportedCodecError
 from aiokafka.structs import OffsetAndMetadata
 
-from models.campaign_scoring import LinkInput, encode
+from models.campaign_scoring import encode
 from models.detector import (
     Detector,
     DetectorOutput,
@@ -52,6 +54,7 @@ from models.detector import (
     score_in_order,
 )
 from models.features import EntityKind
+from models.outputs import LinkInput
 from streams import wire
 from streams.config import EngineConfig
 from streams.delivery import POPULATION, Abandoned, Delivery
