@@ -212,6 +212,7 @@ def summarize(
     novelty: F64,
     block_hash: I64,
     prompts_per_account: int = 16,
+    blocks_per_account: int = 4,
 ) -> AccountSummaries:
     """Account summaries of a closed window. ``hits``/``trials`` are the window's behaviour counts
     and ``novelty`` the accounts' novelty (rows as ``w.accounts``); ``block_hash`` holds a stable
@@ -253,7 +254,9 @@ def summarize(
         acct, pay, _ = _top_per_group(pairs[0], pairs[1], counts.astype(np.int64), 1)
         payment[acct] = pay
     pairs, counts = np.unique(np.stack([g, w.block.astype(np.int64)]), axis=1, return_counts=True)
-    b_acct, b_code, b_req = _top_per_group(pairs[0], pairs[1], counts.astype(np.int64), 4)
+    b_acct, b_code, b_req = _top_per_group(
+        pairs[0], pairs[1], counts.astype(np.int64), blocks_per_account
+    )
     hf = np.flatnonzero(w.has_fingerprint)
     order = hf[np.lexsort((-w.ts[hf], g[hf]))]  # per account, latest first
     ga = g[order]

@@ -743,9 +743,16 @@ class Detector:
         km = self.population.kinds["account"]
         table = self.tables["account"]
         ev = m.evidence
+        linking = self.config.campaigns
         x = LinkInput(
             summaries=summarize(
-                w, ev.window_hits, ev.window_trials, m.novelty, stable_hash(w.blocks)
+                w,
+                ev.window_hits,
+                ev.window_trials,
+                m.novelty,
+                stable_hash(w.blocks),
+                prompts_per_account=linking.prompts_per_summary,
+                blocks_per_account=linking.blocks_per_account,
             ),
             raw=m.raw,
             # what the account calibrator learned from this window (see _learn)

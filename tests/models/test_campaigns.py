@@ -574,6 +574,33 @@ def test_summarize_prompt_limit() -> None:
     assert s.prompt_start.tolist() == [0, 3]
 
 
+def test_the_detector_summarizes_accounts_as_its_campaign_config_says() -> None:
+    """``prompts_per_summary`` and ``blocks_per_account`` reach the summaries the accounts of a
+    worker partition send to the campaign stage (they are part of the detector's version)."""
+    from dataclasses import replace
+
+    from models.detector import Detector
+
+    rng = np.random.default_rng(11)
+    blocks = ["10.0.0.0/24", "10.0.1.0/24", "10.0.2.0/24"]
+    events = [
+        request("a", 0, i, rng, blocks[i % 3], cot=0.0, inp=1, out=1, fp=i + 1, card=None,
+                created=T0, second=i)
+        for i in range(10)
+    ]  # fmt: skip
+    config = DetectorConfig(allowed_lateness_ms=0)
+    narrow = replace(
+        config, campaigns=replace(config.campaigns, prompts_per_summary=2, blocks_per_account=1)
+    )
+    for cfg, prompts, n_blocks in ((config, 10, 3), (narrow, 2, 1)):
+        det = Detector(cfg, kinds=("account", "campaign"), link_campaigns=False)
+        out = det.process(events)
+        out.extend(det.flush())
+        [x] = out.summaries
+        assert x.summaries.prompt_start.tolist() == [0, prompts]
+        assert x.summaries.block_start.tolist() == [0, n_blocks]
+
+
 # -- synchronized timing -------------------------------------------------------------------------
 
 
