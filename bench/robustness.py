@@ -1,10 +1,12 @@
 """The detector on randomized worlds it was not tuned on: one row per world, worst world first.
 
     .venv/bin/python -m bench.robustness [--seeds 1-24] [--scale 1.0] [--jobs 2]
-                                         [--variants full per-entity]
+                                         [--variants full per-entity] [--worlds sim|outside]
 
 Each world is ``distillguard simulate --randomize SEED`` (``simulator.worlds``: shares, rates,
-archetype mixes, gateways and campaign kinds drawn from wide ranges), scored the way ``score``
+archetype mixes, gateways and campaign kinds drawn from wide ranges), or with ``--worlds outside``
+one of ``bench.outside_world``'s worlds (a second generator, written from the contract and the
+mission alone, without reference to the detector or to ``simulator``), scored the way ``score``
 scores a file (validated, sorted by event time, fed in batches of ``streams.replay.BATCH``) and
 evaluated against its labels. Variants, side by side in the same run:
 
@@ -29,18 +31,23 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
+from bench.outside_world import generate
 from models.campaign_scoring import CampaignScorer, LinkInput, merge
 from models.detector import Detector, DetectorConfig, DetectorOutput, Population
+from models.events import UsageEvent
 from models.evidence import stable_hash
-from schemas.validation import Rejection, parse_timestamp, validate_event
+from schemas.validation import Rejection, parse_event, parse_timestamp, validate_event
 from simulator.evaluation import evaluate
 from simulator.worlds import random_world
 from streams.replay import BATCH
@@ -90,15 +97,32 @@ def parse_seeds(text: str) -> list[int]:
     return out
 
 
-def run_world(seed: int, scale: float, variant: str) -> WorldResult:
-    traffic = random_world(seed, scale)
-    started = time.perf_counter()
-    events = []
-    for e in traffic.events:
-        event = validate_event(e)
-        if not isinstance(event, Rejection):
-            events.append(event)
+def _world(seed: int, scale: float, worlds: str) -> tuple[list[UsageEvent], dict[str, Any]]:
+    """One world's accepted events (in event-time order) and its labels."""
+    events: list[UsageEvent] = []
+    if worlds == "outside":
+        with tempfile.TemporaryDirectory() as tmp:
+            generate(seed, Path(tmp), scale)
+            labels = orjson.loads((Path(tmp) / "labels.json").read_bytes())
+            with open(Path(tmp) / "events.jsonl", "rb") as lines:
+                for line in lines:
+                    event = parse_event(line)
+                    if not isinstance(event, Rejection):
+                        events.append(event)
+    else:
+        traffic = random_world(seed, scale)
+        labels = traffic.labels
+        for e in traffic.events:
+            event = validate_event(e)
+            if not isinstance(event, Rejection):
+                events.append(event)
     events.sort(key=lambda e: e.ts_ms)
+    return events, labels
+
+
+def run_world(seed: int, scale: float, variant: str, worlds: str = "sim") -> WorldResult:
+    events, labels = _world(seed, scale, worlds)
+    started = time.perf_counter()
     config = DetectorConfig()
     actions: list[dict[str, Any]] = []
     if variant.endswith("-8"):
@@ -109,7 +133,6 @@ def run_world(seed: int, scale: float, variant: str) -> WorldResult:
             actions += [a.to_dict() for a in det.process(events[i : i + BATCH]).actions]
         actions += [a.to_dict() for a in det.flush().actions]
     seconds = time.perf_counter() - started
-    labels = traffic.labels
     report = evaluate(labels, actions)
     s = report["summary"]
     camps = report["campaigns"]
@@ -198,8 +221,16 @@ def _run_partitioned(
 
 
 #: Benign archetypes that share what campaigns share: one card and one NAT (a company), a carrier
-#: NAT, a proxy reseller's pool, one eval suite.
-HARD_NEGATIVES = ("enterprise_nat", "mobile_cgnat", "proxy_user", "eval_harness")
+#: NAT, a proxy reseller's pool, one eval suite (as each generator names them).
+HARD_NEGATIVES = (
+    "enterprise_nat",
+    "mobile_cgnat",
+    "proxy_user",
+    "eval_harness",
+    "corporate_nat",
+    "carrier_nat",
+    "proxy_customer",
+)
 _LEVEL = {"flag": 1, "throttle": 2, "suspend": 3}
 
 
@@ -350,9 +381,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--variants", nargs="+", default=["full", "per-entity"], choices=list(VARIANTS))
+    ap.add_argument(
+        "--worlds",
+        choices=["sim", "outside"],
+        default="sim",
+        help="the project's randomized simulator, or the generator written apart from it",
+    )
     args = ap.parse_args(argv)
     seeds = parse_seeds(args.seeds)
-    jobs = [(s, args.scale, v) for v in args.variants for s in seeds]
+    jobs = [(s, args.scale, v, args.worlds) for v in args.variants for s in seeds]
     started = time.perf_counter()
     with ProcessPoolExecutor(args.jobs) as pool:
         results = list(pool.map(run_world, *zip(*jobs, strict=True)))
@@ -362,7 +399,10 @@ def main(argv: list[str] | None = None) -> None:
     print()
     for line in summary(results):
         print(line)
-    print(f"\n{len(jobs)} runs in {time.perf_counter() - started:.0f} s, scale {args.scale}")
+    print(
+        f"\n{len(jobs)} runs in {time.perf_counter() - started:.0f} s, scale {args.scale}, "
+        f"worlds {args.worlds}"
+    )
 
 
 if __name__ == "__main__":
