@@ -115,6 +115,8 @@ _ROW_STATE = (
 # same 3-second slot 1 time in 400.
 _SYNC_Z = 3.72  # standard errors of chance, one-sided 1e-4
 _SYNC_MIN_ACTIVE = 5
+_SYNC_MIN_SECONDS = 10  # fewer seconds covered than this: too few to read synchrony from
+_SECONDS = np.arange(60, dtype=np.uint64)
 SYNCHRONIZED = Behaviour("synchronized_timing", "excess co-activity in the same seconds", 0.1, 0.4)
 
 
@@ -391,10 +393,19 @@ class CampaignWindows:
         return [{"detail": d} for d in out]
 
 
-def _synchrony(group: I64, seconds: U64, active: npt.NDArray[np.bool_], n_groups: int) -> F64:
+def _synchrony(
+    group: I64,
+    seconds: U64,
+    active: npt.NDArray[np.bool_],
+    n_groups: int,
+    covered: int = (1 << 60) - 1,
+) -> F64:
     """Excess co-activity of each group's accounts active in the window: 0 for independent
-    accounts, 1 for accounts in lockstep; 0 where fewer than 5 are active. The larger of two
-    estimates, each counted only from its lower confidence bound:
+    accounts, 1 for accounts in lockstep; 0 where fewer than 5 are active. Read only over the
+    seconds the window ``covered`` (a 60-bit mask: from the first second anyone sent a request
+    in to the last): a window closed early, like the last one of a replay, holds traffic in
+    its first seconds only, and accounts crowded into them are not in step with each other.
+    The larger of two estimates, each counted only from its lower confidence bound:
 
     - *shared seconds*: the share of the accounts' active seconds in which another account of
       the group was active too, above what independent accounts with as many active seconds
@@ -423,15 +434,24 @@ def _synchrony(group: I64, seconds: U64, active: npt.NDArray[np.bool_], n_groups
     >>> g = np.repeat(np.array([0, 1, 2]), 40)
     >>> _synchrony(g, s, np.ones(120, dtype=np.bool_), 3).round(2).tolist()
     [0.0, 0.98, 0.0]
+
+    Independent accounts in a window that ends after 12 seconds are independent too:
+
+    >>> early = np.array([mask(rng.choice(12, 4, replace=False)) for _ in range(40)])
+    >>> bool(_synchrony(np.zeros(40, np.int64), early, np.ones(40, np.bool_), 1)[0] > 0.2)
+    True
+    >>> _synchrony(np.zeros(40, np.int64), early, np.ones(40, np.bool_), 1, (1 << 12) - 1).tolist()
+    [0.0]
     """
     # Only groups with enough active accounts are read (most hubs have a few): the rest read 0.
     count = np.bincount(group[active], minlength=n_groups)
     active = active & (count[group] >= _SYNC_MIN_ACTIVE)
-    if not active.any():
+    span = (np.uint64(covered) >> _SECONDS) & np.uint64(1) == 1
+    if not active.any() or span.sum() < _SYNC_MIN_SECONDS:
         return np.zeros(n_groups)
-    bits = (
-        (seconds[active, None] >> np.arange(60, dtype=np.uint64)[None, :]) & np.uint64(1)
-    ).astype(np.float64)
+    every = ((seconds[active, None] >> _SECONDS[None, :]) & np.uint64(1)).astype(np.float64)
+    bits = every[:, span]
+    seconds_read = bits.shape[1]
     g = group[active]
     a = bits.sum(axis=1)
     total = np.bincount(g, a, minlength=n_groups).astype(np.float64)
@@ -439,14 +459,14 @@ def _synchrony(group: I64, seconds: U64, active: npt.NDArray[np.bool_], n_groups
     per_second = _group_sum(g, bits, n_groups)
     shared = (bits * (per_second[g] >= 2)).sum(axis=1)
     observed = np.bincount(g, shared, minlength=n_groups)
-    expected = np.bincount(g, a * (1 - np.exp(-(total[g] - a) / 60.0)), minlength=n_groups)
+    expected = np.bincount(g, a * (1 - np.exp(-(total[g] - a) / seconds_read)), minlength=n_groups)
     with np.errstate(invalid="ignore", divide="ignore"):
         o = lower_bound(np.nan_to_num(observed / total), total, _SYNC_Z)
         e = expected / np.maximum(total, 1)
         excess = np.where((total > 0) & (e <= 0.5), (o - e) / (1 - e), 0.0)
     out: F64 = np.clip(np.nan_to_num(excess), 0.0, 1.0)
     # Correlation, per second and per 3-second slot.
-    slots = bits.reshape(bits.shape[0], 20, 3).max(axis=2)
+    slots = every.reshape(every.shape[0], 20, 3).max(axis=2)[:, span.reshape(20, 3).any(axis=1)]
     for b, counts in ((bits, per_second), (slots, _group_sum(g, slots, n_groups))):
         p = b.mean(axis=1)
         var = p * (1 - p)
@@ -580,7 +600,7 @@ class CampaignLinker:
     ...     print(reason["detail"])
     20 accounts share 3 prompt templates
     they send from 1 shared IP block
-    they send in the same seconds (0.62 above chance this window, 1 = in lockstep)
+    they send in the same seconds (0.38 above chance this window, 1 = in lockstep)
     100% of the accounts are under a week old
     """
 
@@ -732,7 +752,13 @@ class CampaignLinker:
         return acc.astype(np.int64), hub.astype(np.int64), hub_kinds
 
     def _risky_hubs(
-        self, alive: npt.NDArray[np.intp], acc: I64, hub: I64, hub_kind: I64, now_ms: int
+        self,
+        alive: npt.NDArray[np.intp],
+        acc: I64,
+        hub: I64,
+        hub_kind: I64,
+        now_ms: int,
+        covered: int,
     ) -> npt.NDArray[np.bool_]:
         """Which hubs link: enough accounts whose pooled requests show extraction behaviour."""
         n_hubs = hub_kind.size
@@ -758,7 +784,7 @@ class CampaignLinker:
         inherent[hub_kind == _PAYMENT, _BEHAVIOUR["disposable_account"]] = True
         strength = np.where(inherent, 0.0, strength)
         sync = SYNCHRONIZED.strength(
-            _synchrony(hub, self.seconds[rows], self.last_ms[rows] == now_ms, n_hubs)
+            _synchrony(hub, self.seconds[rows], self.last_ms[rows] == now_ms, n_hubs, covered)
         )
         evidence = strength @ _WEIGHTS + sync * SYNCHRONIZED.weight
         ok: npt.NDArray[np.bool_] = (members >= self.config.min_members) & (
@@ -810,6 +836,11 @@ class CampaignLinker:
         """Take one window's account summaries; return the campaigns active in it."""
         self._forget(s.end_ms)
         active_rows = self._observe(s)
+        # The seconds this window holds traffic in, from the first request to the last: all of
+        # them, but in a window closed early (the last of a replay) or opened late.
+        sent = int(np.bitwise_or.reduce(s.seconds)) if len(s) else 0
+        first = (sent & -sent).bit_length() - 1
+        covered = ((1 << sent.bit_length()) - 1) ^ ((1 << first) - 1) if sent else 0
         now = s.end_ms
         cfg = self.config
         alive = np.flatnonzero(self.last_ms > now - cfg.horizon_ms)
@@ -820,7 +851,7 @@ class CampaignLinker:
         choice_label = np.arange(alive.size, dtype=np.int64)
         choice_linked = np.zeros(alive.size, dtype=np.bool_)
         if acc.size:
-            risky = self._risky_hubs(alive, acc, hub, hub_kind, now)
+            risky = self._risky_hubs(alive, acc, hub, hub_kind, now, covered)
             # Sharing a template or a card is deliberate; sharing a proxy block or the minutes an
             # account was created in can be circumstance. An account joins through one deliberate
             # risky hub, or through two circumstantial ones.
@@ -848,7 +879,7 @@ class CampaignLinker:
         names = self._name(clusters, now)
         return self._describe(
             clusters, names, active_rows, acc, hub, hub_kind, alive, now,
-            choice_label, choice_linked,
+            choice_label, choice_linked, covered,
         )  # fmt: skip
 
     def _clusters(
@@ -938,6 +969,7 @@ class CampaignLinker:
         now_ms: int,
         choice_label: I64,
         choice_linked: npt.NDArray[np.bool_],
+        covered: int,
     ) -> CampaignWindows:
         n = len(clusters)
         r = len(RATES)
@@ -1006,7 +1038,7 @@ class CampaignLinker:
             group = np.concatenate([np.full(r.size, c) for c, r in enumerate(clusters)])
             rows_all = np.concatenate(clusters)
             synchrony = _synchrony(
-                group, self.seconds[rows_all], self.last_ms[rows_all] == now_ms, n
+                group, self.seconds[rows_all], self.last_ms[rows_all] == now_ms, n, covered
             )
         else:
             synchrony = np.zeros(0)

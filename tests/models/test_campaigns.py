@@ -636,6 +636,33 @@ def test_independent_accounts_are_not_synchronized_however_busy(
         assert values.max() == 0.0
 
 
+def test_a_window_closed_early_does_not_put_a_crowd_in_step() -> None:
+    """Sixty ordinary customers of a carrier NAT (two shared blocks, each customer's own card and
+    prompts, independent times) for five minutes, then the last window of a replay: it closes
+    after 10 seconds, so everyone's requests crowd into its first seconds. Read over 60 seconds
+    that is a crowd in step (it linked 256 carrier-NAT customers of one outside world to a
+    campaign at the end of the replay); read over the 10 seconds the window holds, it is not."""
+    rng = np.random.default_rng(4)
+    world, accounts = World(), names("nat", 60)
+    blocks = ["100.64.1.0/24", "100.64.2.0/24"]
+
+    def minute_of(minute: int, span: int) -> list[UsageEvent]:
+        return [
+            request(
+                a, minute, i, rng, blocks[int(rng.integers(2))], cot=0.1, inp=300, out=400,
+                fp=int(rng.integers(2**63)), card=f"card-{a}", created=T0 - 300 * DAY,
+                second=int(rng.integers(span)),
+            )
+            for a in accounts
+            for i in range(int(rng.integers(1, 4)))
+        ]  # fmt: skip
+
+    for minute in range(5):
+        assert len(world.step(minute_of(minute, 60))) == 0
+    last = world.step(minute_of(5, 10))
+    assert len(last) == 0
+
+
 def test_a_busy_dispatcher_with_jitter_is_synchronized() -> None:
     """Forty accounts fired on every tick of a dispatcher (a tick every 2.5 s, each account a fixed
     lag of up to 1.2 s after it): busy every other second, so every second is shared by chance
