@@ -520,6 +520,7 @@ class Detector:
             # minute, so a campaign already running at start-up is flagged as it starts.
             enabled=True,
             outright=m.outright,
+            window_requests=ew.requests,
         )
         actions = [self._action(km, table, ew, m, d, w, account_context) for d in decisions]
         self._learn(km, table, ew, m)

@@ -13,7 +13,10 @@ Rules, per entity, evaluated once per scored window (vectorised over all entitie
 - **Minimum evidence.** Every level needs ``min_requests`` behind the evidence; a throttle also
   needs extraction behaviour worth ``throttle_evidence`` (`models.evidence`), a suspension
   ``suspend_evidence``: an unusual customer who shows none of the behaviours of extraction is
-  flagged for a look at most.
+  flagged for a look at most. A throttle or a suspension is decided only in a window in which
+  the entity itself sent ``min_requests``: a customer sending a request or two a minute is
+  flagged at most, whatever its history shows (throttling it would protect nothing; accounts
+  that spread a harvest that thin are enforced as their campaign).
 - **Escalation only upward** while an episode lasts; a throttle or suspension that keeps
   striking is renewed (a new event with a later ``expires_at``) once half its time has passed.
 - **Hysteresis.** Release needs ``release_windows`` consecutive windows below the release
@@ -104,6 +107,7 @@ def decide(
     max_level: int,
     enabled: bool = True,
     outright: npt.NDArray[np.bool_] | None = None,
+    window_requests: npt.NDArray[np.int64] | None = None,
 ) -> list[Decision]:
     """Update the enforcement state of ``rows`` for one window and return the decisions.
 
@@ -113,7 +117,8 @@ def decide(
     throttle or a suspension is only decided in a window whose own score crosses its threshold,
     with the evidence it needs; they are never quiet windows. A throttled entity that keeps
     striking outright at a low score is neither renewed nor released: its level lapses at
-    ``expires_ms``.
+    ``expires_ms``. ``window_requests`` (this window's own requests per entity; ``requests`` may
+    be a decayed history) gates throttles and suspensions on ``min_requests`` as well.
 
     Examples
     --------
@@ -157,6 +162,8 @@ def decide(
     enough = requests >= config.min_requests
     target = np.zeros(rows.size, dtype=np.int64)
     target[striking & enough & (strikes >= config.flag_strikes)] = 1
+    if window_requests is not None:
+        enough = enough & (window_requests >= config.min_requests)
     throttle = (score >= throttle_thr) & enough & (strikes >= config.throttle_strikes)
     target[throttle & (evidence >= config.throttle_evidence)] = 2
     suspend = (score >= suspend_thr) & enough & (strikes >= config.suspend_strikes)

@@ -19,6 +19,7 @@ def run(
     evidence: float = STRONG,
     ids: tuple[str, ...] = ("x",),
     max_level: int = 3,
+    window_requests: int | None = None,
 ) -> list[tuple[int, str]]:
     t = EntityTable(n_features=1)
     rows = t.rows(list(ids))
@@ -34,6 +35,7 @@ def run(
             minute * MIN,
             cfg,
             max_level=max_level,
+            window_requests=None if window_requests is None else np.array([window_requests]),
         ):
             out.append((minute, d.action))
     return out
@@ -59,6 +61,17 @@ def test_throttle_and_suspend_need_behaviour_evidence() -> None:
     assert run(PolicyConfig(), [HIGH] * 8, evidence=WEAK) == [(2, "flag")]
     # evidence enough for a throttle but not for a suspension
     assert run(PolicyConfig(), [HIGH] * 8, evidence=2.2) == [(2, "flag"), (3, "throttle")]
+
+
+def test_a_request_or_two_a_minute_is_flagged_never_throttled() -> None:
+    # A proxy customer asking for reasoning from a new address every time, one request a minute
+    # for an hour: its history is full of evidence, but throttling it protects nothing.
+    assert run(PolicyConfig(), [HIGH] * 8, requests=40, window_requests=2) == [(2, "flag")]
+    assert run(PolicyConfig(), [HIGH] * 8, requests=40, window_requests=3) == [
+        (2, "flag"),
+        (3, "throttle"),
+        (5, "suspend"),
+    ]
 
 
 def test_outright_windows_strike_but_only_flag() -> None:
