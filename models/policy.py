@@ -13,10 +13,11 @@ Rules, per entity, evaluated once per scored window (vectorised over all entitie
 - **Minimum evidence.** Every level needs ``min_requests`` behind the evidence; a throttle also
   needs extraction behaviour worth ``throttle_evidence`` (`models.evidence`), a suspension
   ``suspend_evidence``: an unusual customer who shows none of the behaviours of extraction is
-  flagged for a look at most. A throttle or a suspension is decided only in a window in which
-  the entity itself sent ``min_requests``: a customer sending a request or two a minute is
-  flagged at most, whatever its history shows (throttling it would protect nothing; accounts
-  that spread a harvest that thin are enforced as their campaign).
+  flagged for a look at most. A throttle is started only in a window in which the entity
+  itself sent ``min_requests``: a customer sending a request or two a minute is flagged at
+  most, whatever its history shows (throttling it would protect nothing; accounts that spread
+  a harvest that thin are enforced as their campaign). Once throttled, thin windows renew and
+  escalate it like any other, as the throttle itself may be what keeps them thin.
 - **Escalation only upward** while an episode lasts; a throttle or suspension that keeps
   striking is renewed (a new event with a later ``expires_at``) once half its time has passed.
 - **Hysteresis.** Release needs ``release_windows`` consecutive windows below the release
@@ -118,7 +119,7 @@ def decide(
     with the evidence it needs; they are never quiet windows. A throttled entity that keeps
     striking outright at a low score is neither renewed nor released: its level lapses at
     ``expires_ms``. ``window_requests`` (this window's own requests per entity; ``requests`` may
-    be a decayed history) gates throttles and suspensions on ``min_requests`` as well.
+    be a decayed history) gates the start of a throttle on ``min_requests`` as well.
 
     Examples
     --------
@@ -163,7 +164,9 @@ def decide(
     target = np.zeros(rows.size, dtype=np.int64)
     target[striking & enough & (strikes >= config.flag_strikes)] = 1
     if window_requests is not None:
-        enough = enough & (window_requests >= config.min_requests)
+        # Gates the start of a throttle, not its renewal: a throttle that holds an account under
+        # min_requests a minute must not lapse for working.
+        enough = enough & ((window_requests >= config.min_requests) | (level >= 2))
     throttle = (score >= throttle_thr) & enough & (strikes >= config.throttle_strikes)
     target[throttle & (evidence >= config.throttle_evidence)] = 2
     suspend = (score >= suspend_thr) & enough & (strikes >= config.suspend_strikes)

@@ -281,3 +281,36 @@ def test_population_models_from_a_snapshot_without_the_window_size_restore() -> 
         delattr(kind, name)  # what a snapshot written before they were kept holds
     restored = pickle.loads(pickle.dumps(kind))
     assert restored.entities_per_window == 0.0
+
+
+def test_an_account_sending_a_request_or_two_a_minute_is_flagged_not_throttled() -> None:
+    # Two accounts ask for step-by-step reasoning from a new /24 every request, for half an hour
+    # after the models are warm: one sends 20 requests a minute, the other 2. Both show the
+    # same behaviour; only the one at volume is worth a throttle.
+    t0 = 1_800_000_000_000
+    det = Detector(DetectorConfig())
+    rng = np.random.default_rng(7)
+
+    def minute(m: int) -> list[UsageEvent]:
+        start = t0 + m * 60_000
+        events = [
+            UsageEvent(f"o{m}-{i}", start + 100 * i, f"user-{i}", f"192.0.{i % 200}.{i // 200 + 1}",
+                       f"192.0.{i % 200}.0/24", "m", int(rng.integers(100, 800)),
+                       int(rng.integers(50, 900)), cot_score=float(rng.uniform(0, 0.4)))
+            for i in range(400)
+        ]  # fmt: skip
+        for who, n in (("thick", 20), ("thin", 2)):
+            events += [
+                UsageEvent(f"{who}{m}-{i}", start + 2_000 * i + 1, who, f"10.{m % 250}.{i}.7",
+                           f"10.{m % 250}.{i}.0/24", "m", 100, 2_000, cot_score=0.9)
+                for i in range(n)
+            ]  # fmt: skip
+        return events
+
+    levels: dict[str, set[str]] = defaultdict(set)
+    for m in range(40):
+        for a in det.process(minute(m)).actions:
+            levels[a.entity_id].add(a.action)
+    assert det.population.kinds["account"].ready
+    assert "throttle" in levels["thick"]
+    assert levels["thin"] == {"flag"}

@@ -74,6 +74,24 @@ def test_a_request_or_two_a_minute_is_flagged_never_throttled() -> None:
     ]
 
 
+def test_a_throttle_that_keeps_an_account_thin_is_renewed_and_escalated() -> None:
+    # Twenty requests a minute until throttled, then the gateway holds it to two: it keeps
+    # striking, so it is suspended and renewed, not left to lapse and throttled again each hour.
+    t = EntityTable(n_features=1)
+    rows = t.rows(["x"])
+    got = []
+    for minute in range(1, 200):
+        thin = int(t.level[rows][0]) >= 2
+        for d in decide(
+            t, rows, ["x"], np.array([HIGH]), np.array([50.0]), np.array([STRONG]),
+            minute * MIN, PolicyConfig(), 3, window_requests=np.array([2 if thin else 20]),
+        ):  # fmt: skip
+            got.append((minute, d.action))
+    assert [a for _, a in got[:3]] == ["flag", "throttle", "suspend"]
+    assert "throttle" not in [a for _, a in got[3:]] and "release" not in [a for _, a in got]
+    assert int(t.level[rows][0]) == 3
+
+
 def test_outright_windows_strike_but_only_flag() -> None:
     t = EntityTable(n_features=1)
     rows = t.rows(["x"])
