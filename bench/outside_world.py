@@ -174,6 +174,16 @@ def hash_normal(x: Arr) -> Arr:
     return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
 
 
+def at_least_one(rng: Gen, n: int, loc_s: Arr, ts: Arr, t_lo: Arr, t_hi: Arr) -> tuple[Arr, Arr]:
+    """Give each of ``n`` accounts that drew no session one, at a uniform time in its span."""
+    missing = np.setdiff1d(np.arange(n), loc_s)
+    if missing.size == 0:
+        return loc_s, ts
+    lo = np.maximum(t_lo[missing], 0.0)
+    extra = lo + rng.random(missing.size) * np.maximum(t_hi[missing] - lo, 1.0)
+    return np.concatenate([loc_s, missing]), np.concatenate([ts, extra])
+
+
 def group_starts(sizes: Arr) -> tuple[Arr, Arr]:
     """For groups of the given sizes laid end to end: (group of each element, first index)."""
     first = np.cumsum(sizes) - sizes
@@ -993,12 +1003,7 @@ class World:
         loc_s, ts = self.thin(
             rng, rate, t_lo, t_hi, lambda loc, t: self.diurnal(t, h.tz[loc], h.amp)
         )
-        missing = np.setdiff1d(np.arange(n), loc_s)
-        if missing.size:
-            lo = np.maximum(t_lo[missing], 0.0)
-            extra = lo + rng.random(missing.size) * np.maximum(t_hi[missing] - lo, 1.0)
-            loc_s = np.concatenate([loc_s, missing])
-            ts = np.concatenate([ts, extra])
+        loc_s, ts = at_least_one(rng, n, loc_s, ts, t_lo, t_hi)
         ns = loc_s.size
         nturn = rng.geometric(1.0 / np.maximum(h.turns_mean[loc_s], 1.0))
         sess, first = group_starts(nturn)
@@ -1055,12 +1060,7 @@ class World:
             lambda loc, t: self.diurnal(t, c.tz[loc], c.amp),
         )
         if c.at_least_one:
-            missing = np.setdiff1d(np.arange(n), loc_s)
-            if missing.size:
-                lo = np.maximum(t_lo[missing], 0.0)
-                extra = lo + rng.random(missing.size) * np.maximum(t_hi[missing] - lo, 1.0)
-                loc_s = np.concatenate([loc_s, missing])
-                ts = np.concatenate([ts, extra])
+            loc_s, ts = at_least_one(rng, n, loc_s, ts, t_lo, t_hi)
         ns = loc_s.size
         steps = rng.geometric(1.0 / np.maximum(c.steps_mean[loc_s], 1.0))
         sess, first = group_starts(steps)
