@@ -39,7 +39,13 @@ from models.campaign_scoring import CampaignScorer, LinkInput, merge
 from models.campaigns import summarize
 from models.config import DetectorConfig
 from models.events import UsageEvent
-from models.evidence import WindowEvidence, behaviours_for, stable_hash, window_evidence
+from models.evidence import (
+    WindowEvidence,
+    answers_tell_reasoning,
+    behaviours_for,
+    stable_hash,
+    window_evidence,
+)
 from models.explain import Reason, explain
 from models.features import (
     EntityKind,
@@ -550,7 +556,14 @@ class Detector:
         """Evidence, novelty, raw risk and calibrated score of every entity in the window."""
         rows = table.rows(ew.ids)
         ev = window_evidence(
-            km.kind, w, ew.group, rows, table.evidence, is_new_model, km.volume_p99
+            km.kind,
+            w,
+            ew.group,
+            rows,
+            table.evidence,
+            is_new_model,
+            km.volume_p99,
+            answers_tell_reasoning(km.kind, km.typical_share),
         )
         X = ew.squashed()
         if km.weight == 0:

@@ -21,7 +21,9 @@ Account behaviours:
 
 - reasoning elicitation: prompts the upstream classifier marks as asking for step-by-step
   reasoning (``cot_score >= 0.5``; counting them rather than averaging probabilities does not depend
-  on how confident a given classifier is);
+  on how confident a given classifier is); for a request without a verdict, where ordinary
+  customers rarely get long answers, an answer with the harvesting shape
+  (`answers_tell_reasoning`);
 - templated prompts: a prompt within `TEMPLATE_BITS` of one of the entity's recent prompts
   (identical prompts excluded: reruns of a benchmark are not harvesting). Weak on its own, because
   the turns of a conversation are near duplicates too; templates shared *across* accounts are
@@ -70,6 +72,7 @@ __all__ = [
     "Behaviour",
     "EvidenceMemory",
     "WindowEvidence",
+    "answers_tell_reasoning",
     "behaviours_for",
     "lower_bound",
     "stable_hash",
@@ -195,6 +198,35 @@ def behaviours_for(kind: str) -> tuple[Behaviour, ...]:
     True
     """
     return ACCOUNT_BEHAVIOURS if kind == "account" else BLOCK_BEHAVIOURS
+
+
+def answers_tell_reasoning(kind: str, typical_share: F64) -> bool:
+    """Whether, for requests without a ``cot_score``, the answer's shape may stand in for it.
+
+    Some gateways send no classifier verdict. Harvested reasoning leaves a trace anyway: a long
+    answer (800+ tokens, 3x the prompt or more) to a short prompt. That trace means something
+    only where ordinary customers rarely get such answers: ``typical_share`` is the population's
+    median share of each behaviour of ``kind`` (NaN: not measured yet), and the answer stands in
+    for the classifier while the median share of long answers is below the onset of output
+    harvesting. Where long answers are what ordinary customers get, a request without a verdict
+    says nothing about reasoning.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> names = [b.name for b in ACCOUNT_BEHAVIOURS]
+    >>> typical = np.zeros(len(names))
+    >>> answers_tell_reasoning("account", typical)
+    True
+    >>> typical[names.index("output_harvesting")] = 0.5     # most answers are long anyway
+    >>> answers_tell_reasoning("account", typical)
+    False
+    >>> answers_tell_reasoning("account", np.full(len(names), np.nan))   # not measured yet
+    False
+    """
+    behaviours = behaviours_for(kind)
+    j = [b.name for b in behaviours].index("output_harvesting")
+    return bool(typical_share[j] < behaviours[j].onset)  # NaN compares False
 
 
 def lower_bound(share: F64, n: F64, z: float = _Z) -> F64:
@@ -423,12 +455,15 @@ def window_evidence(
     memory: EvidenceMemory,
     is_new_model: npt.NDArray[np.bool_],
     volume_reference: float = float("nan"),
+    answers_for_reasoning: bool = False,
 ) -> WindowEvidence:
     """Update the memory of the window's entities and return their evidence.
 
     ``g`` maps each event of the window to its entity (``0..n-1``), ``table_rows`` each entity to
     its row in the memory; ``volume_reference`` is the 99th percentile of ordinary entities'
-    output tokens per window (NaN: not known yet, no volume evidence).
+    output tokens per window (NaN: not known yet, no volume evidence). With
+    ``answers_for_reasoning``, a request without a ``cot_score`` counts as asking for reasoning
+    when its answer has the harvesting shape (see `answers_tell_reasoning`).
 
     Examples
     --------
@@ -461,8 +496,16 @@ def window_evidence(
     # A prompt asks for reasoning when the classifier says so more likely than not: counting
     # those, rather than averaging probabilities, does not depend on how confident a given
     # classifier is about the prompts it recognises.
+    harvest = (w.output_tokens >= 800) & (w.output_tokens >= 3 * w.input_tokens)
     has_cot = ~np.isnan(w.cot)
-    hits[:, 0] = np.bincount(g[has_cot], (w.cot[has_cot] >= 0.5).astype(np.float64), minlength=n)
+    if answers_for_reasoning:
+        # No classifier verdict: a long answer to a short prompt is the trace of the reasoning
+        # the prompt asked for (see `answers_tell_reasoning` for when it is not).
+        has_cot[:] = True
+        asks = np.where(np.isnan(w.cot), harvest, w.cot >= 0.5)
+    else:
+        asks = w.cot >= 0.5
+    hits[:, 0] = np.bincount(g[has_cot], asks[has_cot].astype(np.float64), minlength=n)
     trials[:, 0] = np.bincount(g[has_cot], minlength=n)
 
     hf = w.has_fingerprint
@@ -472,7 +515,6 @@ def window_evidence(
     hits[:, 1] = np.bincount(ge, near.astype(np.float64), minlength=n)
     trials[:, 1] = np.bincount(ge, compared.astype(np.float64), minlength=n)
 
-    harvest = (w.output_tokens >= 800) & (w.output_tokens >= 3 * w.input_tokens)
     hits[:, 2] = np.bincount(g, harvest.astype(np.float64), minlength=n)
     trials[:, 2] = req
 

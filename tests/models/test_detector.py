@@ -314,3 +314,35 @@ def test_an_account_sending_a_request_or_two_a_minute_is_flagged_not_throttled()
     assert det.population.kinds["account"].ready
     assert "throttle" in levels["thick"]
     assert levels["thin"] == {"flag"}
+
+
+def test_without_cot_scores_long_answers_count_as_reasoning_unless_everyone_gets_them() -> None:
+    # A gateway that sends no cot_score. An extractor gets long answers to short prompts: read
+    # from its answers, it asks for reasoning (a behaviour worth 1.0) besides harvesting (0.5).
+    # Where every ordinary customer gets long answers too, an answer says nothing about
+    # reasoning, and nobody's evidence is read from answers.
+    t0 = 1_800_000_000_000
+
+    def run(ordinary_out: int) -> dict[str, float]:
+        det = Detector(DetectorConfig())
+
+        def event(m: int, who: str, i: int, inp: int, out: int) -> UsageEvent:
+            return UsageEvent(f"{who}-{m}-{i}", t0 + m * 60_000 + 100 * i, who, "10.0.0.1",
+                              f"10.{hash(who) % 200}.0.0/24", "m", inp, out)  # fmt: skip
+
+        evidence: dict[str, float] = {}
+        for m in range(6):
+            events = [event(m, f"user-{i}", j, 200, ordinary_out) for i in range(300)
+                      for j in range(3)]  # fmt: skip
+            events += [event(m, "extractor", i, 100, 3_000) for i in range(40)]
+            for s in det.process(events).scored:
+                if s.kind == "account":
+                    evidence.update(zip(s.ids, s.evidence.tolist(), strict=True))
+        return evidence
+
+    evidence = run(ordinary_out=300)
+    assert evidence["extractor"] == 1.5
+    assert max(v for a, v in evidence.items() if a.startswith("user-")) == 0.0
+    evidence = run(ordinary_out=2_000)  # everyone's answers are long, harvest-shaped
+    assert evidence["extractor"] == 0.5  # harvesting, read as ever; not reasoning
+    assert max(v for a, v in evidence.items() if a.startswith("user-")) == 0.5

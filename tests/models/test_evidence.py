@@ -80,6 +80,7 @@ class Accounts:
         self.kind = kind
         self.memory = EvidenceMemory(capacity=4, **memory)
         self.rows: dict[str, int] = {}
+        self.answers_for_reasoning = False
 
     def window(
         self,
@@ -96,7 +97,9 @@ class Accounts:
             self.memory.grow(2 * len(self.rows))
         rows = np.array([self.rows[a] for a in names], dtype=np.intp)
         is_new = np.array([m in new_models for m in w.models], dtype=np.bool_)
-        ev = window_evidence(self.kind, w, g, rows, self.memory, is_new, reference)
+        ev = window_evidence(
+            self.kind, w, g, rows, self.memory, is_new, reference, self.answers_for_reasoning
+        )
         return w, ev, list(names)
 
 
@@ -240,6 +243,29 @@ def test_ordinary_use_has_no_evidence() -> None:
         _, ev, names = acc.window(ordinary_window(minute, rng))
         assert strength_of(ev, names, "o") == dict.fromkeys(strength_of(ev, names, "o"), 0.0)
         assert float(ev.evidence[0]) == 0.0
+
+
+def test_without_a_classifier_verdict_the_answer_stands_in_only_when_told() -> None:
+    """A gateway that sends no cot_score: twenty requests, fifteen of them long answers to short
+    prompts. Read for reasoning from the answers, they are reasoning in 15 of 20; told not to,
+    nothing is known of reasoning. A request that carries a verdict is read from it either way."""
+
+    def requests(minute: int) -> list[UsageEvent]:
+        t = T0 + minute * MIN
+        out = [event(i, t + i, "a", out=2_000 if i % 4 else 100, inp=100) for i in range(20)]
+        out += [event(i, t + 100 + i, "b", cot=0.1, out=2_000, inp=100) for i in range(20)]
+        return out
+
+    for told, reasoning_a in ((True, 15.0), (False, 0.0)):
+        acc = Accounts()
+        acc.answers_for_reasoning = told
+        _, ev, names = acc.window(requests(0))
+        a, b = names.index("a"), names.index("b")
+        assert ev.window_hits[a, 0] == reasoning_a
+        assert ev.window_trials[a, 0] == (20.0 if told else 0.0)
+        assert (ev.window_hits[b, 0], ev.window_trials[b, 0]) == (0.0, 20.0)  # its verdicts
+        assert (ev.window_hits[a, 2], ev.window_hits[b, 2]) == (15.0, 20.0)  # as ever
+        assert (strength_of(ev, names, "a")["reasoning_elicitation"] > 0.5) == told
 
 
 def test_two_requests_prove_little_two_hundred_prove_a_lot() -> None:
