@@ -324,8 +324,12 @@ class CampaignScorer:
             enabled=ready,
         )
         values = cw.values()
+        loose = [self._loose(cw, i) for i in range(len(cw))]
         for d in decisions:
             i = d.position
+            # The accounts the action covers: a flag covers every member, a throttle or a
+            # suspension only those that carry the campaign's level (loose members are flagged).
+            covered = [a for a in cw.members[i] if d.level <= 1 or a not in loose[i]]
             out.actions.append(
                 EnforcementAction(
                     enforcement_id=enforcement_id(
@@ -341,19 +345,15 @@ class CampaignScorer:
                     window_start_ms=cw.end_ms - cfg.window_ms,
                     window_end_ms=cw.end_ms,
                     expires_ms=d.expires_ms,
-                    members=sorted(cw.members[i])[: cfg.max_campaign_members],
+                    members=sorted(covered)[: cfg.max_campaign_members],
                     detector_version=version,
                 )
             )
         # Every member of an enforced campaign carries the campaign's level on its own account,
         # including accounts that join it later (a banned account's replacement): they are acted
-        # on in the window they join, with the campaign in their reasons. When the campaign has a
-        # core linked by templates or cards, a member outside it (linked only by the proxy blocks
-        # or the creation minutes it shares with the core) is flagged for a look, never throttled
-        # or suspended for it: an ordinary customer of the same proxy reseller can share both. A
-        # campaign held together by circumstance alone carries its level to every member.
+        # on in the window they join, with the campaign in their reasons. Loose members (see
+        # `_loose`) are flagged for a look, never throttled or suspended for it.
         level = table.level[rows]
-        loose = [self._loose(cw, i) for i in range(len(cw))]
         for i in np.flatnonzero(level >= 1).tolist():
             for chosen in (True, False):
                 members = [
@@ -365,10 +365,13 @@ class CampaignScorer:
                     continue
                 member_rows = account_table.rows(members)
                 at = int(level[i]) if chosen else 1
+                why = "" if chosen else self._why_loose(cw, i)
                 threshold = cfg.policy.thresholds[at]
                 for d in impose(account_table, member_rows, at, cw.end_ms, cfg.policy, threshold):
                     out.actions.append(
-                        self._member_action(cw, i, members[d.position], d, version, int(level[i]))
+                        self._member_action(
+                            cw, i, members[d.position], d, version, int(level[i]), why
+                        )
                     )
                 if account_table is self.members:  # its own table: members stay while enforced
                     account_table.last_seen_ms[member_rows] = cw.end_ms
@@ -403,12 +406,31 @@ class CampaignScorer:
             )
         )
 
+    def _has_core(self, cw: CampaignWindows, i: int) -> bool:
+        core = len(cw.members[i]) - len(cw.circumstantial[i])
+        return core >= self.config.policy.min_campaign_members
+
     def _loose(self, cw: CampaignWindows, i: int) -> set[str]:
-        """Members of campaign ``i`` that carry at most a flag for it: those outside its core of
-        members linked by templates or cards, when that core alone is big enough to enforce."""
-        loose = set(cw.circumstantial[i])
-        core = len(cw.members[i]) - len(loose)
-        return loose if core >= self.config.policy.min_campaign_members else set()
+        """Members of campaign ``i`` that carry at most a flag for it.
+
+        When the campaign has a core of members linked by templates or cards big enough to
+        enforce, the members outside it (linked only by the proxy blocks or the creation minutes
+        they share with the core): an ordinary customer of the same proxy reseller can share both.
+        When circumstance alone holds it together, there is no core to tell members from
+        bystanders, and the loose ones are the members whose own requests are likelier from an
+        ordinary customer than from the campaign (a hydra's accounts send what the hydra sends,
+        its reseller's ordinary customers do not)."""
+        if self._has_core(cw, i):
+            return set(cw.circumstantial[i])
+        return set(cw.unlike[i])
+
+    def _why_loose(self, cw: CampaignWindows, i: int) -> str:
+        if self._has_core(cw, i):
+            return "linked to it only by shared IP blocks or creation times, so flagged"
+        return (
+            "linked to it only by shared IP blocks or creation times, and its own requests "
+            "look more like an ordinary customer's than the campaign's, so flagged"
+        )
 
     @staticmethod
     def _reasons(cw: CampaignWindows, i: int, raw: float, typical_share: F64) -> list[Reason]:
@@ -487,13 +509,14 @@ class CampaignScorer:
         d: Decision,
         version: str,
         campaign_level: int,
+        why_loose: str,
     ) -> EnforcementAction:
         detail = (
             f"joined campaign {cw.ids[i]} ({len(cw.members[i])} accounts), "
             f"which is under {ACTIONS[campaign_level]}"
         )
         if d.level < campaign_level:
-            detail += "; linked to it only by shared IP blocks or creation times, so flagged"
+            detail += f"; {why_loose}"
         reason = Reason(
             feature="campaign_member",
             value=float(len(cw.members[i])),

@@ -300,7 +300,8 @@ class CampaignWindows:
     in this window, ``joined[i]`` the members that were in no campaign, or another one, before,
     ``circumstantial[i]`` the members outside its core (its largest group of members linked by
     templates or payment instruments), linked to it only by circumstance (shared IP blocks,
-    creation times); all of them when it has no such group.
+    creation times); all of them when it has no such group. ``unlike[i]`` are the members whose
+    own requests are likelier from an ordinary customer than from the campaign (`_unlike`).
     """
 
     end_ms: int
@@ -308,6 +309,7 @@ class CampaignWindows:
     members: list[list[str]]
     joined: list[list[str]]
     circumstantial: list[list[str]]
+    unlike: list[list[str]]
     active: I64
     share: F64
     strength: F64
@@ -838,6 +840,31 @@ class CampaignLinker:
             ok &= ~((q < p) & (n * kl > np.log(100.0)))
         return ok
 
+    def _unlike(self, rows: npt.NDArray[np.intp], hits: F64, trials: F64) -> npt.NDArray[np.bool_]:
+        """Members (``rows``) whose own requests are likelier from an ordinary customer than from
+        the campaign whose pooled counts are ``hits`` and ``trials``.
+
+        For each behaviour the campaign shows strongly, a member's hits are weighed as draws at
+        the campaign's share against draws at the behaviour's onset, a share ordinary customers
+        rarely reach (the log-likelihood ratio, summed over behaviours). Address rotation is left
+        out: every customer of a proxy pool hops between its blocks. A member with no requests
+        on those behaviours weighs nothing either way and is not unlike.
+        """
+        llr = np.zeros(rows.size)
+        _, strength = _pooled(hits[None, :], trials[None, :], np.zeros(1), np.zeros(1))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = np.where(trials > 0, hits / trials, 0.0)
+        for j, b in enumerate(ACCOUNT_BEHAVIOURS):
+            if b.name not in RATES or b.name == "address_rotation" or strength[0, j] < 0.5:
+                continue
+            r = RATES.index(b.name)
+            p = float(np.clip(share[r], 1e-6, 1 - 1e-6))
+            x = self.hits[rows, r].astype(np.float64)
+            n = self.trials[rows, r].astype(np.float64)
+            llr += x * np.log(p / b.onset) + (n - x) * np.log((1 - p) / (1 - b.onset))
+        unlike: npt.NDArray[np.bool_] = llr < 0
+        return unlike
+
     def update(self, s: AccountSummaries) -> CampaignWindows:
         """Take one window's account summaries; return the campaigns active in it."""
         self._forget(s.end_ms)
@@ -1001,6 +1028,7 @@ class CampaignLinker:
         members_out: list[list[str]] = []
         joined_out: list[list[str]] = []
         circumstantial_out: list[list[str]] = []
+        unlike_out: list[list[str]] = []
         for c, rows in enumerate(clusters):
             members_out.append([self.ids[x] for x in rows.tolist()])
             moved = rows[self.campaign[rows] != codes[c]]
@@ -1018,6 +1046,8 @@ class CampaignLinker:
             active[c] = int(is_active[rows].sum())
             hits[c] = self.hits[rows].sum(axis=0)
             trials[c] = self.trials[rows].sum(axis=0)
+            unlike = self._unlike(rows, hits[c], trials[c])
+            unlike_out.append([self.ids[x] for x in rows[unlike].tolist()])
             pooled_requests[c] = float(self.requests[rows].sum())
             novelty[c] = float(self.novelty[rows].mean())
             created = self.created_ms[rows]
@@ -1059,6 +1089,7 @@ class CampaignLinker:
             members=members_out,
             joined=joined_out,
             circumstantial=circumstantial_out,
+            unlike=unlike_out,
             active=active,
             share=share,
             strength=strength,

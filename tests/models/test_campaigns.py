@@ -39,11 +39,14 @@ def variant(base: int, rng: np.random.Generator, flips: int = 3) -> int:
 class World:
     """Windows through evidence and summaries into a linker, as `models.detector` wires them."""
 
-    def __init__(self, config: CampaignConfig | None = None) -> None:
+    def __init__(
+        self, config: CampaignConfig | None = None, answers_for_reasoning: bool = False
+    ) -> None:
         self.linker = CampaignLinker(config)
         self.memory = EvidenceMemory(capacity=16)
         self.rows: dict[str, int] = {}
         self.summaries: list[AccountSummaries] = []
+        self.answers_for_reasoning = answers_for_reasoning  # the detector's gate, held fixed
 
     def step(self, events: Iterable[UsageEvent]) -> CampaignWindows:
         win = Windower(MIN, 0)
@@ -59,7 +62,13 @@ class World:
             self.memory.grow(2 * len(self.rows))
         rows = np.array([self.rows[a] for a in w.accounts], dtype=np.intp)
         ev = window_evidence(
-            "account", w, w.account, rows, self.memory, np.zeros(len(w.models), dtype=np.bool_)
+            "account",
+            w,
+            w.account,
+            rows,
+            self.memory,
+            np.zeros(len(w.models), dtype=np.bool_),
+            answers_for_reasoning=self.answers_for_reasoning,
         )
         s = summarize(
             w, ev.window_hits, ev.window_trials, np.zeros(len(w.accounts)), stable_hash(w.blocks)
@@ -75,7 +84,7 @@ def request(
     rng: np.random.Generator,
     block: str,
     *,
-    cot: float,
+    cot: float | None,
     inp: int,
     out: int,
     fp: int,
@@ -770,13 +779,17 @@ def test_members_linked_only_by_shared_blocks_are_told_apart() -> None:
 
 
 def scored_run(
-    minutes: int, events: Callable[[int], list[UsageEvent]]
+    minutes: int,
+    events: Callable[[int], list[UsageEvent]],
+    covered: dict[str, list[str]] | None = None,
+    world: World | None = None,
 ) -> dict[str, list[tuple[str, str]]]:
     """Minutes of events through a linker and a `CampaignScorer` whose account calibrator has
     seen ordinary raw risk between 0 and 1 (as `models.detector` wires them once warmed up):
-    per entity, its actions with their first reason."""
+    per entity, its actions with their first reason; ``covered`` collects, per campaign action,
+    the members it names."""
     rng = np.random.default_rng(0)
-    world = World()
+    world = world or World()
     calibrator = TailCalibrator(min_count=100)
     calibrator.update(rng.uniform(0.0, 1.0, 5_000), T0)
     scorer = CampaignScorer(DetectorConfig())
@@ -791,6 +804,8 @@ def scored_run(
         for a in scorer.update(x, "test", calibrator=calibrator, ready=True).out.actions:
             reason = a.reasons[0].get("detail") or a.reasons[0]["feature"]
             actions.setdefault(a.entity_id, []).append((a.action, reason))
+            if covered is not None and a.entity_kind == "campaign":
+                covered[a.action] = list(a.members or [])
     return actions
 
 
@@ -834,10 +849,11 @@ def test_a_group_with_a_template_of_its_own_behind_the_proxy_is_still_loose() ->
     assert {act for a in names("team", 4) for act, _ in actions[a]} == {"flag"}
 
 
-def test_a_campaign_held_together_by_circumstance_alone_carries_its_level_to_every_member() -> None:
+def test_a_campaign_held_together_by_circumstance_alone_carries_its_level_to_its_kind() -> None:
     """Twelve accounts a day old, created in the same minutes, each with its own card and its
-    own prompts, hopping over one proxy pool: there is no core to tell members from bystanders,
-    so the campaign's throttle reaches all of them."""
+    own prompts, hopping over one proxy pool: there is no core of template or card links, and
+    every member sends what the campaign sends, so the campaign's throttle reaches all of
+    them."""
     rng = np.random.default_rng(5)
     pool = [f"45.{j}.3.0/24" for j in range(12)]
 
@@ -853,3 +869,60 @@ def test_a_campaign_held_together_by_circumstance_alone_carries_its_level_to_eve
 
     actions = scored_run(10, events)
     assert {actions[a][-1][0] for a in names("hydra", 12)} == {"throttle"}
+
+
+def test_bystanders_of_a_campaign_held_together_by_circumstance_are_only_flagged() -> None:
+    """A hydra as above, through a gateway without a cot_score (long answers stand in for it, as
+    the detector reads them where ordinary customers rarely get them), harvesting in about four
+    requests of five; fresh accounts joining it with one or two requests; and ordinary customers
+    of its proxy reseller who sent two ordinary requests each from its blocks, before it was
+    throttled or while it was. Two requests do not contradict the hydra, so some of them are
+    linked into it, but their requests are likelier from an ordinary customer than from the
+    hydra. The throttle reaches the hydra's accounts, the newcomers too; the bystanders are
+    flagged for a look, and the campaign's throttle does not name them."""
+    rng = np.random.default_rng(5)
+    pool = [f"45.{j}.3.0/24" for j in range(12)]
+    bystanders = names("by", 9)
+    thin = names("thin", 6)
+
+    def events(minute: int) -> list[UsageEvent]:
+        out = [
+            request(a, minute, i, rng, pool[int(rng.integers(len(pool)))], cot=None, inp=150,
+                    out=1_500 if rng.random() < 0.8 else 300, fp=int(rng.integers(2**63)),
+                    card=f"card-{a}", created=T0 - 2 * DAY + k * 1_000)
+            for k, a in enumerate(names("hydra", 12))
+            for i in range(6)
+        ]  # fmt: skip
+        for k, a in enumerate(thin):  # replacements: fresh accounts, one or two requests
+            if minute == 7:
+                out += [
+                    request(a, minute, i, rng, pool[(k + i) % len(pool)], cot=None, inp=150,
+                            out=1_500, fp=int(rng.integers(2**63)), card=f"card-{a}",
+                            created=T0 - 2 * DAY + 13_000 + k * 1_000)
+                    for i in range(1 + k % 2)
+                ]  # fmt: skip
+        for k, a in enumerate(bystanders):
+            if minute in ((k % 3, k % 3 + 1) if k < 5 else (6, 7)):  # before it, under it
+                out.append(
+                    request(a, minute, 0, rng, pool[(k + minute) % len(pool)], cot=None,
+                            inp=400, out=300, fp=int(rng.integers(2**63)), card=f"card-{a}",
+                            created=T0 - 300 * DAY)
+                )  # fmt: skip
+        return out + ordinary(minute, names("p", 30), rng)
+
+    covered: dict[str, list[str]] = {}
+    actions = scored_run(10, events, covered, World(answers_for_reasoning=True))
+    assert {actions[a][-1][0] for a in names("hydra", 12)} == {"throttle"}
+    joined = [a for a in thin if a in actions]  # linked in the window of their first request
+    assert "thin-0" in joined and len(joined) >= 3, joined  # thin-0 sent a single request
+    assert {actions[a][-1][0] for a in joined} == {"throttle"}
+    linked = [a for a in bystanders if a in actions]
+    assert len(linked) >= 3, actions.keys()
+    for a in linked:
+        assert {act for act, _ in actions[a]} == {"flag"}
+    late = [a for a in linked if a in bystanders[5:]]
+    assert late, linked
+    for a in late:  # joined while it was throttled
+        assert "look more like an ordinary customer's" in actions[a][-1][1]
+    assert not set(bystanders) & set(covered["throttle"])
+    assert set(names("hydra", 12)) <= set(covered["throttle"])
