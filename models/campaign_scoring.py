@@ -329,7 +329,11 @@ class CampaignScorer:
             i = d.position
             # The accounts the action covers: a flag covers every member, a throttle or a
             # suspension only those that carry the campaign's level (loose members are flagged).
-            covered = [a for a in cw.members[i] if d.level <= 1 or a not in loose[i]]
+            covered = [
+                a
+                for a in cw.members[i]
+                if d.level <= 1 or (a not in loose[i] and a not in cfg.policy.allowlist)
+            ]
             out.actions.append(
                 EnforcementAction(
                     enforcement_id=enforcement_id(
@@ -365,13 +369,11 @@ class CampaignScorer:
                     continue
                 member_rows = account_table.rows(members)
                 at = int(level[i]) if chosen else 1
-                why = "" if chosen else self._why_loose(cw, i)
+
                 threshold = cfg.policy.thresholds[at]
                 for d in impose(account_table, member_rows, at, cw.end_ms, cfg.policy, threshold):
                     out.actions.append(
-                        self._member_action(
-                            cw, i, members[d.position], d, version, int(level[i]), why
-                        )
+                        self._member_action(cw, i, members[d.position], d, version, int(level[i]))
                     )
                 if account_table is self.members:  # its own table: members stay while enforced
                     account_table.last_seen_ms[member_rows] = cw.end_ms
@@ -424,13 +426,15 @@ class CampaignScorer:
             return set(cw.circumstantial[i])
         return set(cw.unlike[i])
 
-    def _why_loose(self, cw: CampaignWindows, i: int) -> str:
+    def _why_loose(self, cw: CampaignWindows, i: int, account: str) -> str:
+        by_circumstance = account in cw.circumstantial[i]
         if self._has_core(cw, i):
             return "linked to it only by shared IP blocks or creation times, so flagged"
-        return (
-            "linked to it only by shared IP blocks or creation times, and its own requests "
-            "look more like an ordinary customer's than the campaign's, so flagged"
-        )
+        behaves = "its own requests look more like an ordinary customer's than the campaign's"
+        if by_circumstance:
+            circumstance = "linked to it only by shared IP blocks or creation times"
+            return f"{circumstance}, and {behaves}, so flagged"
+        return f"{behaves}, so flagged"
 
     @staticmethod
     def _reasons(cw: CampaignWindows, i: int, raw: float, typical_share: F64) -> list[Reason]:
@@ -509,14 +513,13 @@ class CampaignScorer:
         d: Decision,
         version: str,
         campaign_level: int,
-        why_loose: str,
     ) -> EnforcementAction:
         detail = (
             f"joined campaign {cw.ids[i]} ({len(cw.members[i])} accounts), "
             f"which is under {ACTIONS[campaign_level]}"
         )
         if d.level < campaign_level:
-            detail += f"; {why_loose}"
+            detail += f"; {self._why_loose(cw, i, account)}"
         reason = Reason(
             feature="campaign_member",
             value=float(len(cw.members[i])),

@@ -845,10 +845,11 @@ class CampaignLinker:
         the campaign whose pooled counts are ``hits`` and ``trials``.
 
         For each behaviour the campaign shows strongly, a member's hits are weighed as draws at
-        the campaign's share against draws at the behaviour's onset, a share ordinary customers
-        rarely reach (the log-likelihood ratio, summed over behaviours). Address rotation is left
-        out: every customer of a proxy pool hops between its blocks. A member with no requests
-        on those behaviours weighs nothing either way and is not unlike.
+        the campaign's share (at most the behaviour's full share) against draws at the
+        behaviour's onset, a share ordinary customers rarely reach (the log-likelihood ratio,
+        summed over behaviours). Address rotation is left out: every customer of a proxy pool
+        hops between its blocks. A member with no requests on those behaviours weighs nothing
+        either way and is not unlike.
         """
         llr = np.zeros(rows.size)
         _, strength = _pooled(hits[None, :], trials[None, :], np.zeros(1), np.zeros(1))
@@ -858,7 +859,10 @@ class CampaignLinker:
             if b.name not in RATES or b.name == "address_rotation" or strength[0, j] < 0.5:
                 continue
             r = RATES.index(b.name)
-            p = float(np.clip(share[r], 1e-6, 1 - 1e-6))
+            # At most the behaviour's full share: a member that shows it in full is like the
+            # campaign however much more of it the campaign shows (the cut between the two
+            # hypotheses stays between onset and full).
+            p = float(np.clip(share[r], 1e-6, b.full))
             x = self.hits[rows, r].astype(np.float64)
             n = self.trials[rows, r].astype(np.float64)
             llr += x * np.log(p / b.onset) + (n - x) * np.log((1 - p) / (1 - b.onset))
