@@ -369,7 +369,6 @@ class CampaignScorer:
                     continue
                 member_rows = account_table.rows(members)
                 at = int(level[i]) if chosen else 1
-
                 threshold = cfg.policy.thresholds[at]
                 for d in impose(account_table, member_rows, at, cw.end_ms, cfg.policy, threshold):
                     out.actions.append(

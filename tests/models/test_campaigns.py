@@ -21,6 +21,7 @@ from models.campaigns import (
 from models.detector import DetectorConfig
 from models.events import UsageEvent
 from models.evidence import RATES, EvidenceMemory, stable_hash, window_evidence
+from models.policy import PolicyConfig
 from models.windows import ClosedWindow, Windower
 
 MIN = 60_000
@@ -783,6 +784,7 @@ def scored_run(
     events: Callable[[int], list[UsageEvent]],
     covered: dict[str, list[str]] | None = None,
     world: World | None = None,
+    config: DetectorConfig | None = None,
 ) -> dict[str, list[tuple[str, str]]]:
     """Minutes of events through a linker and a `CampaignScorer` whose account calibrator has
     seen ordinary raw risk between 0 and 1 (as `models.detector` wires them once warmed up):
@@ -792,7 +794,7 @@ def scored_run(
     world = world or World()
     calibrator = TailCalibrator(min_count=100)
     calibrator.update(rng.uniform(0.0, 1.0, 5_000), T0)
-    scorer = CampaignScorer(DetectorConfig())
+    scorer = CampaignScorer(config or DetectorConfig())
     actions: dict[str, list[tuple[str, str]]] = {}
     for minute in range(minutes):
         win = Windower(MIN, 0)
@@ -926,3 +928,26 @@ def test_bystanders_of_a_campaign_held_together_by_circumstance_are_only_flagged
         assert "look more like an ordinary customer's" in actions[a][-1][1]
     assert not set(bystanders) & set(covered["throttle"])
     assert set(names("hydra", 12)) <= set(covered["throttle"])
+
+
+def test_an_allowlisted_member_is_neither_acted_on_nor_named_by_the_campaign() -> None:
+    """The circumstance-only hydra above with one of its accounts on the allowlist: the
+    campaign is throttled, the allowlisted account gets no action of its own, and the
+    campaign's throttle, which names the accounts it covers, does not name it."""
+    rng = np.random.default_rng(5)
+    pool = [f"45.{j}.3.0/24" for j in range(12)]
+
+    def events(minute: int) -> list[UsageEvent]:
+        return [
+            request(a, minute, i, rng, pool[int(rng.integers(len(pool)))], cot=0.9, inp=150,
+                    out=1_500, fp=int(rng.integers(2**63)), card=f"card-{a}",
+                    created=T0 - 2 * DAY + k * 1_000)
+            for k, a in enumerate(names("hydra", 12))
+            for i in range(6)
+        ] + ordinary(minute, names("p", 30), rng)  # fmt: skip
+
+    config = DetectorConfig(policy=PolicyConfig(allowlist=frozenset({"hydra-0"})))
+    covered: dict[str, list[str]] = {}
+    actions = scored_run(10, events, covered, config=config)
+    assert "hydra-0" not in actions
+    assert set(covered["throttle"]) == set(names("hydra", 12)[1:])
