@@ -426,12 +426,11 @@ class CampaignScorer:
         return set(cw.unlike[i])
 
     def _why_loose(self, cw: CampaignWindows, i: int, account: str) -> str:
-        by_circumstance = account in cw.circumstantial[i]
+        circumstance = "linked to it only by shared IP blocks or creation times"
         if self._has_core(cw, i):
-            return "linked to it only by shared IP blocks or creation times, so flagged"
+            return f"{circumstance}, so flagged"
         behaves = "its own requests look more like an ordinary customer's than the campaign's"
-        if by_circumstance:
-            circumstance = "linked to it only by shared IP blocks or creation times"
+        if account in cw.circumstantial[i]:
             return f"{circumstance}, and {behaves}, so flagged"
         return f"{behaves}, so flagged"
 

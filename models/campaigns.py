@@ -840,9 +840,11 @@ class CampaignLinker:
             ok &= ~((q < p) & (n * kl > np.log(100.0)))
         return ok
 
-    def _unlike(self, rows: npt.NDArray[np.intp], hits: F64, trials: F64) -> npt.NDArray[np.bool_]:
+    def _unlike(
+        self, rows: npt.NDArray[np.intp], share: F64, strength: F64
+    ) -> npt.NDArray[np.bool_]:
         """Members (``rows``) whose own requests are likelier from an ordinary customer than from
-        the campaign whose pooled counts are ``hits`` and ``trials``.
+        the campaign whose pooled behaviour shares and strengths are ``share`` and ``strength``.
 
         For each behaviour the campaign shows strongly, a member's hits are weighed as draws at
         the campaign's share (at most the behaviour's full share) against draws at the
@@ -852,17 +854,14 @@ class CampaignLinker:
         either way and is not unlike.
         """
         llr = np.zeros(rows.size)
-        _, strength = _pooled(hits[None, :], trials[None, :], np.zeros(1), np.zeros(1))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            share = np.where(trials > 0, hits / trials, 0.0)
         for j, b in enumerate(ACCOUNT_BEHAVIOURS):
-            if b.name not in RATES or b.name == "address_rotation" or strength[0, j] < 0.5:
+            if b.name not in RATES or b.name == "address_rotation" or strength[j] < 0.5:
                 continue
             r = RATES.index(b.name)
             # At most the behaviour's full share: a member that shows it in full is like the
             # campaign however much more of it the campaign shows (the cut between the two
             # hypotheses stays between onset and full).
-            p = float(np.clip(share[r], 1e-6, b.full))
+            p = float(np.clip(share[j], 1e-6, b.full))
             x = self.hits[rows, r].astype(np.float64)
             n = self.trials[rows, r].astype(np.float64)
             llr += x * np.log(p / b.onset) + (n - x) * np.log((1 - p) / (1 - b.onset))
@@ -1050,8 +1049,6 @@ class CampaignLinker:
             active[c] = int(is_active[rows].sum())
             hits[c] = self.hits[rows].sum(axis=0)
             trials[c] = self.trials[rows].sum(axis=0)
-            unlike = self._unlike(rows, hits[c], trials[c])
-            unlike_out.append([self.ids[x] for x in rows[unlike].tolist()])
             pooled_requests[c] = float(self.requests[rows].sum())
             novelty[c] = float(self.novelty[rows].mean())
             created = self.created_ms[rows]
@@ -1074,6 +1071,9 @@ class CampaignLinker:
                 coord_share[c, 1] = float(cnt[cnt >= 2].sum() / pay.size)
         self.campaign = new_campaign
         share, strength = _pooled(hits, trials, new_sum, known_n)
+        for c, rows in enumerate(clusters):
+            unlike = self._unlike(rows, share[c], strength[c])
+            unlike_out.append([self.ids[x] for x in rows[unlike].tolist()])
         if n:
             group = np.concatenate([np.full(r.size, c) for c, r in enumerate(clusters)])
             rows_all = np.concatenate(clusters)

@@ -498,15 +498,16 @@ def window_evidence(
     # classifier is about the prompts it recognises.
     harvest = (w.output_tokens >= 800) & (w.output_tokens >= 3 * w.input_tokens)
     has_cot = ~np.isnan(w.cot)
+    asks = w.cot >= 0.5
     if answers_for_reasoning:
         # No classifier verdict: a long answer to a short prompt is the trace of the reasoning
         # the prompt asked for (see `answers_tell_reasoning` for when it is not).
-        has_cot[:] = True
-        asks = np.where(np.isnan(w.cot), harvest, w.cot >= 0.5)
+        asks = np.where(has_cot, asks, harvest)
+        hits[:, 0] = np.bincount(g, asks.astype(np.float64), minlength=n)
+        trials[:, 0] = req
     else:
-        asks = w.cot >= 0.5
-    hits[:, 0] = np.bincount(g[has_cot], asks[has_cot].astype(np.float64), minlength=n)
-    trials[:, 0] = np.bincount(g[has_cot], minlength=n)
+        hits[:, 0] = np.bincount(g[has_cot], asks[has_cot].astype(np.float64), minlength=n)
+        trials[:, 0] = np.bincount(g[has_cot], minlength=n)
 
     hf = w.has_fingerprint
     near, compared, ge = _against_recent(
