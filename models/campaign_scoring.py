@@ -309,8 +309,13 @@ class CampaignScorer:
         score = calibrator.calibrate(raw) if ready else np.zeros(len(cw))
         rows = table.rows(cw.ids)
         big = np.array([len(m) for m in cw.members]) >= cfg.policy.min_campaign_members
-        # Coordination alone is never acted on: a campaign needs extraction behaviours of its own.
-        eligible = big & (cw.evidence >= cfg.campaigns.campaign_evidence)
+        # Coordination alone is never acted on, nor are accounts for being new alone: a campaign
+        # needs extraction behaviours of its own. A sign-up burst sharing a class's exercises is
+        # linked by them, and its newness is all the evidence it has (the outside worlds' cohorts
+        # of 40-209 new accounts, flagged as campaigns once the size counted past 32).
+        eligible = (
+            big & (cw.evidence >= cfg.campaigns.campaign_evidence) & (cw.beyond_newness > 0.0)
+        )
         decisions = decide(
             table,
             rows,

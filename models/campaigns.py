@@ -74,11 +74,16 @@ _WEIGHTS = np.array([b.weight for b in ACCOUNT_BEHAVIOURS])
 _BEHAVIOUR = {b.name: j for j, b in enumerate(ACCOUNT_BEHAVIOURS)}
 
 # Coordination, read on fixed scales like the behaviours of one account: how many accounts act as
-# one (log2 of the members, from 4 to 32), and how many of them pay with an instrument another
-# member also uses. Coordination alone is never acted on (ordinary teams coordinate); it adds to
-# the pooled extraction behaviours of a campaign.
+# one (log2 of the members: 0 at 4, 1 at 32, and on without a cap, each eightfold adding as much
+# again), and how many of them pay with an instrument another member also uses. Coordination
+# alone is never acted on (ordinary teams coordinate); it adds to the pooled extraction
+# behaviours of a campaign. The size keeps counting past 32 because a campaign is scored against
+# single customers, whose evidence reaches 2 before they leave the reference: one customer behind
+# 360 accounts, grading answers all day, is not less unusual than one behind 32, and with the
+# size capped it scored under a customer asking a little too often for reasoning from new
+# accounts (0.991-0.995 for 112 windows in one outside world, never flagged).
 COORDINATION: tuple[Behaviour, ...] = (
-    Behaviour("coordinated_accounts", "log2 of linked accounts", 2.0, 5.0, 1.0),
+    Behaviour("coordinated_accounts", "log2 of linked accounts", 2.0, 5.0, 1.0, cap=np.inf),
     Behaviour("shared_payment", "share of members paying with another member's instrument",
               0.3, 0.8, 0.5),
 )  # fmt: skip
@@ -339,6 +344,16 @@ class CampaignWindows:
             SYNCHRONIZED.strength(self.synchrony),
         ]
         out: F64 = np.max(np.column_stack(parts), axis=1) if len(self.ids) else np.zeros(0)
+        return out
+
+    @property
+    def beyond_newness(self) -> F64:
+        """Pooled evidence apart from the members' accounts being new: what they *do* (a class
+        or a hackathon signs up in one burst and shares its exercises, and is new, nothing else).
+        """
+        j = _BEHAVIOUR["disposable_account"]
+        acts = np.delete(self.strength, j, axis=1) @ np.delete(_WEIGHTS, j)
+        out: F64 = acts + SYNCHRONIZED.strength(self.synchrony) * SYNCHRONIZED.weight
         return out
 
     @property

@@ -105,6 +105,8 @@ class Behaviour:
 
     ``onset`` and ``full`` are shares of requests (or, for ``disposable_account``, the value of
     ``exp(-age / 7 days)``); ``weight`` is what full strength adds to an entity's evidence.
+    ``cap`` is the largest strength: 1 (full) for a share, more for a scale that keeps meaning
+    more past ``full`` (how many accounts act as one).
     """
 
     name: str
@@ -112,6 +114,7 @@ class Behaviour:
     onset: float
     full: float
     weight: float = 1.0
+    cap: float = 1.0
 
     def strength(self, lower: F64) -> F64:
         """Where a lower bound falls between ``onset`` (0) and ``full`` (1).
@@ -122,8 +125,11 @@ class Behaviour:
         >>> b = Behaviour("reasoning_elicitation", "mean cot_score", onset=0.35, full=0.7)
         >>> b.strength(np.array([0.1, 0.525, 0.9])).round(3).tolist()
         [0.0, 0.5, 1.0]
+        >>> Behaviour("accounts", "log2 of accounts", 2.0, 5.0, cap=np.inf).strength(
+        ...     np.log2([4.0, 32.0, 256.0])).tolist()
+        [0.0, 1.0, 2.0]
         """
-        s: F64 = np.clip((lower - self.onset) / (self.full - self.onset), 0.0, 1.0)
+        s: F64 = np.clip((lower - self.onset) / (self.full - self.onset), 0.0, self.cap)
         return s
 
 

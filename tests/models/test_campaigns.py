@@ -785,15 +785,16 @@ def scored_run(
     covered: dict[str, list[str]] | None = None,
     world: World | None = None,
     config: DetectorConfig | None = None,
+    reference: np.ndarray | None = None,
 ) -> dict[str, list[tuple[str, str]]]:
     """Minutes of events through a linker and a `CampaignScorer` whose account calibrator has
-    seen ordinary raw risk between 0 and 1 (as `models.detector` wires them once warmed up):
-    per entity, its actions with their first reason; ``covered`` collects, per campaign action,
-    the members it names."""
+    seen ordinary raw risk ``reference`` (by default between 0 and 1), as `models.detector`
+    wires them once warmed up: per entity, its actions with their first reason; ``covered``
+    collects, per campaign action, the members it names."""
     rng = np.random.default_rng(0)
     world = world or World()
     calibrator = TailCalibrator(min_count=100)
-    calibrator.update(rng.uniform(0.0, 1.0, 5_000), T0)
+    calibrator.update(rng.uniform(0.0, 1.0, 5_000) if reference is None else reference, T0)
     scorer = CampaignScorer(config or DetectorConfig())
     actions: dict[str, list[tuple[str, str]]] = {}
     for minute in range(minutes):
@@ -951,3 +952,73 @@ def test_an_allowlisted_member_is_neither_acted_on_nor_named_by_the_campaign() -
     actions = scored_run(10, events, covered, config=config)
     assert "hydra-0" not in actions
     assert set(covered["throttle"]) == set(names("hydra", 12)[1:])
+
+
+def _graders(
+    minute: int,
+    accounts: list[str],
+    rng: np.random.Generator,
+    suite: list[int],
+    cards: list[str],
+    blocks: list[str],
+) -> list[UsageEvent]:
+    """The model as a reward model: long prompts (an answer and a rubric), short verdicts."""
+    return [
+        request(a, minute, i, rng, blocks[k % len(blocks)], cot=0.05, inp=2_400, out=80,
+                fp=variant(suite[int(rng.integers(len(suite)))], rng),
+                card=cards[k % len(cards)], created=T0 - (300 + k % 50) * DAY)
+        for k, a in enumerate(accounts)
+        for i in range(2)
+    ]  # fmt: skip
+
+
+def test_a_crew_of_hundreds_with_one_behaviour_outranks_the_heaviest_single_customers() -> None:
+    """The heaviest ordinary customers (1% of windows) show two behaviours at once, a raw risk of
+    1.5-2.7. A crew of 200 accounts on 20 cards does one thing, grading, and nothing else: as one
+    customer it is no riskier than they are unless its size keeps counting past 32 accounts. An
+    eval team of eight on one card, grading the same way, stays under them."""
+    rng = np.random.default_rng(3)
+    heavy = np.concatenate([rng.uniform(0.0, 1.0, 5_000), rng.uniform(1.5, 2.7, 50)])
+    crew, team = names("crew", 200), names("team", 8)
+    crew_suite, team_suite = templates(rng, 6), templates(rng, 6)
+    cloud = [f"34.{j}.8.0/24" for j in range(4)]
+
+    def events(minute: int) -> list[UsageEvent]:
+        cards = [f"card-lb-{k}" for k in range(20)]
+        return (
+            _graders(minute, crew, rng, crew_suite, cards, cloud)
+            + _graders(minute, team, rng, team_suite, ["card-evals"], ["198.51.100.0/24"])
+            + ordinary(minute, names("p", 30), rng)
+        )
+
+    actions = scored_run(6, events, reference=heavy)
+    assert {actions[a][-1][0] for a in crew} == {"flag"}, len(actions)
+    assert not set(team) & set(actions)
+
+
+def test_a_sign_up_burst_sharing_its_exercises_is_linked_but_not_a_campaign() -> None:
+    """Sixty students sign up in the same ten minutes behind the venue's address and work
+    through the same exercises, one a minute, in between prompts of their own: linked by the
+    exercises, but being new is all the evidence they have. The same burst harvesting
+    reasoning is a campaign."""
+    rng = np.random.default_rng(8)
+    students = names("student", 60)
+    exercises = templates(rng, 6)
+
+    def events(minute: int, harvest: bool = False) -> list[UsageEvent]:
+        return [
+            request(a, minute, i, rng, "203.0.113.0/24", cot=0.9 if harvest else 0.1,
+                    inp=150 if harvest else 400, out=1_500 if harvest else 350,
+                    fp=variant(exercises[minute], rng) if i == 0 else int(rng.integers(2**63)),
+                    card=None, created=T0 - 3_600_000 + k * 10_000)
+            for k, a in enumerate(students)
+            for i in range(2)
+        ] + ordinary(minute, names("p", 30), rng)  # fmt: skip
+
+    world = World()
+    linked = [world.step(events(minute)) for minute in range(5)]
+    assert max(len(m) for cw in linked for m in cw.members) >= 50
+    assert all((cw.beyond_newness == 0.0).all() for cw in linked if len(cw))
+    assert not scored_run(5, events)
+    harvested = scored_run(5, lambda minute: events(minute, harvest=True))
+    assert set(students) <= set(harvested)
