@@ -295,8 +295,10 @@ class CampaignScorer:
     ) -> None:
         """Score each campaign as one customer, enforce on it, and on accounts that join one.
 
-        A campaign's raw risk is its pooled behaviour evidence plus its coordination (0 to 1: how
-        many accounts act as one), calibrated against ordinary *account* windows: "taken as one
+        A campaign's raw risk is its pooled behaviour evidence plus its coordination (how many
+        accounts act as one: 0 at 4 accounts and 1 more for each eightfold, without a cap, plus up
+        to 0.5 for payment instruments shared across it) plus its members' mean novelty,
+        calibrated against ordinary *account* windows: "taken as one
         customer, this campaign is riskier than all but a share p of ordinary customers".
         Campaigns are too few for a reference of their own to resolve a budget within the first
         hour of a deployment; accounts are plenty.

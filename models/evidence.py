@@ -117,7 +117,8 @@ class Behaviour:
     cap: float = 1.0
 
     def strength(self, lower: F64) -> F64:
-        """Where a lower bound falls between ``onset`` (0) and ``full`` (1).
+        """Where a lower bound falls between ``onset`` (0) and ``full`` (1), clipped to
+        ``[0, cap]``.
 
         Examples
         --------

@@ -707,7 +707,8 @@ _WINDOW_COLUMNS: list[tuple[str, str, Callable[[Mapping[str, Any]], str]]] = [
 
 LEGEND = (
     "evidence: extraction behaviours on fixed scales (0 none, 1 one behaviour in full, up to "
-    "about 4); novelty: how rare the window is among ordinary ones (0 to 1); score: calibrated, "
+    "about 4); novelty: how rare the window is among ordinary ones (0 to 1; for a campaign, its "
+    "coordination, 0 upwards); score: calibrated, "
     "0.999 = riskier than all but 0.1% of ordinary windows; level: the entity's enforcement "
     "level after the window."
 )
