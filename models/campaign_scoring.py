@@ -311,13 +311,14 @@ class CampaignScorer:
         score = calibrator.calibrate(raw) if ready else np.zeros(len(cw))
         rows = table.rows(cw.ids)
         big = np.array([len(m) for m in cw.members]) >= cfg.policy.min_campaign_members
-        # Coordination alone is never acted on, nor are accounts for being new alone: a campaign
-        # needs extraction behaviours of its own. A sign-up burst sharing a class's exercises is
-        # linked by them, and its newness is all the evidence it has (the outside worlds' cohorts
-        # of 40-209 new accounts, flagged as campaigns once the size counted past 32).
-        eligible = (
-            big & (cw.evidence >= cfg.campaigns.campaign_evidence) & (cw.beyond_newness > 0.0)
-        )
+        # Coordination alone is never acted on, nor are accounts for being new: a campaign needs
+        # extraction behaviours of its own, worth at least half the evidence it must reach. A
+        # sign-up burst sharing a class's exercises is linked by them, and its newness is all or
+        # nearly all the evidence it has (a trace of students resending an exercise, or of asking
+        # for reasoning: the outside worlds' cohorts of 40-209 new accounts at 0.04-0.09, flagged
+        # as campaigns once the size counted past 32).
+        acts = cw.beyond_newness >= 0.5 * cfg.campaigns.campaign_evidence
+        eligible = big & (cw.evidence >= cfg.campaigns.campaign_evidence) & acts
         decisions = decide(
             table,
             rows,
