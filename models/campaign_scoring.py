@@ -332,7 +332,11 @@ class CampaignScorer:
             enabled=ready,
         )
         values = cw.values()
-        loose = [self._loose(cw, i) for i in range(len(cw))]
+        level = table.level[rows]
+        # Loose members (see `_loose`), only for the campaigns acted on or under a level: most
+        # campaigns of a window are neither, and their member sets can run to thousands.
+        under = {d.position for d in decisions} | set(np.flatnonzero(level >= 1).tolist())
+        loose = {i: self._loose(cw, i) for i in sorted(under)}
         for d in decisions:
             i = d.position
             # The accounts the action covers: a flag covers every member, a throttle or a
@@ -365,7 +369,6 @@ class CampaignScorer:
         # including accounts that join it later (a banned account's replacement): they are acted
         # on in the window they join, with the campaign in their reasons. Loose members (see
         # `_loose`) are flagged for a look, never throttled or suspended for it.
-        level = table.level[rows]
         for i in np.flatnonzero(level >= 1).tolist():
             for chosen in (True, False):
                 members = [
@@ -392,7 +395,6 @@ class CampaignScorer:
         # hydra's accounts outside its core are what the campaign's own score is measured
         # against (world 4 of the randomized worlds: 97.9% of its accounts caught -> 81.4%).
         evading = cw.identity_evasion >= 0.5
-        level = table.level[rows]
         for i in np.flatnonzero(big & ((level >= 2) | ((level >= 1) & evading))).tolist():
             result.excluded.extend(cw.members[i])
         result.excluded_until_ms = cw.end_ms + cfg.reference_exclusion_ms
