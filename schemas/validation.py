@@ -1,13 +1,15 @@
 """Untrusted bytes to a `UsageEvent` or a precise rejection: the one gate into the detector.
 
-The rules are those of ``schemas/json/usage-event.schema.json`` (the contract published for
-producers), and ``tests/schemas`` checks that the two accept exactly the same events: examples,
-events generated from the schema, and near misses mutated from them. One rule the schema cannot
-state: an integer field takes only a JSON integer (``100``), not ``100.0`` or ``1e2``, which JSON
-Schema's ``"type": "integer"`` admits; the schema says so in its ``$comment``.
+The rules are the contract's, defined once in `schemas.contract` (msgspec Structs from which
+``schemas/json/*.schema.json`` are rendered): a message is decoded straight into
+`schemas.contract.UsageEventMessage`, types, lengths, ranges and patterns checked by msgspec's
+decoder in C, then normalised into the detector's `UsageEvent` (epoch milliseconds, the IP block,
+the fingerprint as an integer). ``tests/schemas`` checks that a generic JSON-Schema validator and
+this gate accept exactly the same events: examples, events generated from the schema, and near
+misses mutated from them.
 
-This is hand-written rather than a generic JSON-Schema validator because it runs once per API
-request on the hot path and must say exactly which field is wrong and why.
+A refused message says which field is wrong and why, in words: the limits in the message are read
+from the same definition (`schemas.contract.field_type`), so they cannot drift from the check.
 """
 
 from __future__ import annotations
@@ -18,14 +20,30 @@ import re
 from datetime import datetime
 from typing import Any, NamedTuple
 
+import msgspec
 import orjson
 
 from models.events import UsageEvent, ip_block
+from schemas.contract import (
+    ENFORCEMENT_ID_PATTERN,
+    EPOCH_MS_MAX,
+    EPOCH_MS_MIN,
+    HEX16_PATTERN,
+    NO_ZONE_ID_PATTERN,
+    TOKENS_MAX,
+    TS_PATTERN,
+    UTC_PATTERN,
+    EnforcementMessage,
+    UsageEventMessage,
+    field_type,
+    max_lengths,
+)
 
 __all__ = [
     "EPOCH_MS_MAX",
     "EPOCH_MS_MIN",
     "MAX_LENGTH",
+    "TOKENS_MAX",
     "Rejection",
     "parse_enforcement",
     "parse_event",
@@ -33,55 +51,23 @@ __all__ = [
     "validate_event",
 ]
 
-# 2000-01-01 .. 2100-01-01: anything outside is a unit mistake (seconds, microseconds), not a time.
-EPOCH_MS_MIN = 946_684_800_000
-EPOCH_MS_MAX = 4_102_444_800_000
-TOKENS_MAX = 100_000_000
-_HEX16 = re.compile(r"[0-9a-fA-F]{16}").fullmatch
-
 # Longest accepted value of each string field, in characters (code points, as JSON Schema's
-# maxLength counts them); the schema's maxLength values are the same numbers.
-MAX_LENGTH: dict[str, int] = {
-    "event_id": 256,
-    "account_id": 128,
-    "ip": 64,
-    "model": 128,
-    "org_id": 128,
-    "api_key_id": 128,
-    "user_agent": 1024,
-    "endpoint": 256,
-    "payment_fingerprint": 128,
-}
-_MAX_EVENT_ID = MAX_LENGTH["event_id"]
-_MAX_ACCOUNT_ID = MAX_LENGTH["account_id"]
-_MAX_IP = MAX_LENGTH["ip"]
-_MAX_MODEL = MAX_LENGTH["model"]
-_MAX_ORG_ID = MAX_LENGTH["org_id"]
-_MAX_API_KEY_ID = MAX_LENGTH["api_key_id"]
-_MAX_USER_AGENT = MAX_LENGTH["user_agent"]
-_MAX_ENDPOINT = MAX_LENGTH["endpoint"]
-_MAX_PAYMENT_FINGERPRINT = MAX_LENGTH["payment_fingerprint"]
-
-# RFC 3339 date-time with an offset (section 5.6; "t"/"z" and the space of its note allowed), year
-# 2000-2099 as written, 1-9 fraction digits. Month, day (leap years included), hour, minute and
-# second are range-checked by `datetime.fromisoformat` afterwards, the offset by this expression
-# (fromisoformat takes "+00:75"). The schema's pattern spells all of it out; the tests check that
-# the two accept the same strings.
-_RFC3339 = re.compile(
-    r"20[0-9]{2}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?"
-    r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
-).fullmatch
+# maxLength counts them): read from the contract.
+MAX_LENGTH: dict[str, int] = max_lengths(UsageEventMessage)
+_RFC3339 = re.compile(TS_PATTERN).search
 # The same shape with every component free, to say which one is wrong once the above refused.
 _RFC3339_PARTS = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.[0-9]{1,9})?"
     r"([Zz]|[+-]([0-9]{2}):([0-9]{2}))?"
 ).fullmatch
 _RFC3339_FORM = "YYYY-MM-DDThh:mm:ss[.fff] with Z or +hh:mm"
-# account_created_at string -> epoch ms: it repeats on every event of an account and costs as much
-# to parse as ts, a dict hit ~15 times less. Cleared when full rather than made LRU, like
-# models.events' IP block cache.
-_CREATED_MS: dict[str, int] = {}
-_CREATED_MS_MAX = 1 << 16
+_EVENTS = msgspec.json.Decoder(UsageEventMessage)
+_ENFORCEMENTS = msgspec.json.Decoder(EnforcementMessage)
+# Timestamp string -> epoch ms: account_created_at repeats on every event of an account, and a
+# gateway writes many events per millisecond; a dict hit costs ~15 times less than parsing.
+# Cleared when full rather than made LRU, like models.events' IP block cache.
+_TS_MS: dict[str, int] = {}
+_TS_MS_MAX = 1 << 16
 
 
 class Rejection(NamedTuple):
@@ -125,29 +111,29 @@ def parse_timestamp(value: object, field: str = "ts") -> int:
     if type(value) is str:
         if _RFC3339(value) is None:
             raise _Invalid(field, _timestamp_problem(value))
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            try:  # fromisoformat refuses RFC 3339's lowercase "t" and "z"
-                parsed = datetime.fromisoformat(value.upper())
-            except ValueError:
-                raise _Invalid(field, _timestamp_problem(value)) from None
-        return round(parsed.timestamp() * 1000)
+        return _epoch_ms(value)
     if type(value) is int:
         if not EPOCH_MS_MIN <= value < EPOCH_MS_MAX:
-            raise _Invalid(field, f"out of range (years 2000-2099 in epoch milliseconds): {value}")
+            raise _Invalid(field, _range_problem(value, EPOCH_MS_MIN, EPOCH_MS_MAX - 1))
         return value
     raise _Invalid(
         field, f"expected RFC 3339 string or integer epoch milliseconds, got {_kind(value)}"
     )
 
 
-def _account_created_ms(value: object) -> int:
-    ms = parse_timestamp(value, "account_created_at")
-    if type(value) is str:
-        if len(_CREATED_MS) >= _CREATED_MS_MAX:
-            _CREATED_MS.clear()
-        _CREATED_MS[value] = ms
+def _epoch_ms(value: str) -> int:
+    """Epoch milliseconds of a timestamp string the contract's pattern has accepted."""
+    ms = _TS_MS.get(value)
+    if ms is not None:
+        return ms
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:  # fromisoformat refuses RFC 3339's lowercase "t" and "z"
+        parsed = datetime.fromisoformat(value.upper())
+    ms = round(parsed.timestamp() * 1000)
+    if len(_TS_MS) >= _TS_MS_MAX:
+        _TS_MS.clear()
+    _TS_MS[value] = ms
     return ms
 
 
@@ -184,55 +170,176 @@ def _kind(value: object) -> str:
         return "boolean"
     if isinstance(value, float) and value.is_integer():
         return f"float {value!r} (write integers without fraction or exponent)"
-    return type(value).__name__
-
-
-def _required_str(d: dict[str, Any], field: str, max_len: int) -> str:
-    value = d.get(field)
     if value is None:
-        raise _Invalid(field, "missing required field")
-    if type(value) is not str:
-        raise _Invalid(field, f"expected string, got {type(value).__name__}")
-    if not 0 < len(value) <= max_len:
-        raise _Invalid(field, _length_problem(value, max_len))
-    return value
+        return "null"
+    return {str: "str", int: "int", float: "float", list: "list", dict: "object"}.get(
+        type(value), type(value).__name__
+    )
 
 
-def _optional_str(d: dict[str, Any], field: str, max_len: int) -> str | None:
-    value = d.get(field)
+# What a pattern of the contract means, for saying why a string does not match it.
+_PATTERN_PROBLEMS: dict[str, Any] = {
+    TS_PATTERN: _timestamp_problem,
+    UTC_PATTERN: lambda v: (
+        f"not an RFC 3339 UTC timestamp (YYYY-MM-DDThh:mm:ss[.fff]Z): {v[:40]!r}"
+    ),
+    HEX16_PATTERN: lambda v: "expected 16 hex characters",
+    ENFORCEMENT_ID_PATTERN: lambda v: "expected 32 lowercase hex characters",
+    NO_ZONE_ID_PATTERN: lambda v: (
+        f"zone id not allowed (an address as seen by the gateway has none): {v[:70]!r}"
+    ),
+}
+_RANGE_NAMES = {(EPOCH_MS_MIN, EPOCH_MS_MAX - 1): "years 2000-2099 in epoch milliseconds"}
+_TYPE_NAMES = {
+    msgspec.inspect.StrType: "string",
+    msgspec.inspect.IntType: "integer",
+    msgspec.inspect.FloatType: "number",
+    msgspec.inspect.ListType: "list",
+    msgspec.inspect.StructType: "object",
+    msgspec.inspect.LiteralType: "string",
+}
+
+
+def _range_problem(
+    value: float, low: float | None, high: float | None, integer: bool = True
+) -> str:
+    named = _RANGE_NAMES.get((low, high))  # type: ignore[arg-type]
+    if named:
+        return f"out of range ({named}): {value}"
+    if integer:
+        return f"out of range {low}-{high}: {value}"
+    lo = "-inf" if low is None else f"{low:g}"
+    hi = "inf" if high is None else f"{high:g}"
+    return f"out of range [{lo}, {hi}]: {value}"
+
+
+def _problem(declared: msgspec.inspect.Type, value: object) -> str | None:
+    """Why ``value`` does not fit the declared type, in words (None: it fits, as far as the
+    constraints below can tell)."""
+    alts = declared.types if isinstance(declared, msgspec.inspect.UnionType) else (declared,)
+    alts = tuple(t for t in alts if not isinstance(t, msgspec.inspect.NoneType))
     if value is None:
+        return "missing required field"
+
+    def fits(t: msgspec.inspect.Type) -> bool:
+        if isinstance(t, msgspec.inspect.StrType | msgspec.inspect.LiteralType):
+            return type(value) is str
+        if isinstance(t, msgspec.inspect.IntType):
+            return type(value) is int
+        if isinstance(t, msgspec.inspect.FloatType):
+            return type(value) in (int, float)
+        if isinstance(t, msgspec.inspect.ListType):
+            return type(value) is list
+        return isinstance(t, msgspec.inspect.StructType) and type(value) is dict
+
+    matching = [t for t in alts if fits(t)]
+    if not matching:
+        names = " or ".join(dict.fromkeys(_TYPE_NAMES.get(type(t), "value") for t in alts))
+        if set(map(type, alts)) == {msgspec.inspect.StrType, msgspec.inspect.IntType}:
+            names = "RFC 3339 string or integer epoch milliseconds"
+        return f"expected {names}, got {_kind(value)}"
+    t = matching[0]
+    if isinstance(t, msgspec.inspect.LiteralType):
+        return None if value in t.values else f"expected one of {sorted(map(str, t.values))}"
+    if isinstance(t, msgspec.inspect.StrType):
+        assert isinstance(value, str)
+        if t.min_length and len(value) < t.min_length:
+            return "must not be empty" if t.min_length == 1 else f"shorter than {t.min_length}"
+        if t.max_length is not None and len(value) > t.max_length:
+            return f"longer than {t.max_length} characters ({len(value)})"
+        if t.pattern is not None and re.search(t.pattern, value) is None:
+            explain = _PATTERN_PROBLEMS.get(t.pattern)
+            return explain(value) if explain else f"does not match {t.pattern}"
         return None
-    if type(value) is not str:
-        raise _Invalid(field, f"expected string, got {type(value).__name__}")
-    if len(value) > max_len:
-        raise _Invalid(field, _length_problem(value, max_len))
-    return value
+    if isinstance(t, msgspec.inspect.IntType | msgspec.inspect.FloatType):
+        assert isinstance(value, int | float)
+        low, high = t.ge, t.le
+        if (low is not None and value < low) or (high is not None and value > high):
+            return _range_problem(value, low, high, isinstance(t, msgspec.inspect.IntType))
+        if isinstance(value, float) and math.isnan(value):
+            return "not a number"
+        return None
+    if isinstance(t, msgspec.inspect.ListType):
+        assert isinstance(value, list)
+        for i, item in enumerate(value):
+            if (p := _problem(t.item_type, item)) is not None:
+                return f"item {i}: {p}"
+    return None
 
 
-def _length_problem(value: str, max_len: int) -> str:
-    if not value:
-        return "must not be empty"
-    return f"longer than {max_len} characters ({len(value)})"
+_AT = re.compile(r" - at `\$(.*)`$")
+_MISSING = re.compile(r"^Object missing required field `([^`]+)`")
+_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 
 
-def _tokens(d: dict[str, Any], field: str) -> int:
-    value = d.get(field)
-    if value is None:
-        raise _Invalid(field, "missing required field")
-    if type(value) is not int:
-        raise _Invalid(field, f"expected integer, got {_kind(value)}")
-    if not 0 <= value <= TOKENS_MAX:
-        raise _Invalid(field, f"out of range 0-{TOKENS_MAX}: {value}")
-    return value
+def _explain(
+    struct: type[msgspec.Struct], doc: object, error: msgspec.ValidationError
+) -> Rejection:
+    """A msgspec validation error, said with the field and the reason in words."""
+    text = str(error)
+    at = _AT.search(text)
+    where = at[1] if at else ""
+    path: list[str | int] = [m[1] if m[1] is not None else int(m[2]) for m in _STEP.finditer(where)]
+    missing = _MISSING.match(text)
+    if missing:
+        path.append(missing[1])
+    name = _path_name(path) or "$"
+    if not path:
+        if not isinstance(doc, dict):
+            return Rejection("$", f"expected a JSON object, got {_kind(doc)}")
+        return Rejection("$", text)
+    if missing:
+        return Rejection(name, "missing required field")
+    value: Any = doc
+    for step in path:
+        try:
+            value = value[step]
+        except (KeyError, IndexError, TypeError):
+            value = None
+            break
+    declared = field_type(struct, path)
+    problem = _problem(declared, value) if declared is not None else None
+    return Rejection(name, problem or text[: at.start()] if at else text)
 
 
-def _number(value: object, field: str, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _Invalid(field, f"expected number, got {type(value).__name__}")
-    x = float(value)
-    if math.isnan(x) or not low <= x <= high:
-        raise _Invalid(field, f"out of range [{low:g}, {high:g}]: {value}")
-    return x
+def _path_name(path: list[str | int]) -> str:
+    out = ""
+    for step in path:
+        out += f"[{step}]" if isinstance(step, int) else (f".{step}" if out else step)
+    return out
+
+
+def _event(m: UsageEventMessage) -> UsageEvent:
+    """A decoded, contract-valid message to the detector's event; raises `_Invalid` for the one
+    rule the decoder cannot check (the address must parse)."""
+    ip = m.ip
+    try:
+        block = ip_block(ip)
+    except ValueError:
+        raise _Invalid("ip", f"not an IPv4 or IPv6 address: {ip[:70]!r}") from None
+    ts = m.ts
+    created = m.account_created_at
+    fingerprint = m.prompt_fingerprint
+    return UsageEvent(
+        m.event_id,
+        ts if isinstance(ts, int) else _epoch_ms(ts),
+        m.account_id,
+        ip,
+        block,
+        m.model,
+        m.input_tokens,
+        m.output_tokens,
+        200 if m.status is None else m.status,
+        m.latency_ms,
+        None if fingerprint is None else int(fingerprint, 16),
+        m.cot_score,
+        m.payment_fingerprint,
+        created if created is None or isinstance(created, int) else _epoch_ms(created),
+        m.org_id,
+        m.api_key_id,
+        m.user_agent,
+        m.endpoint,
+    )
 
 
 def validate_event(d: object) -> UsageEvent | Rejection:
@@ -261,82 +368,11 @@ def validate_event(d: object) -> UsageEvent | Rejection:
     user_agent: longer than 1024 characters (5000)
     """
     if not isinstance(d, dict):
-        return Rejection("$", f"expected a JSON object, got {type(d).__name__}")
+        return Rejection("$", f"expected a JSON object, got {_kind(d)}")
     try:
-        event_id = _required_str(d, "event_id", _MAX_EVENT_ID)
-        raw_ts = d.get("ts")
-        if raw_ts is None:
-            raise _Invalid("ts", "missing required field")
-        ts_ms = parse_timestamp(raw_ts)
-        account_id = _required_str(d, "account_id", _MAX_ACCOUNT_ID)
-        ip = _required_str(d, "ip", _MAX_IP)
-        if "%" in ip:  # ipaddress takes RFC 4007 zone ids ("fe80::1%eth0"); the schema does not
-            raise _Invalid(
-                "ip", f"zone id not allowed (an address as seen by the gateway has none): {ip!r}"
-            )
-        try:
-            block = ip_block(ip)
-        except ValueError:
-            raise _Invalid("ip", f"not an IPv4 or IPv6 address: {ip!r}") from None
-        model = _required_str(d, "model", _MAX_MODEL)
-        input_tokens = _tokens(d, "input_tokens")
-        output_tokens = _tokens(d, "output_tokens")
-
-        status = d.get("status")
-        if status is None:
-            status = 200
-        elif type(status) is not int:
-            raise _Invalid("status", f"expected integer, got {_kind(status)}")
-        elif not 100 <= status <= 599:
-            raise _Invalid("status", f"out of range 100-599: {status}")
-
-        latency = d.get("latency_ms")
-        if latency is not None:
-            latency = _number(latency, "latency_ms", 0.0, math.inf)
-
-        fp_raw = d.get("prompt_fingerprint")
-        fingerprint: int | None = None
-        if fp_raw is not None:
-            if type(fp_raw) is not str:
-                raise _Invalid(
-                    "prompt_fingerprint", f"expected string, got {type(fp_raw).__name__}"
-                )
-            if _HEX16(fp_raw) is None:
-                raise _Invalid("prompt_fingerprint", "expected 16 hex characters")
-            fingerprint = int(fp_raw, 16)
-
-        cot = d.get("cot_score")
-        if cot is not None:
-            cot = _number(cot, "cot_score", 0.0, 1.0)
-
-        created_raw = d.get("account_created_at")
-        created: int | None = None
-        if created_raw is not None:
-            if type(created_raw) is str:
-                created = _CREATED_MS.get(created_raw)
-            if created is None:
-                created = _account_created_ms(created_raw)
-
-        return UsageEvent(
-            event_id,
-            ts_ms,
-            account_id,
-            ip,
-            block,
-            model,
-            input_tokens,
-            output_tokens,
-            status,
-            latency,
-            fingerprint,
-            cot,
-            _optional_str(d, "payment_fingerprint", _MAX_PAYMENT_FINGERPRINT),
-            created,
-            _optional_str(d, "org_id", _MAX_ORG_ID),
-            _optional_str(d, "api_key_id", _MAX_API_KEY_ID),
-            _optional_str(d, "user_agent", _MAX_USER_AGENT),
-            _optional_str(d, "endpoint", _MAX_ENDPOINT),
-        )
+        return _event(msgspec.convert(d, UsageEventMessage))
+    except msgspec.ValidationError as error:
+        return _explain(UsageEventMessage, d, error)
     except _Invalid as bad:
         return bad.rejection
 
@@ -354,8 +390,21 @@ def parse_event(raw: bytes | str) -> UsageEvent | Rejection:
     >>> parse_event(b'{"event_id": "r1", "ts": 17, "account_id": "a"}')
     Rejection(field='ts', problem='out of range (years 2000-2099 in epoch milliseconds): 17')
     """
-    decoded = _decode_object(raw)
-    return decoded if isinstance(decoded, Rejection) else validate_event(decoded)
+    try:
+        return _event(_EVENTS.decode(raw))
+    except msgspec.ValidationError as error:
+        decoded = _decode_object(raw)
+        if isinstance(decoded, Rejection):
+            return decoded
+        return _explain(UsageEventMessage, decoded, error)
+    except (msgspec.DecodeError, UnicodeEncodeError):  # a str with a lone surrogate
+        decoded = _decode_object(raw)
+        if isinstance(decoded, Rejection):
+            return decoded
+        # orjson read what msgspec did not: say so rather than guess
+        return Rejection("$", "not valid JSON")
+    except _Invalid as bad:
+        return bad.rejection
 
 
 def _decode_object(raw: bytes | str) -> dict[str, Any] | Rejection:
@@ -364,7 +413,7 @@ def _decode_object(raw: bytes | str) -> dict[str, Any] | Rejection:
     except orjson.JSONDecodeError as exc:
         return Rejection("$", _undecodable(raw, exc))
     if not isinstance(decoded, dict):
-        return Rejection("$", f"expected a JSON object, got {type(decoded).__name__}")
+        return Rejection("$", f"expected a JSON object, got {_kind(decoded)}")
     return decoded
 
 
@@ -397,11 +446,6 @@ def _undecodable(raw: bytes | str, exc: orjson.JSONDecodeError) -> str:
     return f"not valid JSON: {message}"
 
 
-_ENTITY_KINDS = frozenset({"account", "ip_block", "campaign"})
-_ACTIONS = frozenset({"flag", "throttle", "suspend", "release"})
-_ENFORCEMENT_ID = re.compile(r"[0-9a-f]{32}")
-
-
 def parse_enforcement(raw: bytes | str) -> dict[str, Any] | Rejection:
     """An enforcement event (as a billing consumer receives it) to a dict, or why it is invalid.
 
@@ -414,44 +458,9 @@ def parse_enforcement(raw: bytes | str) -> dict[str, Any] | Rejection:
     if isinstance(d, Rejection):
         return d
     try:
-        eid = d.get("enforcement_id")
-        if not isinstance(eid, str) or not _ENFORCEMENT_ID.fullmatch(eid):
-            raise _Invalid("enforcement_id", "expected 32 lowercase hex characters")
-        for name in ("ts", "window_start", "window_end"):
-            value = d.get(name)
-            if not isinstance(value, str):
-                raise _Invalid(name, "expected RFC 3339 string")
-            parse_timestamp(value, name)
-        if d.get("entity_kind") not in _ENTITY_KINDS:
-            raise _Invalid("entity_kind", f"expected one of {sorted(_ENTITY_KINDS)}")
-        _required_str(d, "entity_id", 256)
-        if d.get("action") not in _ACTIONS:
-            raise _Invalid("action", f"expected one of {sorted(_ACTIONS)}")
-        for name in ("score", "threshold"):
-            if name not in d:
-                raise _Invalid(name, "missing required field")
-            _number(d[name], name, 0.0, 1.0)
-        reasons = d.get("reasons")
-        if not isinstance(reasons, list):
-            raise _Invalid("reasons", "expected a list")
-        for i, r in enumerate(reasons):
-            if not isinstance(r, dict) or not isinstance(r.get("feature"), str):
-                raise _Invalid(f"reasons[{i}]", "expected an object with a feature name")
-            _number(r.get("contribution"), f"reasons[{i}].contribution", 0.0, 1.0)
-            _number(r.get("value"), f"reasons[{i}].value", -math.inf, math.inf)
-        expires = d.get("expires_at", ...)
-        if expires is ...:
-            raise _Invalid("expires_at", "missing required field (null when not applicable)")
-        if expires is not None:
-            parse_timestamp(expires, "expires_at")
-        members = d.get("members", ...)
-        if members is ...:
-            raise _Invalid("members", "missing required field (null when not applicable)")
-        if members is not None and (
-            not isinstance(members, list) or not all(isinstance(m, str) for m in members)
-        ):
-            raise _Invalid("members", "expected a list of account ids or null")
-        _required_str(d, "detector_version", 128)
-    except _Invalid as bad:
-        return bad.rejection
+        _ENFORCEMENTS.decode(raw)
+    except msgspec.ValidationError as error:
+        return _explain(EnforcementMessage, d, error)
+    except msgspec.DecodeError:  # pragma: no cover - orjson read it above
+        return Rejection("$", "not valid JSON")
     return d

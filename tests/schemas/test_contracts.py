@@ -11,6 +11,8 @@ import orjson
 import pytest
 
 from models.events import UsageEvent
+from schemas.contract import CONTRACTS, EnforcementMessage, field_type, render
+from schemas.contract import main as contract_main
 from schemas.validation import Rejection, parse_enforcement, parse_event, validate_event
 
 
@@ -156,3 +158,65 @@ def test_bad_enforcement_events_are_rejected(
     assert isinstance(result, Rejection) and result.field == field
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(doc, ACTION_SCHEMA, format_checker=CHECKER)
+
+
+@pytest.mark.parametrize("name", sorted(CONTRACTS))
+def test_each_schema_file_is_rendered_from_its_definition(name: str) -> None:
+    struct = CONTRACTS[name][0]
+    on_disk = resources.files("schemas.json").joinpath(name).read_bytes()
+    assert on_disk == render(struct), f"stale: run `python -m schemas.contract` ({name})"
+    assert contract_main(["--check"]) == 0
+
+
+def test_a_limit_changed_in_the_definition_changes_check_schema_and_message() -> None:
+    # The entity_id limit of enforcement events was in the validator only; now it is in the one
+    # definition, so the schema states it, the decoder checks it and the message quotes it.
+    doc = {**_detector_action_dict(), "entity_id": "x" * 257}
+    limit = field_type(EnforcementMessage, ["entity_id"])
+    assert limit is not None and getattr(limit, "max_length", None) == 256
+    assert ACTION_SCHEMA["properties"]["entity_id"]["maxLength"] == 256
+    result = parse_enforcement(orjson.dumps(doc))
+    assert result == Rejection("entity_id", "longer than 256 characters (257)")
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(doc, ACTION_SCHEMA, format_checker=CHECKER)
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "phrase"),
+    [
+        ({"reasons": [{"feature": "f", "value": 1.0, "baseline": None, "contribution": 2}]},
+         "reasons[0].contribution", "out of range [0, 1]: 2"),
+        ({"reasons": [{"feature": "f", "value": 1.0, "contribution": 0.5}]},
+         "reasons[0].baseline", "missing required field"),
+        ({"members": [1, 2]}, "members[0]", "expected string, got int"),
+        ({"members": "a"}, "members", "expected list, got str"),
+        ({"ts": "2026-11-22T14:41:27.123+01:00"}, "ts", "not an RFC 3339"),
+    ],
+)  # fmt: skip
+def test_nested_problems_of_an_enforcement_event_name_their_path(
+    change: dict[str, Any], field: str, phrase: str
+) -> None:
+    doc = {**_detector_action_dict(), **change}
+    result = parse_enforcement(orjson.dumps(doc))
+    assert isinstance(result, Rejection), result
+    assert result.field == field and phrase in result.problem, result
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(doc, ACTION_SCHEMA, format_checker=CHECKER)
+
+
+def _detector_action_dict() -> dict[str, Any]:
+    return {
+        "enforcement_id": "0" * 32,
+        "ts": "2026-11-22T14:41:00.000Z",
+        "entity_kind": "account",
+        "entity_id": "acct-1",
+        "action": "flag",
+        "score": 0.9995,
+        "threshold": 0.999,
+        "reasons": [{"feature": "f", "value": 1.0, "baseline": 0.1, "contribution": 0.5}],
+        "window_start": "2026-11-22T14:40:00.000Z",
+        "window_end": "2026-11-22T14:41:00.000Z",
+        "expires_at": None,
+        "members": None,
+        "detector_version": "distillguard-0.1+abc",
+    }

@@ -39,7 +39,15 @@ SCHEMA: dict[str, Any] = json.loads(
 )
 PROPERTIES: dict[str, dict[str, Any]] = SCHEMA["properties"]
 REQUIRED: list[str] = SCHEMA["required"]
-TS_PATTERN: str = SCHEMA["$defs"]["timestamp"]["oneOf"][0]["pattern"]
+TS_PATTERN: str = SCHEMA["properties"]["ts"]["anyOf"][0]["pattern"]
+
+
+def _keyword(sub: dict[str, Any], key: str) -> Any:
+    """A keyword of a property's schema, or of the first member of its anyOf that has it."""
+    for part in [sub, *sub.get("anyOf", [])]:
+        if key in part:
+            return part[key]
+    return None
 
 
 def _json_integer(checker: object, instance: object) -> bool:
@@ -68,7 +76,7 @@ MINIMAL: dict[str, Any] = {
 # Hypothesis API that 6.170 no longer has ('many' object has no attribute 'more'), so the
 # object is assembled here from the schema's own property subschemas, required and optional.
 _FIELD_VALUES = {
-    name: from_schema({**sub, "$defs": SCHEMA["$defs"]}) for name, sub in PROPERTIES.items()
+    name: from_schema({**sub, "$defs": SCHEMA.get("$defs", {})}) for name, sub in PROPERTIES.items()
 }
 _EXTRA_KEYS = st.text(max_size=12).filter(lambda k: k not in PROPERTIES)
 _JSON_SCALARS = st.one_of(
@@ -220,8 +228,8 @@ def _near_misses(field: str) -> st.SearchStrategy[Any]:
         options.append(_IP_NEAR_MISSES)
     if field == "prompt_fingerprint":
         options.append(st.text("0123456789abcdefABCDEFg \n", min_size=14, max_size=18))
-    if "minimum" in sub:
-        options.append(_numbers_near(sub["minimum"], sub.get("maximum")))
+    if field not in ("ts", "account_created_at") and _keyword(sub, "minimum") is not None:
+        options.append(_numbers_near(_keyword(sub, "minimum"), _keyword(sub, "maximum")))
     if field in ("input_tokens", "output_tokens"):
         options.append(st.integers(0, TOKENS_MAX).map(float))
     return st.one_of(options)
@@ -375,10 +383,10 @@ def test_json_schema_alone_admits_integral_floats_so_the_validator_is_stricter()
 
 
 def test_each_string_limit_is_the_schema_max_length() -> None:
-    limits = {k: v["maxLength"] for k, v in PROPERTIES.items() if "maxLength" in v}
-    assert limits == {**MAX_LENGTH, "prompt_fingerprint": 16}
-    strings = {k for k, v in PROPERTIES.items() if "string" in v.get("type", ())}
-    assert strings <= set(limits)
+    limits = {k: _keyword(v, "maxLength") for k, v in PROPERTIES.items()}
+    assert {k: n for k, n in limits.items() if n is not None} == MAX_LENGTH
+    strings = {k for k, v in PROPERTIES.items() if _keyword(v, "type") == "string"}
+    assert strings - {"ts", "account_created_at", "prompt_fingerprint"} <= set(MAX_LENGTH)
 
 
 def test_the_reported_utf8_offset_matches_the_example() -> None:

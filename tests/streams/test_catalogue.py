@@ -106,7 +106,7 @@ def catalogue() -> list[Bad]:
         Bad("malformed IPv6", _doc({"ip": "2001:db8:::1"}), "ip", "not an IPv4 or IPv6"),
         Bad("boolean tokens", _doc({"input_tokens": True}), "input_tokens", "got boolean"),
         Bad("list as account", _doc({"account_id": ["a"]}), "account_id", "got list"),
-        Bad("object as model", _doc({"model": {"n": 1}}), "model", "got dict"),
+        Bad("object as model", _doc({"model": {"n": 1}}), "model", "got object"),
         Bad("empty model", _doc({"model": ""}), "model", "must not be empty"),
         Bad("long event id", _doc({"event_id": "e" * 300}), "event_id", "longer than 256"),
         Bad("tokens over range", _doc({"output_tokens": 10**11}), "output_tokens", "out of range"),

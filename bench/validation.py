@@ -1,0 +1,84 @@
+"""Events per second through the gate into the detector, against a generic JSON-Schema validator.
+
+    .venv/bin/python -m bench.validation [--events 200000] [--repeat 3]
+
+The default simulated scenario's events, written as gateways write them (half with RFC 3339
+timestamps, half with epoch milliseconds, optional fields present), are turned from bytes into
+`UsageEvent`s by `schemas.validation.parse_event` (msgspec decoding into the contract's Struct,
+then normalisation). Baseline, same bytes, same run: what a producer-side check usually does,
+``orjson.loads`` and jsonschema's Draft 2020-12 validator over the published schema (with the
+ipv4/ipv6 formats), which validates but does not normalise. Also timed: ``orjson.loads`` alone,
+the floor of any Python-side decoding. Best of ``--repeat`` runs, one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from importlib import resources
+from typing import Any
+
+import jsonschema
+import orjson
+
+from models.events import UsageEvent
+from models.outputs import rfc3339
+from schemas.validation import parse_event
+from simulator.traffic import Scenario, simulate
+
+
+def gateway_lines(n: int) -> list[bytes]:
+    """``n`` events of the default scenario as message bytes, timestamps in both forms."""
+    traffic = simulate(replace(Scenario(), minutes=60))
+    lines = []
+    for i, e in enumerate(traffic.events[:n]):
+        if i % 2 and isinstance(e["ts"], int):
+            e = {**e, "ts": rfc3339(e["ts"])}
+        lines.append(orjson.dumps(e))
+    return lines
+
+
+def rate(fn: Callable[[bytes], Any], lines: list[bytes], repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        for line in lines:
+            fn(line)
+        best = min(best, time.perf_counter() - t)
+    return len(lines) / best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    lines = gateway_lines(args.events)
+    parsed = [parse_event(x) for x in lines]
+    assert all(isinstance(e, UsageEvent) for e in parsed), "the scenario's events must be valid"
+    schema = json.loads(
+        resources.files("schemas.json").joinpath("usage-event.schema.json").read_text()
+    )
+    generic = jsonschema.Draft202012Validator(
+        schema, format_checker=jsonschema.FormatChecker(formats=["ipv4", "ipv6"])
+    )
+
+    def baseline(line: bytes) -> None:
+        generic.validate(orjson.loads(line))
+
+    ours = rate(parse_event, lines, args.repeat)
+    floor = rate(orjson.loads, lines, args.repeat)
+    base = rate(baseline, lines[: max(len(lines) // 10, 1)], 1)
+    size = sum(map(len, lines)) / len(lines)
+    print(f"{len(lines):,} events, {size:.0f} B each on average, best of {args.repeat}")
+    print(f"parse_event (bytes -> UsageEvent):            {ours:>10,.0f} events/s")
+    print(f"orjson.loads alone (no checks):               {floor:>10,.0f} events/s")
+    print(f"baseline: orjson.loads + jsonschema 2020-12:  {base:>10,.0f} events/s")
+    print(f"ratio: {ours / base:.0f}x the baseline")
+
+
+if __name__ == "__main__":
+    main()
