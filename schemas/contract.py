@@ -88,27 +88,21 @@ Tokens = Annotated[int, Meta(ge=0, le=TOKENS_MAX)]
 Utc = Annotated[str, Meta(pattern=UTC_PATTERN)]
 
 
-def _text(max_length: int, description: str = "") -> Any:
-    """A required, non-empty string of at most ``max_length`` characters (code points)."""
-    meta = Meta(min_length=1, max_length=max_length, description=description or None)
-    return Annotated[str, meta]
-
-
-def _optional_text(max_length: int, description: str = "") -> Any:
-    """An optional string (absent or null) of at most ``max_length`` characters."""
-    return Annotated[
-        Annotated[str, Meta(max_length=max_length)] | None,
-        Meta(description=description or None),
-    ]
+# Strings: required ones are non-empty; lengths in characters (code points).
+Id128 = Annotated[str, Meta(min_length=1, max_length=128)]
+Id256 = Annotated[str, Meta(min_length=1, max_length=256)]
+Text128 = Annotated[str, Meta(max_length=128)] | None
+Text256 = Annotated[str, Meta(max_length=256)] | None
+Text1024 = Annotated[str, Meta(max_length=1024)] | None
 
 
 class UsageEventMessage(Struct, kw_only=True):
     """One served API request, as the gateway writes it to the Kafka topic api-usage-events (one
     UTF-8 JSON object per message, key = account_id). Unknown extra fields are ignored."""
 
-    event_id: _text(256, "unique per API request; used to drop duplicates")  # type: ignore[valid-type]
+    event_id: Annotated[Id256, Meta(description="unique per API request; drops duplicates")]
     ts: Annotated[Timestamp, Meta(description="when the request was served. " + _TIMESTAMP_TEXT)]
-    account_id: _text(128, "the billed account")  # type: ignore[valid-type]
+    account_id: Annotated[Id128, Meta(description="the billed account")]
     ip: Annotated[
         str,
         Meta(
@@ -120,7 +114,7 @@ class UsageEventMessage(Struct, kw_only=True):
             extra_json_schema={"anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]},
         ),
     ]
-    model: _text(128, "model name requested")  # type: ignore[valid-type]
+    model: Annotated[Id128, Meta(description="model name requested")]
     input_tokens: Tokens
     output_tokens: Tokens
     status: Annotated[
@@ -128,10 +122,10 @@ class UsageEventMessage(Struct, kw_only=True):
         Meta(description="HTTP status of the response; absent or null means 200"),
     ] = None
     latency_ms: Annotated[float, Meta(ge=0)] | None = None
-    org_id: _optional_text(128) = None  # type: ignore[valid-type]
-    api_key_id: _optional_text(128) = None  # type: ignore[valid-type]
-    user_agent: _optional_text(1024) = None  # type: ignore[valid-type]
-    endpoint: _optional_text(256) = None  # type: ignore[valid-type]
+    org_id: Text128 = None
+    api_key_id: Text128 = None
+    user_agent: Text1024 = None
+    endpoint: Text256 = None
     prompt_fingerprint: Annotated[
         Annotated[str, Meta(pattern=HEX16_PATTERN)] | None,
         Meta(
@@ -143,7 +137,9 @@ class UsageEventMessage(Struct, kw_only=True):
         Annotated[float, Meta(ge=0, le=1)] | None,
         Meta(description="probability that the prompt asks for step-by-step reasoning"),
     ] = None
-    payment_fingerprint: _optional_text(128, "hash of the payment instrument") = None  # type: ignore[valid-type]
+    payment_fingerprint: Annotated[Text128, Meta(description="hash of the payment instrument")] = (
+        None
+    )
     account_created_at: Annotated[
         Timestamp | None,
         Meta(description="when the account was created; the same forms as ts"),
@@ -174,7 +170,7 @@ class EnforcementMessage(Struct, kw_only=True):
     enforcement_id: Annotated[str, Meta(pattern=ENFORCEMENT_ID_PATTERN)]
     ts: Annotated[Utc, Meta(description="event time of the decision")]
     entity_kind: Literal["account", "ip_block", "campaign"]
-    entity_id: _text(256)  # type: ignore[valid-type]
+    entity_id: Id256
     action: Literal["flag", "throttle", "suspend", "release"]
     score: Annotated[
         float,
@@ -195,14 +191,17 @@ class EnforcementMessage(Struct, kw_only=True):
         list[str] | None,
         Meta(description="the accounts of a campaign or an IP block acted on; null for accounts"),
     ]
-    detector_version: _text(128)  # type: ignore[valid-type]
+    detector_version: Id128
 
 
 _COMMENTS = {
     UsageEventMessage: (
         "Generated from schemas/contract.py (python -m schemas.contract); edit that, not this file."
-        " The validator decodes into the same definition and also refuses an integer written as"
-        ' 100.0 or 1e2, which JSON Schema\'s "integer" type admits.'
+        " The validator decodes into the same definition, asserts the ipv4/ipv6 formats (which"
+        " JSON Schema validators treat as annotations unless told to assert formats) and refuses"
+        ' an integer written as 100.0 or 1e2, which JSON Schema\'s "integer" type admits.'
+        " Patterns end in (?!\\n)$ so that engines whose $ also matches before a final newline"
+        " (Python's re) agree with ECMA-262."
     ),
     EnforcementMessage: (
         "Generated from schemas/contract.py (python -m schemas.contract); edit that, not this file."
@@ -217,6 +216,8 @@ CONTRACTS: dict[str, tuple[type[Struct], str, str]] = {
     ),
 }
 _BASE_ID = "https://distillguard.dev/schemas/"
+# What an absent field means where it is not the Struct's None (the schema's "default").
+_DEFAULTS: dict[type[Struct], dict[str, Any]] = {UsageEventMessage: {"status": 200}}
 
 
 def json_schema(struct: type[Struct]) -> dict[str, Any]:
@@ -244,6 +245,8 @@ def json_schema(struct: type[Struct]) -> dict[str, Any]:
         "$comment": _COMMENTS[struct],
         **body,
     }
+    for name, value in _DEFAULTS.get(struct, {}).items():
+        doc["properties"][name]["default"] = value
     if components:
         doc["$defs"] = {
             k: {**v, "description": " ".join(v.get("description", "").split())}

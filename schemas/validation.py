@@ -62,7 +62,6 @@ _RFC3339_PARTS = re.compile(
 ).fullmatch
 _RFC3339_FORM = "YYYY-MM-DDThh:mm:ss[.fff] with Z or +hh:mm"
 _EVENTS = msgspec.json.Decoder(UsageEventMessage)
-_ENFORCEMENTS = msgspec.json.Decoder(EnforcementMessage)
 # Timestamp string -> epoch ms: account_created_at repeats on every event of an account, and a
 # gateway writes many events per millisecond; a dict hit costs ~15 times less than parsing.
 # Cleared when full rather than made LRU, like models.events' IP block cache.
@@ -164,6 +163,20 @@ def _timestamp_problem(value: str) -> str:
     return f"not an RFC 3339 timestamp ({_RFC3339_FORM}): {value[:40]!r}"
 
 
+def _show(value: object) -> str:
+    """A number for a message, however many digits it has (Python refuses to print an int of
+    more than 4,300 digits).
+
+    Examples
+    --------
+    >>> _show(17), _show(10**5000)
+    ('17', 'an integer of about 5001 digits')
+    """
+    if isinstance(value, int) and not -(10**30) < value < 10**30:
+        return f"an integer of about {len(format(value, 'x')) * 1.2041:.0f} digits"
+    return str(value)
+
+
 def _kind(value: object) -> str:
     """A value's JSON type for a message; an integral float is named as such."""
     if isinstance(value, bool):
@@ -205,21 +218,24 @@ def _range_problem(
 ) -> str:
     named = _RANGE_NAMES.get((low, high))  # type: ignore[arg-type]
     if named:
-        return f"out of range ({named}): {value}"
+        return f"out of range ({named}): {_show(value)}"
     if integer:
-        return f"out of range {low}-{high}: {value}"
+        return f"out of range {low}-{high}: {_show(value)}"
     lo = "-inf" if low is None else f"{low:g}"
     hi = "inf" if high is None else f"{high:g}"
-    return f"out of range [{lo}, {hi}]: {value}"
+    return f"out of range [{lo}, {hi}]: {_show(value)}"
 
 
-def _problem(declared: msgspec.inspect.Type, value: object) -> str | None:
+def _problem(declared: msgspec.inspect.Type, value: object, present: bool = True) -> str | None:
     """Why ``value`` does not fit the declared type, in words (None: it fits, as far as the
-    constraints below can tell)."""
+    constraints below can tell). ``present``: the field is there (a null is a value)."""
     alts = declared.types if isinstance(declared, msgspec.inspect.UnionType) else (declared,)
+    nullable = any(isinstance(t, msgspec.inspect.NoneType) for t in alts)
     alts = tuple(t for t in alts if not isinstance(t, msgspec.inspect.NoneType))
-    if value is None:
-        return "missing required field"
+    if not present:
+        return "missing required field" + (" (null when not applicable)" if nullable else "")
+    if value is None and nullable:
+        return None
 
     def fits(t: msgspec.inspect.Type) -> bool:
         if isinstance(t, msgspec.inspect.StrType | msgspec.inspect.LiteralType):
@@ -256,6 +272,11 @@ def _problem(declared: msgspec.inspect.Type, value: object) -> str | None:
         low, high = t.ge, t.le
         if (low is not None and value < low) or (high is not None and value > high):
             return _range_problem(value, low, high, isinstance(t, msgspec.inspect.IntType))
+        if isinstance(t, msgspec.inspect.FloatType) and isinstance(value, int):
+            try:
+                float(value)
+            except OverflowError:
+                return f"out of range (beyond a 64-bit float): {_show(value)}"
         if isinstance(value, float) and math.isnan(value):
             return "not a number"
         return None
@@ -287,19 +308,20 @@ def _explain(
     if not path:
         if not isinstance(doc, dict):
             return Rejection("$", f"expected a JSON object, got {_kind(doc)}")
+        if "`key`" in text:
+            return Rejection("$", "object keys must be strings")
         return Rejection("$", text)
-    if missing:
-        return Rejection(name, "missing required field")
     value: Any = doc
+    present = True
     for step in path:
         try:
             value = value[step]
         except (KeyError, IndexError, TypeError):
-            value = None
+            value, present = None, False
             break
     declared = field_type(struct, path)
-    problem = _problem(declared, value) if declared is not None else None
-    return Rejection(name, problem or text[: at.start()] if at else text)
+    problem = _problem(declared, value, present) if declared is not None else None
+    return Rejection(name, problem or (text[: at.start()] if at else text))
 
 
 def _path_name(path: list[str | int]) -> str:
@@ -371,10 +393,12 @@ def validate_event(d: object) -> UsageEvent | Rejection:
         return Rejection("$", f"expected a JSON object, got {_kind(d)}")
     try:
         return _event(msgspec.convert(d, UsageEventMessage))
-    except msgspec.ValidationError as error:
-        return _explain(UsageEventMessage, d, error)
     except _Invalid as bad:
         return bad.rejection
+    except msgspec.ValidationError as error:
+        return _explain(UsageEventMessage, d, error)
+    except RecursionError:
+        return Rejection("$", "nested too deeply")
 
 
 def parse_event(raw: bytes | str) -> UsageEvent | Rejection:
@@ -391,20 +415,18 @@ def parse_event(raw: bytes | str) -> UsageEvent | Rejection:
     Rejection(field='ts', problem='out of range (years 2000-2099 in epoch milliseconds): 17')
     """
     try:
+        if type(raw) is bytes and not raw.isascii():
+            raw.decode()  # all of it UTF-8, the fields the decoder skips unread included
         return _event(_EVENTS.decode(raw))
-    except msgspec.ValidationError as error:
-        decoded = _decode_object(raw)
-        if isinstance(decoded, Rejection):
-            return decoded
-        return _explain(UsageEventMessage, decoded, error)
-    except (msgspec.DecodeError, UnicodeEncodeError):  # a str with a lone surrogate
-        decoded = _decode_object(raw)
-        if isinstance(decoded, Rejection):
-            return decoded
-        # orjson read what msgspec did not: say so rather than guess
-        return Rejection("$", "not valid JSON")
     except _Invalid as bad:
         return bad.rejection
+    except (msgspec.DecodeError, UnicodeError, RecursionError):
+        pass
+    # The slow path, for messages refused or not decoded above: the decoder checks every copy
+    # of a key JSON repeats, JSON Schema tools the last, which is what a decoded object keeps;
+    # and it recurses where orjson has a depth limit.
+    decoded = _decode_object(raw)
+    return decoded if isinstance(decoded, Rejection) else validate_event(decoded)
 
 
 def _decode_object(raw: bytes | str) -> dict[str, Any] | Rejection:
@@ -458,9 +480,9 @@ def parse_enforcement(raw: bytes | str) -> dict[str, Any] | Rejection:
     if isinstance(d, Rejection):
         return d
     try:
-        _ENFORCEMENTS.decode(raw)
+        msgspec.convert(d, EnforcementMessage)
     except msgspec.ValidationError as error:
         return _explain(EnforcementMessage, d, error)
-    except msgspec.DecodeError:  # pragma: no cover - orjson read it above
-        return Rejection("$", "not valid JSON")
+    except RecursionError:
+        return Rejection("$", "nested too deeply")
     return d

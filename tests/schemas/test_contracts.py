@@ -220,3 +220,25 @@ def _detector_action_dict() -> dict[str, Any]:
         "members": None,
         "detector_version": "distillguard-0.1+abc",
     }
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "phrase"),
+    [
+        ({"reasons": None}, "reasons", "expected list, got null"),
+        ({"members": [None]}, "members[0]", "expected string, got null"),
+        ({"expires_at": ...}, "expires_at", "missing required field (null when not applicable)"),
+        ({"extra": orjson.loads(b"[" * 200 + b"]" * 200)}, "$", ""),
+    ],
+)
+def test_present_nulls_and_absent_fields_are_told_apart(
+    change: dict[str, Any], field: str, phrase: str
+) -> None:
+    doc = {**_detector_action_dict(), **change}
+    doc = {k: v for k, v in doc.items() if v is not ...}
+    result = parse_enforcement(orjson.dumps(doc))
+    if field == "$":
+        assert result == doc  # an unknown field, however nested, is ignored
+        return
+    assert isinstance(result, Rejection) and result.field == field, result
+    assert phrase in result.problem, result

@@ -32,6 +32,7 @@ from schemas.validation import (
     Rejection,
     parse_event,
     parse_timestamp,
+    validate_event,
 )
 
 SCHEMA: dict[str, Any] = json.loads(
@@ -404,3 +405,76 @@ def test_a_non_utf8_byte_is_reported_with_its_offset(offset: int, bad: bytes) ->
     result = parse_event(raw[:offset] + bad + raw[offset:])
     assert isinstance(result, Rejection)
     assert str(result) == f"$: not valid UTF-8 (byte 0x{bad[0]:02x} at offset {offset})"
+
+
+def _nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+def _called_under(frames: int, raw: bytes) -> UsageEvent | Rejection:
+    return parse_event(raw) if frames == 0 else _called_under(frames - 1, raw)
+
+
+@pytest.mark.parametrize("frames", [0, 700])
+@pytest.mark.parametrize("depth", [100, 300, 1000, 5000])
+def test_deeply_nested_unknown_fields_are_refused_or_ignored_never_raised(
+    depth: int, frames: int
+) -> None:
+    # msgspec recurses into the fields it skips and, called from deep in a stack, ran out of
+    # Python stack before orjson's depth limit (1,024): the error escaped parse_event and stopped
+    # the worker's batch. Now: within orjson's limit the field is ignored, past it refused.
+    raw = _raw(MINIMAL)[:-1] + b',"extra":' + _nested(depth) + b"}"
+    result = _called_under(frames, raw)
+    if depth < 1000:
+        assert isinstance(result, UsageEvent), result
+    elif depth > 1024:
+        assert isinstance(result, Rejection) and result.field == "$", result
+    else:
+        assert isinstance(result, UsageEvent | Rejection)
+
+
+def test_a_repeated_key_counts_once_as_the_last_copy_like_json_schema_tools() -> None:
+    head = _raw(MINIMAL)[:-1]
+    accepted = parse_event(head + b',"ts":"bad","ts":1795358487123}')
+    assert isinstance(accepted, UsageEvent) and accepted.ts_ms == 1795358487123
+    assert _schema_accepts(head + b',"ts":"bad","ts":1795358487123}')
+    refused = parse_event(head + b',"prompt_fingerprint":null,"prompt_fingerprint":"zz"}')
+    assert refused == Rejection("prompt_fingerprint", "expected 16 hex characters")
+
+
+def test_a_message_must_be_utf8_in_the_fields_it_ignores_too() -> None:
+    raw = _raw(MINIMAL)[:-1] + b',"extra":"\xff"}'
+    assert str(parse_event(raw)) == f"$: not valid UTF-8 (byte 0xff at offset {len(raw) - 3})"
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "phrase"),
+    [
+        ({"event_id": None}, "event_id", "missing required field"),
+        ({"cot_score": 10**5000}, "cot_score", "an integer of about 5001 digits"),
+        ({"latency_ms": 2**1100}, "latency_ms", "beyond a 64-bit float"),
+        ({"input_tokens": -(10**40)}, "input_tokens", "out of range 0-100000000: an integer"),
+    ],
+)
+def test_values_no_message_can_print_are_still_refused_with_a_message(
+    change: dict[str, Any], field: str, phrase: str
+) -> None:
+    event = {**MINIMAL, **change}
+    if change.get("event_id", 0) is None:
+        del event["event_id"]
+    result = validate_event(event)
+    assert isinstance(result, Rejection) and result.field == field, result
+    assert phrase in result.problem, result
+    if field != "latency_ms":  # orjson writes no integer past 64 bits; the dict path is the test
+        return
+    assert isinstance(parse_event(json.dumps(event).encode()), Rejection)
+
+
+def test_keys_that_are_not_strings_are_refused() -> None:
+    assert validate_event({**MINIMAL, 1: 2}) == Rejection("$", "object keys must be strings")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200) | _JSON_VALUES.map(orjson.dumps))
+def test_nothing_raises_whatever_the_bytes(raw: bytes) -> None:
+    assert isinstance(parse_event(raw), UsageEvent | Rejection)
