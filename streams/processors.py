@@ -29,7 +29,6 @@ import orjson
 from models.campaign_scoring import CampaignScorer, merge
 from models.config import DetectorConfig
 from models.detector import Detector
-from models.events import UsageEvent
 from models.outputs import DetectorOutput, LinkInput
 from schemas.dead_letters import DeadLetter
 from schemas.validation import Rejection, parse_event
@@ -248,7 +247,7 @@ def read_forwards(
         if closed_before > upstream.get(source, -1):
             upstream[source] = closed_before
         for e in forwarded:
-            add(UsageEvent(*e))
+            add(e)
         events += len(forwarded)
     metrics.block_events_in += events
     metrics.block_late += det.stats.late - late_before

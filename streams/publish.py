@@ -79,12 +79,16 @@ def forwarded(
 
     Examples
     --------
-    >>> fw = [(b"10.0.0.0/24", 0, 60_000, b'["e1"]'), (b"10.0.1.0/24", 0, 60_000, b'["e2"]'),
-    ...       (b"10.0.0.0/24", 1, 0, b'["e3"]')]
+    >>> def row(i, block):   # an accepted event, as the accounts stage serialises it
+    ...     return b'["e%d",1000,"a","10.0.0.1","%s","m",5,7]' % (i, block)
+    >>> fw = [(b"10.0.0.0/24", 0, 60_000, row(1, b"10.0.0.0/24")),
+    ...       (b"10.0.1.0/24", 0, 60_000, row(2, b"10.0.1.0/24")),
+    ...       (b"10.0.0.0/24", 1, 0, row(3, b"10.0.0.0/24"))]
     >>> from streams.wire import read_forwarded
-    >>> [(m.partition, read_forwarded(m.value)) for m in forwarded(fw, [0, 1, 2, 3])]
-    ... # doctest: +NORMALIZE_WHITESPACE
-    [(3, (0, 60000, [['e1']])), (1, (0, 60000, [['e2']])), (3, (1, 0, [['e3']]))]
+    >>> [(m.partition, source, after, [e.event_id for e in events])
+    ...  for m in forwarded(fw, [0, 1, 2, 3])
+    ...  for source, after, events in [read_forwarded(m.value)]]
+    [(3, 0, 60000, ['e1']), (1, 0, 60000, ['e2']), (3, 1, 0, ['e3'])]
     """
     groups: dict[tuple[int, int, int], list[bytes]] = {}
     n = len(partitions)

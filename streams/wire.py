@@ -1,28 +1,32 @@
 """The worker's internal messages, versioned: what one stage writes and another reads.
 
-Every internal message is a JSON object with ``"v"``, the wire version. A reader accepts its own
-version and the unversioned arrays written before versions existed; a message of another version
-stops the stage with a line that says so, instead of being misread. Workers from before versions
-cannot read these objects: upgrade every worker of a group together from those.
+Each message is defined once, as a msgspec Struct whose tag ``"v"`` is the wire version: readers
+decode bytes straight into it (events into `UsageEvent`s, checked field by field in C), and
+writers encode it, or, for the busiest message, build its bytes by hand in the same shape (a test
+checks the two agree). A reader accepts its own version and the unversioned arrays written
+before versions existed; a message of another version stops the stage with a line that says so,
+instead of being misread. Workers from before versions cannot read these objects: upgrade every
+worker of a group together from those.
 
-- **Forwarded events** (``distillguard.events-by-block``): ``{"v": 2, "source": p,
-  "closed_before": t, "events": [event, ...]}``, each event the fields of `UsageEvent` in order.
-  ``closed_before``: every later event from account partition ``p`` belongs to a window ending
-  after ``t``.
-- **Progress** (``events-by-block`` and ``account-summaries``): ``{"v": 2, "source": p,
-  "closed_before": t}``: every window of partition ``p`` ending at or before ``t`` is closed
+- `Forwarded` (``distillguard.events-by-block``): ``{"v": 2, "source": p, "closed_before": t,
+  "events": [event, ...]}``, each event the fields of `UsageEvent` in order. ``closed_before``:
+  every later event from account partition ``p`` belongs to a window ending after ``t``.
+  Without ``events`` it is a **progress** message (on ``events-by-block`` and
+  ``account-summaries``): every window of partition ``p`` ending at or before ``t`` is closed
   (forwarded) and scored (its summaries sent).
-- **Suspects** (``distillguard.suspects``): ``{"v": 2, "account": id, "end": t, "score": s}``.
-- **Account summaries** keep their own versioned body (`models.campaign_scoring.encode`).
+- `Suspect` (``distillguard.suspects``): ``{"v": 2, "account": id, "end": t, "score": s}``.
+- **Account summaries** keep their own versioned body, derived from the fields of
+  `models.campaigns.AccountSummaries` (`models.campaign_scoring.encode`).
 
 Examples
 --------
->>> read_forwarded(forwarded_head(3, 60_000) + b'["e1"]' + FORWARDED_TAIL)
-(3, 60000, [['e1']])
+>>> row = b'["e1",60000,"a","10.0.0.1","10.0.0.0/24","m",5,7]'
+>>> read_forwarded(forwarded_head(3, 60_000) + row + FORWARDED_TAIL)[2][0].account_id
+'a'
 >>> read_forwarded(progress(3, 120_000))
 (3, 120000, [])
->>> read_forwarded(b'[3, 60000, null, [["e1"]]]')      # written before versions
-(3, 60000, [['e1']])
+>>> read_forwarded(b'[3, 60000, null, [' + row + b']]')[2][0].event_id    # before versions
+'e1'
 >>> read_suspect(suspect("acct-1", 60_000, 0.9991))
 ('acct-1', 60000, 0.9991)
 >>> try:
@@ -36,13 +40,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import orjson
 
 from models.campaign_scoring import LinkInput, decode_message
+from models.events import UsageEvent
 
 __all__ = [
     "FORWARDED_TAIL",
     "WIRE_VERSION",
+    "Forwarded",
+    "Suspect",
     "WireVersionError",
     "forwarded_head",
     "progress",
@@ -56,6 +64,29 @@ WIRE_VERSION = 2
 FORWARDED_TAIL = b"]}"
 
 
+class Forwarded(msgspec.Struct, tag_field="v", tag=WIRE_VERSION, omit_defaults=True):
+    """Accepted events of account partition ``source`` for the block stage, or (no events) its
+    progress: every window ending at or before ``closed_before`` is closed."""
+
+    source: int
+    closed_before: int
+    events: list[UsageEvent] = []
+
+
+class Suspect(msgspec.Struct, tag_field="v", tag=WIRE_VERSION):
+    """An account that scored over the member threshold in the window ending at ``end``."""
+
+    account: str
+    end: int
+    score: float
+
+
+# Unversioned arrays (before versions) decode as lists and are read positionally.
+_FORWARDED = msgspec.json.Decoder(Forwarded | list[Any])
+_SUSPECT = msgspec.json.Decoder(Suspect | list[Any])
+_ENCODE = msgspec.json.Encoder()
+
+
 class WireVersionError(ValueError):
     """An internal message this worker cannot read (written by a newer one)."""
 
@@ -67,16 +98,20 @@ class WireVersionError(ValueError):
         )
 
 
-def _checked(value: bytes) -> Any:
-    msg = orjson.loads(value)
-    if isinstance(msg, dict) and msg.get("v") != WIRE_VERSION:
-        raise WireVersionError(msg.get("v"))
-    return msg
+def _decode(decoder: msgspec.json.Decoder[Any], value: bytes) -> Any:
+    try:
+        return decoder.decode(value)
+    except msgspec.ValidationError:
+        msg = orjson.loads(value)
+        if isinstance(msg, dict) and msg.get("v") != WIRE_VERSION:
+            raise WireVersionError(msg.get("v")) from None
+        raise
 
 
 def forwarded_head(source: int, closed_before: int) -> bytes:
-    """The start of a forwarded-events message; events (JSON arrays) joined by commas and
-    `FORWARDED_TAIL` complete it (built as bytes: this is the worker's busiest message)."""
+    """The start of a `Forwarded` message; events (`UsageEvent`s as JSON arrays) joined by
+    commas and `FORWARDED_TAIL` complete it (built as bytes: this is the worker's busiest
+    message, and the events are already serialised when it is assembled)."""
     return b'{"v":%d,"source":%d,"closed_before":%d,"events":[' % (
         WIRE_VERSION,
         source,
@@ -86,21 +121,21 @@ def forwarded_head(source: int, closed_before: int) -> bytes:
 
 def progress(source: int, closed_before: int) -> bytes:
     """A progress message of account partition ``source``."""
-    return b'{"v":%d,"source":%d,"closed_before":%d}' % (WIRE_VERSION, source, closed_before)
+    return _ENCODE.encode(Forwarded(source, closed_before))
 
 
-def read_forwarded(value: bytes) -> tuple[int, int, list[list[Any]]]:
+def read_forwarded(value: bytes) -> tuple[int, int, list[UsageEvent]]:
     """(source partition, its progress, events) of a forwarded-events or progress message."""
-    msg = _checked(value)
-    if isinstance(msg, dict):
-        return int(msg["source"]), int(msg["closed_before"]), msg.get("events") or []
+    msg = _decode(_FORWARDED, value)
+    if isinstance(msg, Forwarded):
+        return msg.source, msg.closed_before, msg.events
     # before versions: [source, closed_before, event or null] or [source, closed_before, null,
     # [event, ...]]
     source, closed_before, event, *batched = msg
     events = [event] if event is not None else []
     for many in batched:
         events.extend(many)
-    return int(source), int(closed_before), events
+    return int(source), int(closed_before), [UsageEvent(*e) for e in events]
 
 
 def read_summaries_topic(
@@ -116,17 +151,18 @@ def read_summaries_topic(
         return None, decode_message(msg)
     if msg.get("v") != WIRE_VERSION:
         raise WireVersionError(msg.get("v"))
-    return (int(msg["source"]), int(msg["closed_before"])), None
+    done = msgspec.convert(msg, Forwarded)
+    return (done.source, done.closed_before), None
 
 
 def suspect(account: str, end_ms: int, score: float) -> bytes:
     """An account that scored over the member threshold in the window ending at ``end_ms``."""
-    return orjson.dumps({"v": WIRE_VERSION, "account": account, "end": end_ms, "score": score})
+    return _ENCODE.encode(Suspect(account, end_ms, score))
 
 
 def read_suspect(value: bytes) -> tuple[str, int, float]:
-    msg = _checked(value)
-    if isinstance(msg, dict):
-        return str(msg["account"]), int(msg["end"]), float(msg["score"])
+    msg = _decode(_SUSPECT, value)
+    if isinstance(msg, Suspect):
+        return msg.account, msg.end, msg.score
     account, end, score = msg  # before versions
     return str(account), int(end), float(score)

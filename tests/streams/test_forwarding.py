@@ -6,8 +6,15 @@ from __future__ import annotations
 import orjson
 from aiokafka.partitioner import DefaultPartitioner
 
+from models.events import UsageEvent
 from streams.publish import FORWARD_CHUNK_BYTES, forwarded
 from streams.wire import read_forwarded
+
+
+def _row(i: int, block: str, payload: str) -> bytes:
+    """An accepted event as the accounts stage forwards it (`UsageEvent` fields in order)."""
+    event = UsageEvent(f"e{i}", 1000 + i, "a", "203.0.0.1", block, "m", i, 0, user_agent=payload)
+    return orjson.dumps(tuple(event))
 
 
 def test_batches_keep_every_event_in_order_on_its_blocks_partition_and_split_by_size() -> None:
@@ -18,9 +25,7 @@ def test_batches_keep_every_event_in_order_on_its_blocks_partition_and_split_by_
     for i in range(400):
         block = blocks[i % len(blocks)]
         payload = big if i % 50 == 0 else "e"
-        forwards.append(
-            (block, i % 3, 60_000 * (i % 3), orjson.dumps([i, block.decode(), payload]))
-        )
+        forwards.append((block, i % 3, 60_000 * (i % 3), _row(i, block.decode(), payload)))
 
     messages = forwarded(forwards, partitions)
 
@@ -31,7 +36,8 @@ def test_batches_keep_every_event_in_order_on_its_blocks_partition_and_split_by_
         assert len(m.value) <= FORWARD_CHUNK_BYTES + len(big) + 100  # one event may overflow
         source, closed_before, events = read_forwarded(m.value)
         assert events
-        for i, block, _ in events:
+        for event in events:
+            i, block = event.input_tokens, event.ip_block
             assert source == i % 3 and closed_before == 60_000 * (i % 3)
             assert m.partition == partitioner(block.encode(), partitions, partitions)
             got.append((m.partition, source, i))
@@ -46,10 +52,10 @@ def test_batches_keep_every_event_in_order_on_its_blocks_partition_and_split_by_
 
 def test_a_lane_over_the_chunk_size_is_split_and_a_lone_oversized_event_still_goes() -> None:
     block = b"198.51.100.0/24"
-    event = orjson.dumps(["e", "x" * (FORWARD_CHUNK_BYTES // 3 - 20)])  # 3 fit, 4 do not
+    event = _row(0, block.decode(), "x" * (FORWARD_CHUNK_BYTES // 3 - 200))  # 3 fit, 4 do not
     messages = forwarded([(block, 0, 0, event)] * 7, [0, 1])
     assert len(messages) == 3
     assert [len(read_forwarded(m.value)[2]) for m in messages] == [3, 3, 1]
-    huge = orjson.dumps(["e", "x" * (2 * FORWARD_CHUNK_BYTES)])
+    huge = _row(1, block.decode(), "x" * (2 * FORWARD_CHUNK_BYTES))
     (alone,) = forwarded([(block, 0, 0, huge)], [0, 1])
-    assert read_forwarded(alone.value)[2] == [orjson.loads(huge)]
+    assert read_forwarded(alone.value)[2] == [UsageEvent(*orjson.loads(huge))]
