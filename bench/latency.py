@@ -1,6 +1,7 @@
 """Latency from input to enforcement event, and consumer lag, with traffic offered at a fixed rate.
 
     .venv/bin/python -m bench.latency [--rate 10000] [--seconds 300] [--partitions 8]
+        [--checkpoint-seconds 10]
 
 One worker (both stages and the campaign stage, in this process) reads from the embedded broker
 (Tansu) and writes to chDB, as in `bench.pipeline`; a producer process (librdkafka, as a gateway
@@ -123,7 +124,9 @@ def quantiles(h: Any) -> tuple[int, float, float]:
     return int(total), out[0], out[1]
 
 
-async def run(rate: float, seconds: float, partitions: int) -> None:
+async def run(
+    rate: float, seconds: float, partitions: int, checkpoint_seconds: float | None = None
+) -> None:
     n = int(rate * seconds)
     lateness = DetectorConfig().allowed_lateness_ms
     ctx = mp.get_context("spawn")
@@ -132,7 +135,11 @@ async def run(rate: float, seconds: float, partitions: int) -> None:
         client = connect(f"chdb://{tmp}/chdb")
         migrate(client, "bench")
         engine = Engine(
-            EngineConfig(broker.bootstrap, internal_partitions=partitions),
+            EngineConfig(
+                broker.bootstrap,
+                internal_partitions=partitions,
+                checkpoint_seconds=checkpoint_seconds or EngineConfig.checkpoint_seconds,
+            ),
             ClickHouseSink(client, "bench"),
             StateStore(client, "bench"),
         )
@@ -220,8 +227,11 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=10_000)
     ap.add_argument("--seconds", type=float, default=300)
     ap.add_argument("--partitions", type=int, default=8)
+    ap.add_argument(
+        "--checkpoint-seconds", type=float, help="the worker's checkpoint interval (default: 10)"
+    )
     args = ap.parse_args()
-    asyncio.run(run(args.rate, args.seconds, args.partitions))
+    asyncio.run(run(args.rate, args.seconds, args.partitions, args.checkpoint_seconds))
 
 
 if __name__ == "__main__":
