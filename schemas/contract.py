@@ -160,6 +160,13 @@ class ReasonMessage(Struct, kw_only=True):
     ]
     population_baseline: float | None = None
     contribution: Annotated[float, Meta(ge=0, le=1)]
+    detail: Annotated[
+        str | msgspec.UnsetType,
+        Meta(
+            description="the reason in words where it is not one number: what holds a campaign"
+            " together, which campaign an account joined"
+        ),
+    ] = msgspec.UNSET
 
 
 class EnforcementMessage(Struct, kw_only=True):

@@ -189,6 +189,9 @@ def test_a_limit_changed_in_the_definition_changes_check_schema_and_message() ->
         ({"reasons": [{"feature": "f", "value": 1.0, "contribution": 0.5}]},
          "reasons[0].baseline", "missing required field"),
         ({"members": [1, 2]}, "members[0]", "expected string, got int"),
+        ({"reasons": [{"feature": "campaign_member", "value": 9.0, "baseline": None,
+                       "contribution": 1.0, "detail": None}]},
+         "reasons[0].detail", "expected string, got null"),
         ({"members": "a"}, "members", "expected list, got str"),
         ({"ts": "2026-11-22T14:41:27.123+01:00"}, "ts", "not an RFC 3339"),
     ],
@@ -202,6 +205,18 @@ def test_nested_problems_of_an_enforcement_event_name_their_path(
     assert result.field == field and phrase in result.problem, result
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(doc, ACTION_SCHEMA, format_checker=CHECKER)
+
+
+def test_a_reason_in_words_is_part_of_the_contract() -> None:
+    doc = _detector_action_dict()
+    doc["reasons"] = [
+        {"feature": "campaign_member", "value": 149.0, "baseline": None,
+         "population_baseline": None, "contribution": 1.0,
+         "detail": "joined campaign campaign-1 (149 accounts), which is under suspend"},
+    ]  # fmt: skip
+    assert parse_enforcement(orjson.dumps(doc)) == doc
+    jsonschema.validate(doc, ACTION_SCHEMA, format_checker=CHECKER)
+    assert "detail" in ACTION_SCHEMA["$defs"]["ReasonMessage"]["properties"]
 
 
 def _detector_action_dict() -> dict[str, Any]:
