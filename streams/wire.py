@@ -99,6 +99,12 @@ class WireVersionError(ValueError):
 
 
 def _decode(decoder: msgspec.json.Decoder[Any], value: bytes) -> Any:
+    # msgspec takes a lone Struct's tag as optional; every writer puts "v" first, so anything else
+    # that is an object is looked at closely (an object without "v" is not of this version).
+    if not value.startswith(b'{"v":') and value.lstrip()[:1] == b"{":
+        msg = orjson.loads(value)
+        if msg.get("v") != WIRE_VERSION:
+            raise WireVersionError(msg.get("v"))
     try:
         return decoder.decode(value)
     except msgspec.ValidationError:

@@ -60,3 +60,15 @@ def test_a_malformed_event_is_refused_not_misread() -> None:
     bad = wire.forwarded_head(0, 0) + b'["e1", "not a time", "a"]' + wire.FORWARDED_TAIL
     with pytest.raises(msgspec.ValidationError, match=r"events\[0\]"):
         wire.read_forwarded(bad)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b'{"source": 0, "closed_before": 0}', b'{"account": "a", "end": 0, "score": 0.5}'],
+)
+def test_an_object_without_a_version_is_not_taken_for_this_one(value: bytes) -> None:
+    read = wire.read_suspect if b"account" in value else wire.read_forwarded
+    with pytest.raises(wire.WireVersionError, match="wire version None"):
+        read(value)
+    spaced = b'{ "v" : 2, "source": 1, "closed_before": 5}'  # another writer's spacing
+    assert wire.read_forwarded(spaced) == (1, 5, [])
