@@ -145,6 +145,16 @@ def input_lag(engine: Engine) -> int:
     return sum(v for k, v in engine.metrics.lag.items() if k.startswith("accounts"))
 
 
+async def loop_stalls(out: list[float]) -> None:
+    """How late a 50 ms sleep wakes up, again and again: how long the worker's event loop (which
+    sends, fetches and commits for every stage) is held by something else."""
+    loop = asyncio.get_running_loop()
+    while True:
+        t = loop.time()
+        await asyncio.sleep(0.05)
+        out.append(loop.time() - t - 0.05)
+
+
 async def run(
     rate: float, seconds: float, partitions: int, checkpoint_seconds: float | None = None
 ) -> None:
@@ -169,6 +179,8 @@ async def run(
             StateStore(client, "bench"),
         )
         await engine.start()
+        stalls: list[float] = []
+        probe = asyncio.create_task(loop_stalls(stalls))
         prod, prod_child = ctx.Pipe()
         cons_rx, cons_tx = ctx.Pipe(duplex=False)
         producer = ctx.Process(target=offer, args=(broker.bootstrap, n, rate, prod_child))
@@ -202,6 +214,7 @@ async def run(
                     if p.is_alive():
                         p.terminate()
                         p.join(10)
+        probe.cancel()
         actions = dict(engine.metrics.actions)
         histograms = {
             "batch, read to published": engine.metrics.batch_latency,
@@ -238,6 +251,12 @@ async def run(
         for due in sorted(windows):
             w = windows[due]
             print(f"  window due at +{due / 1000 - t0:5.0f} s: {min(w):5.2f} .. {max(w):5.2f}")
+    if stalls:
+        st = np.array(stalls)
+        print(
+            f"event loop stalls (a 50 ms sleep overshooting): p99 {np.quantile(st, 0.99):.2f} s, "
+            f"max {st.max():.2f} s, {int((st >= 0.5).sum())} of {st.size} sleeps >= 0.5 s late"
+        )
     for name, (count, q50, q99) in spread.items():
         print(f"{name}: {count:,} observed, p50 <= {q50} s, p99 <= {q99} s")
     print("input lag (messages of the input topic not yet read), by second of the run:")
