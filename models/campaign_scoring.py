@@ -69,7 +69,7 @@ from models.outputs import (
 from models.policy import ACTIONS, Decision, decide, impose
 from models.state import EntityTable
 
-__all__ = ["CampaignScorer", "LinkInput", "LinkResult", "decode", "encode", "merge"]
+__all__ = ["CampaignScorer", "LinkInput", "LinkResult", "decode", "encode", "merge", "split"]
 
 F64 = npt.NDArray[np.float64]
 WIRE_VERSION = 1
@@ -106,6 +106,44 @@ def _take(s: AccountSummaries, order: npt.NDArray[np.intp]) -> dict[str, Any]:
         for n in names:
             cols[n] = getattr(s, n)[idx]
     return cols
+
+
+def split(x: LinkInput, max_accounts: int) -> list[LinkInput]:
+    """``x`` in parts of at most ``max_accounts`` accounts each (in its order), so that one
+    partition's summaries of a busy window fit in messages a broker accepts; `merge` puts them
+    back together (125,000 accounts of one window came to 24.7 MB in one message).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dataclasses import fields
+    >>> n = 5
+    >>> cols = {f.name: np.zeros(n) for f in fields(AccountSummaries)}
+    >>> cols.update(end_ms=60_000, ids=list("edcba"), blocks=np.arange(n),
+    ...             block_requests=np.ones(n), block_start=np.arange(n + 1),
+    ...             prompts=np.zeros(0), prompt_ms=np.zeros(0), prompt_start=np.zeros(n + 1, int))
+    >>> x = LinkInput(AccountSummaries(**cols), np.arange(n) * 1.0, np.ones(n, bool), np.zeros(6))
+    >>> parts = split(x, 2)
+    >>> [p.summaries.ids for p in parts], [p.summaries.blocks.tolist() for p in parts]
+    ([['e', 'd'], ['c', 'b'], ['a']], [[0, 1], [2, 3], [4]])
+    >>> merge(parts).summaries.ids, merge(parts).raw.tolist()
+    (['a', 'b', 'c', 'd', 'e'], [4.0, 3.0, 2.0, 1.0, 0.0])
+    """
+    n = len(x.summaries.ids)
+    if n <= max_accounts:
+        return [x]
+    out = []
+    for lo in range(0, n, max_accounts):
+        rows = np.arange(lo, min(n, lo + max_accounts), dtype=np.intp)
+        out.append(
+            LinkInput(
+                summaries=AccountSummaries(**_take(x.summaries, rows)),
+                raw=x.raw[rows],
+                reference=x.reference[rows],
+                typical_share=x.typical_share,
+            )
+        )
+    return out
 
 
 def merge(parts: Sequence[LinkInput]) -> LinkInput:

@@ -267,7 +267,8 @@ class CampaignLinking:
 
     def __init__(self, config: DetectorConfig) -> None:
         self.scorer = CampaignScorer(config)
-        self.pending: dict[int, dict[int, LinkInput]] = {}
+        # By window end, then by (account partition, part of its summaries of the window).
+        self.pending: dict[int, dict[tuple[int, int], LinkInput]] = {}
         self.upstream: dict[int, int] = {}
         self.linked_through = -1  # every window ending at or before this is linked
 
@@ -282,18 +283,26 @@ class CampaignLinking:
         >>> old = (CampaignScorer(cfg), {60_000: ["x", "y"]}, {0: 60_000})
         >>> linking = CampaignLinking.restored(old, cfg)
         >>> linking.pending, linking.upstream, linking.linked_through
-        ({60000: {-1: 'x', -2: 'y'}}, {0: 60000}, -1)
+        ({60000: {(-1, 0): 'x', (-2, 0): 'y'}}, {0: 60000}, -1)
         """
         if isinstance(state, cls):
-            return state
-        linking = cls(config)
-        scorer, pending, upstream, *rest = state
-        linking.scorer, linking.upstream = scorer, dict(upstream)
+            linking = state
+        else:
+            linking = cls(config)
+            scorer, pending, upstream, *rest = state
+            linking.scorer, linking.upstream = scorer, dict(upstream)
+            linking.pending = {
+                end: parts
+                if isinstance(parts, dict)
+                else {(-1 - i, 0): x for i, x in enumerate(parts)}
+                for end, parts in pending.items()
+            }
+            linking.linked_through = int(rest[0]) if rest else -1
+        # Summaries were keyed by partition alone before they could come in parts.
         linking.pending = {
-            end: parts if isinstance(parts, dict) else {-1 - i: x for i, x in enumerate(parts)}
-            for end, parts in pending.items()
+            end: {(k if isinstance(k, tuple) else (k, 0)): x for k, x in parts.items()}
+            for end, parts in linking.pending.items()
         }
-        linking.linked_through = int(rest[0]) if rest else -1
         return linking
 
     def handle(
@@ -314,13 +323,13 @@ class CampaignLinking:
                 if closed_before > self.upstream.get(source, -1):
                     self.upstream[source] = closed_before
             elif summaries is not None:
-                x, tag = summaries
+                x, tag, chunk = summaries
                 metrics.summaries_in += 1
                 end = x.summaries.end_ms
                 if end <= self.linked_through:
                     continue  # sent again by a partition replaying a window already linked
                 parts = self.pending.setdefault(end, {})
-                parts[tag if tag is not None else -1 - len(parts)] = x
+                parts[(tag, chunk) if tag is not None else (-1 - len(parts), 0)] = x
         if not sources or not self.pending:
             return
         watermark = min(self.upstream.get(p, -1) for p in sources)

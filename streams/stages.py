@@ -45,7 +45,6 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError, UnsupportedCodecError
 from aiokafka.structs import OffsetAndMetadata
 
-from models.campaign_scoring import encode
 from models.detector import (
     Detector,
     DetectorOutput,
@@ -457,7 +456,8 @@ class AccountStage(Stage):
         )
 
     def scored(self, partition: int, out: DetectorOutput, batch: Produced) -> None:
-        batch.summaries.extend(encode(x, source=partition) for x in out.summaries)
+        for x in out.summaries:
+            batch.summaries.extend(wire.summaries(x, partition))
         out.summaries.clear()
         batch.out.extend(out)
 
@@ -556,8 +556,8 @@ class CampaignStage(Member):
         self._last_checkpoint = time.monotonic()
 
     @property
-    def pending(self) -> dict[int, dict[int, LinkInput]]:
-        """Summaries of windows not linked yet, by window end and account partition."""
+    def pending(self) -> dict[int, dict[tuple[int, int], LinkInput]]:
+        """Summaries of windows not linked yet, by window end, account partition and part."""
         return self.linking.pending
 
     def _blob(self) -> bytes:

@@ -43,7 +43,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from models.campaign_scoring import LinkInput, decode_message
+from models.campaign_scoring import LinkInput, decode_message, encode, split
 from models.events import UsageEvent
 
 __all__ = [
@@ -57,11 +57,15 @@ __all__ = [
     "read_forwarded",
     "read_summaries_topic",
     "read_suspect",
+    "summaries",
     "suspect",
 ]
 
 WIRE_VERSION = 2
 FORWARDED_TAIL = b"]}"
+#: The largest account summaries message: a partition's summaries of a busy window are sent in
+#: as many messages as it takes (the producer and the broker refuse messages past their limits).
+SUMMARIES_MAX_BYTES = 1024 * 1024
 
 
 class Forwarded(msgspec.Struct, tag_field="v", tag=WIRE_VERSION, omit_defaults=True):
@@ -144,17 +148,57 @@ def read_forwarded(value: bytes) -> tuple[int, int, list[UsageEvent]]:
     return int(source), int(closed_before), [UsageEvent(*e) for e in events]
 
 
+def summaries(x: LinkInput, source: int, max_bytes: int = SUMMARIES_MAX_BYTES) -> list[bytes]:
+    """Account partition ``source``'s summaries of one window, in messages of at most
+    ``max_bytes``: one if it fits, else parts numbered by ``chunk`` (the same parts again when
+    the partition replays the window, so each replaces its first copy).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dataclasses import fields
+    >>> from models.campaigns import AccountSummaries
+    >>> n = 1000
+    >>> cols = {f.name: np.zeros(n, int) for f in fields(AccountSummaries)}
+    >>> cols.update(end_ms=60_000, ids=[f"acct-{i:04d}" for i in range(n)],
+    ...             block_start=np.zeros(n + 1, int), prompt_start=np.zeros(n + 1, int),
+    ...             blocks=np.zeros(0, int), block_requests=np.zeros(0, int),
+    ...             prompts=np.zeros(0, int), prompt_ms=np.zeros(0, int),
+    ...             hits=np.zeros((n, 6)), trials=np.zeros((n, 6)))
+    >>> x = LinkInput(AccountSummaries(**cols), np.zeros(n), np.ones(n, bool), np.zeros(6))
+    >>> len(summaries(x, 3))
+    1
+    >>> parts = summaries(x, 3, max_bytes=20_000)
+    >>> len(parts), all(len(m) <= 20_000 for m in parts)
+    (10, True)
+    >>> [read_summaries_topic(m)[1][1:] for m in parts][:3]
+    [(3, 0), (3, 1), (3, 2)]
+    """
+    whole = encode(x, source=source)
+    if len(whole) <= max_bytes:
+        return [whole]
+    parts = 2 * -(-len(whole) // max_bytes)
+    while True:
+        per = -(-len(x.summaries.ids) // parts)
+        out = [encode(p, source=source, chunk=i) for i, p in enumerate(split(x, per))]
+        if all(len(m) <= max_bytes for m in out) or per == 1:
+            return out
+        parts *= 2
+
+
 def read_summaries_topic(
     value: bytes,
-) -> tuple[tuple[int, int] | None, tuple[LinkInput, int | None] | None]:
+) -> tuple[tuple[int, int] | None, tuple[LinkInput, int | None, int] | None]:
     """A message of the summaries topic: ``((source, progress), None)`` for progress,
-    ``(None, (summaries, source))`` for an account partition's summaries of one window (their
-    body has its own version, `models.campaign_scoring.encode`)."""
+    ``(None, (summaries, source, chunk))`` for (a part of) an account partition's summaries of
+    one window (their body has its own version, `models.campaign_scoring.encode`; ``chunk`` 0
+    when the window's summaries fit in one message, see `summaries`)."""
     msg = orjson.loads(value)
     if isinstance(msg, list):  # progress, before versions: [source, closed_before, null]
         return (int(msg[0]), int(msg[1])), None
     if "summaries" in msg:
-        return None, decode_message(msg)
+        x, source = decode_message(msg)
+        return None, (x, source, int(msg.get("chunk", 0)))
     if msg.get("v") != WIRE_VERSION:
         raise WireVersionError(msg.get("v"))
     done = msgspec.convert(msg, Forwarded)
