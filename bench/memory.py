@@ -1,0 +1,207 @@
+"""Resident memory per tracked entity in a worker process, at 1,000,000 accounts.
+
+A producer process (librdkafka) writes requests from ``--accounts`` accounts to the embedded
+broker's input topic: one request from each, from IPv4 addresses spread over one /24 block per 16
+accounts, each with a prompt fingerprint, a payment instrument and a creation time (so that the
+campaign linker keeps every account), all in the current minute. This process runs one worker
+(the three stages and chDB) until every window is scored and published, reading its resident
+set size (VmRSS) before the worker reads anything and once it is done. The growth, divided by
+the accounts and blocks it then tracks, is what one entity costs in a worker: its state in every
+stage, the indexes, the Python objects and the allocator's overhead included (not the numpy
+tables alone, which `bench.core` measures).
+
+Baseline, in a fresh process in the same run: the naive pattern, one River ``MinMaxScaler() |
+HalfSpaceTrees()`` per account after its first event, for ``--baseline-accounts`` accounts.
+
+Usage (from the repository root)::
+
+    python -m bench.memory [--accounts 1000000] [--partitions 8] [--baseline-accounts 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import gc
+import multiprocessing as mp
+import tempfile
+import time
+from typing import Any
+
+import orjson
+
+from infra.broker import EmbeddedBroker, ensure_topics
+from schemas.topics import USAGE_EVENTS, default_topics
+from streams.clickhouse import ClickHouseSink, StateStore, connect, migrate
+from streams.engine import Engine, EngineConfig
+
+PER_BLOCK = 16
+
+
+def rss_bytes() -> int:
+    """This process's resident set size (Linux ``/proc``)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def event(i: int, ts_ms: int) -> dict[str, Any]:
+    """Account ``i``'s request."""
+    block = i // PER_BLOCK
+    return {
+        "event_id": f"mem-{i:08d}",
+        "ts": ts_ms,
+        "account_id": f"acct-{i:08d}",
+        "ip": f"10.{block >> 8 & 255}.{block & 255}.{i % PER_BLOCK + 1}",
+        "model": "frontier-1",
+        "input_tokens": 200 + i % 700,
+        "output_tokens": 300 + i % 900,
+        "prompt_fingerprint": f"{(i * 0x9E3779B97F4A7C15) & (2**64 - 1):016x}",
+        "payment_fingerprint": f"card-{i:08d}",
+        "account_created_at": "2026-01-01T00:00:00Z",
+        "cot_score": (i % 10) / 10,
+    }
+
+
+def produce(bootstrap: str, n: int, conn: Any) -> None:
+    """Producer process: ``n`` accounts' requests, stamped over the current minute."""
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "compression.type": "lz4"})
+    t0 = int(time.time() * 1000)
+    for i in range(n):
+        e = event(i, t0 + i * 30_000 // n)
+        while True:
+            try:
+                p.produce(USAGE_EVENTS, orjson.dumps(e), e["account_id"].encode())
+                break
+            except BufferError:
+                p.poll(0.05)
+        if i % 10_000 == 0:
+            p.poll(0)
+    p.flush(120)
+    conn.send(n)
+
+
+def naive(n: int, conn: Any) -> None:
+    """Baseline process: one River pipeline per account after one event; resident bytes each."""
+    from river import anomaly, preprocessing
+
+    gc.collect()
+    before = rss_bytes()
+    models = {}
+    for i in range(n):
+        e = event(i, 0)
+        x = {
+            "input_tokens": e["input_tokens"],
+            "output_tokens": e["output_tokens"],
+            "ratio": e["output_tokens"] / e["input_tokens"],
+            "cot": e["cot_score"],
+        }
+        m = models[e["account_id"]] = preprocessing.MinMaxScaler() | anomaly.HalfSpaceTrees()
+        m.score_one(x)
+        m.learn_one(x)
+    gc.collect()
+    conn.send((rss_bytes() - before) / n)
+
+
+def trim() -> int:
+    """Hand the memory the allocator holds free back to the system (glibc ``malloc_trim``);
+    the resident bytes this released."""
+    before = rss_bytes()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    return before - rss_bytes()
+
+
+async def worker(accounts: int, partitions: int) -> tuple[int, int, int, float, int, int]:
+    """(RSS before, RSS after, RSS after with the allocator's free memory returned, seconds,
+    account windows, block windows) of one worker."""
+    ctx = mp.get_context("spawn")
+    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
+        ensure_topics(broker.bootstrap, default_topics(partitions))
+        rx, tx = ctx.Pipe(duplex=False)
+        producer = ctx.Process(target=produce, args=(broker.bootstrap, accounts, tx))
+        producer.start()
+        tx.close()
+        if not rx.poll(900):
+            raise RuntimeError("the producer process did not finish")
+        rx.recv()
+        producer.join(30)
+        client = connect(f"chdb://{tmp}/chdb")
+        migrate(client, "bench")
+        engine = Engine(
+            EngineConfig(broker.bootstrap, internal_partitions=partitions),
+            ClickHouseSink(client, "bench"),
+            StateStore(client, "bench"),
+        )
+        gc.collect()
+        before = rss_bytes()
+        t = time.perf_counter()
+        await engine.start()
+        try:
+            while engine.metrics.events_in < accounts or engine.metrics.lag.get("accounts", 1):
+                if engine.failed():
+                    raise RuntimeError(f"the worker failed: {engine.failed()!r}")
+                await asyncio.sleep(0.5)
+            engine.request_flush()
+            while not Engine.drained(engine):
+                if engine.failed():
+                    raise RuntimeError(f"the worker failed: {engine.failed()!r}")
+                await asyncio.sleep(0.5)
+            seconds = time.perf_counter() - t
+            gc.collect()
+            after = rss_bytes()
+            trimmed = after - trim()
+            scored = dict(engine.metrics.windows_scored)
+        finally:
+            await engine.stop()
+    windows = scored.get("account", 0), scored.get("ip_block", 0)
+    return before, after, trimmed, seconds, *windows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--accounts", type=int, default=1_000_000)
+    ap.add_argument("--partitions", type=int, default=8)
+    ap.add_argument("--baseline-accounts", type=int, default=2_000)
+    args = ap.parse_args()
+    blocks = -(-args.accounts // PER_BLOCK)
+    before, after, trimmed, seconds, acc_w, block_w = asyncio.run(
+        worker(args.accounts, args.partitions)
+    )
+    ctx = mp.get_context("spawn")
+    rx, tx = ctx.Pipe(duplex=False)
+    base = ctx.Process(target=naive, args=(args.baseline_accounts, tx))
+    base.start()
+    tx.close()
+    per_naive = rx.recv()
+    base.join(30)
+    entities = args.accounts + blocks
+    grown = after - before
+    print(
+        f"one worker, {args.partitions} partitions: {args.accounts:,} accounts and {blocks:,} "
+        f"blocks read and scored in {seconds:.0f} s ({acc_w:,} account and {block_w:,} block "
+        "windows)"
+    )
+    print(
+        f"resident memory: {before / 2**20:,.0f} MB before, {after / 2**20:,.0f} MB after: "
+        f"{grown / entities:,.0f} B per tracked entity (target <= 1,024 B), "
+        f"{grown / args.accounts:,.0f} B per account with its share of blocks"
+    )
+    print(
+        f"  of which the allocator held free (returned by malloc_trim): "
+        f"{(after - trimmed) / 2**20:,.0f} MB; live: {(trimmed - before) / entities:,.0f} B "
+        "per tracked entity"
+    )
+    print(
+        f"baseline: River MinMaxScaler|HalfSpaceTrees per account after one event: "
+        f"{per_naive:,.0f} B resident per account ({args.baseline_accounts:,} accounts), "
+        f"{per_naive / (grown / args.accounts):,.0f}x the worker's per account"
+    )
+
+
+if __name__ == "__main__":
+    main()
