@@ -267,8 +267,8 @@ class CampaignLinking:
 
     def __init__(self, config: DetectorConfig) -> None:
         self.scorer = CampaignScorer(config)
-        # By window end, then by (account partition, part of its summaries of the window).
-        self.pending: dict[int, dict[tuple[int, int], LinkInput]] = {}
+        # By window end, then by (account partition, part, parts) of its summaries of the window.
+        self.pending: dict[int, dict[tuple[int, int, int], LinkInput]] = {}
         self.upstream: dict[int, int] = {}
         self.linked_through = -1  # every window ending at or before this is linked
 
@@ -283,7 +283,7 @@ class CampaignLinking:
         >>> old = (CampaignScorer(cfg), {60_000: ["x", "y"]}, {0: 60_000})
         >>> linking = CampaignLinking.restored(old, cfg)
         >>> linking.pending, linking.upstream, linking.linked_through
-        ({60000: {(-1, 0): 'x', (-2, 0): 'y'}}, {0: 60000}, -1)
+        ({60000: {(-1, 0, 1): 'x', (-2, 0, 1): 'y'}}, {0: 60000}, -1)
         """
         if isinstance(state, cls):
             linking = state
@@ -294,13 +294,13 @@ class CampaignLinking:
             linking.pending = {
                 end: parts
                 if isinstance(parts, dict)
-                else {(-1 - i, 0): x for i, x in enumerate(parts)}
+                else {(-1 - i, 0, 1): x for i, x in enumerate(parts)}
                 for end, parts in pending.items()
             }
             linking.linked_through = int(rest[0]) if rest else -1
         # Summaries were keyed by partition alone before they could come in parts.
         linking.pending = {
-            end: {(k if isinstance(k, tuple) else (k, 0)): x for k, x in parts.items()}
+            end: {(k if isinstance(k, tuple) else (k, 0, 1)): x for k, x in parts.items()}
             for end, parts in linking.pending.items()
         }
         return linking
@@ -323,13 +323,19 @@ class CampaignLinking:
                 if closed_before > self.upstream.get(source, -1):
                     self.upstream[source] = closed_before
             elif summaries is not None:
-                x, tag, chunk = summaries
+                x, tag, (chunk, chunks) = summaries
                 metrics.summaries_in += 1
                 end = x.summaries.end_ms
                 if end <= self.linked_through:
                     continue  # sent again by a partition replaying a window already linked
                 parts = self.pending.setdefault(end, {})
-                parts[(tag, chunk) if tag is not None else (-1 - len(parts), 0)] = x
+                if tag is None:
+                    parts[(-1 - len(parts), 0, 1)] = x
+                    continue
+                # A replay split in a different number of parts replaces all of the first copy.
+                for stale in [k for k in parts if k[0] == tag and k[2] != chunks]:
+                    del parts[stale]
+                parts[(tag, chunk, chunks)] = x
         if not sources or not self.pending:
             return
         watermark = min(self.upstream.get(p, -1) for p in sources)

@@ -556,7 +556,7 @@ class CampaignStage(Member):
         self._last_checkpoint = time.monotonic()
 
     @property
-    def pending(self) -> dict[int, dict[tuple[int, int], LinkInput]]:
+    def pending(self) -> dict[int, dict[tuple[int, int, int], LinkInput]]:
         """Summaries of windows not linked yet, by window end, account partition and part."""
         return self.linking.pending
 

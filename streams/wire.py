@@ -171,8 +171,8 @@ def summaries(x: LinkInput, source: int, max_bytes: int = SUMMARIES_MAX_BYTES) -
     >>> parts = summaries(x, 3, max_bytes=20_000)
     >>> len(parts), all(len(m) <= 20_000 for m in parts)
     (10, True)
-    >>> [read_summaries_topic(m)[1][1:] for m in parts][:3]
-    [(3, 0), (3, 1), (3, 2)]
+    >>> [read_summaries_topic(m)[1][1:] for m in parts][:2]
+    [(3, (0, 10)), (3, (1, 10))]
     """
     whole = encode(x, source=source)
     if len(whole) <= max_bytes:
@@ -180,7 +180,8 @@ def summaries(x: LinkInput, source: int, max_bytes: int = SUMMARIES_MAX_BYTES) -
     parts = 2 * -(-len(whole) // max_bytes)
     while True:
         per = -(-len(x.summaries.ids) // parts)
-        out = [encode(p, source=source, chunk=i) for i, p in enumerate(split(x, per))]
+        pieces = split(x, per)
+        out = [encode(p, source=source, chunk=i, chunks=len(pieces)) for i, p in enumerate(pieces)]
         if all(len(m) <= max_bytes for m in out) or per == 1:
             return out
         parts *= 2
@@ -188,17 +189,18 @@ def summaries(x: LinkInput, source: int, max_bytes: int = SUMMARIES_MAX_BYTES) -
 
 def read_summaries_topic(
     value: bytes,
-) -> tuple[tuple[int, int] | None, tuple[LinkInput, int | None, int] | None]:
+) -> tuple[tuple[int, int] | None, tuple[LinkInput, int | None, tuple[int, int]] | None]:
     """A message of the summaries topic: ``((source, progress), None)`` for progress,
-    ``(None, (summaries, source, chunk))`` for (a part of) an account partition's summaries of
-    one window (their body has its own version, `models.campaign_scoring.encode`; ``chunk`` 0
-    when the window's summaries fit in one message, see `summaries`)."""
+    ``(None, (summaries, source, (chunk, chunks)))`` for part ``chunk`` of ``chunks`` of an
+    account partition's summaries of one window (their body has its own version,
+    `models.campaign_scoring.encode`; ``(0, 1)`` when they fit in one message, see
+    `summaries`)."""
     msg = orjson.loads(value)
     if isinstance(msg, list):  # progress, before versions: [source, closed_before, null]
         return (int(msg[0]), int(msg[1])), None
     if "summaries" in msg:
         x, source = decode_message(msg)
-        return None, (x, source, int(msg.get("chunk", 0)))
+        return None, (x, source, (int(msg.get("chunk", 0)), int(msg.get("chunks", 1))))
     if msg.get("v") != WIRE_VERSION:
         raise WireVersionError(msg.get("v"))
     done = msgspec.convert(msg, Forwarded)

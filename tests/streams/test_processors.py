@@ -179,17 +179,23 @@ def test_summaries_too_big_for_one_message_link_the_same_in_parts(summaries) -> 
     ends = sorted({end for end, _, _ in summaries})
     progress = [orjson.dumps([p, end, None]) for end in ends for p in range(3)]
 
-    def messages(max_bytes: int | None, replay: bool) -> list[bytes]:
+    def messages(copies: list[int | None]) -> list[bytes]:
+        """Per window end: each partition's summaries once per copy (whole when None, else in
+        parts of at most that many bytes), then the progress that lets it be linked."""
         msgs: list[bytes] = []
         for i, end in enumerate(ends):
             for _, p, m in (x for x in summaries if x[0] == end):
-                parts = [m] if max_bytes is None else wire.summaries(decode(m), p, max_bytes)
-                msgs += parts + (parts[:2] if replay and p == 0 else [])
+                for max_bytes in copies:
+                    msgs += [m] if max_bytes is None else wire.summaries(decode(m), p, max_bytes)
             msgs += progress[3 * i : 3 * i + 3]
         return msgs
 
-    reference = _link(messages(None, False), {0, 1, 2})
-    split = messages(4_000, True)
-    assert len(split) > 2 * len(messages(None, True))  # most windows did go out in parts
+    reference = _link(messages([None]), {0, 1, 2})
+    split = messages([4_000])
+    assert len(split) > 2 * len(messages([None]))  # most windows did go out in parts
     assert max(len(m) for m in split) <= 4_000
     assert _link(split, {0, 1, 2}) == reference
+    # Replayed (a partition restarted): in the same parts, or cut in a different number of
+    # parts, the replay replaces every part of the first copy.
+    assert _link(messages([4_000, 4_000]), {0, 1, 2}) == reference
+    assert _link(messages([2_500, 4_000]), {0, 1, 2}) == reference
