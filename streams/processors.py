@@ -260,9 +260,10 @@ def read_forwards(
 class CampaignLinking:
     """The campaign stage's state: account summaries waiting for every account partition, each
     partition's progress, and the campaign scorer. A window is linked once every account
-    partition has scored it, from one summary per partition (a partition that replays after a
-    restart sends the same one again: it replaces the first, and one for a window already linked
-    is dropped), merged in partition order.
+    partition has scored it, from each partition's summaries of it (one message, or numbered parts
+    of a busy window; a partition that replays after a restart sends them again: they replace the
+    first copy, all of it, and summaries of a window already linked are dropped), merged in
+    account order.
     """
 
     def __init__(self, config: DetectorConfig) -> None:
@@ -285,24 +286,23 @@ class CampaignLinking:
         >>> linking.pending, linking.upstream, linking.linked_through
         ({60000: {(-1, 0, 1): 'x', (-2, 0, 1): 'y'}}, {0: 60000}, -1)
         """
+        pending: dict[int, Any]
         if isinstance(state, cls):
-            linking = state
+            linking, pending = state, state.pending
         else:
             linking = cls(config)
             scorer, pending, upstream, *rest = state
             linking.scorer, linking.upstream = scorer, dict(upstream)
-            linking.pending = {
-                end: parts
-                if isinstance(parts, dict)
-                else {(-1 - i, 0, 1): x for i, x in enumerate(parts)}
-                for end, parts in pending.items()
-            }
             linking.linked_through = int(rest[0]) if rest else -1
-        # Summaries were keyed by partition alone before they could come in parts.
-        linking.pending = {
-            end: {(k if isinstance(k, tuple) else (k, 0, 1)): x for k, x in parts.items()}
-            for end, parts in linking.pending.items()
-        }
+        # Summaries were a list per window, then keyed by partition alone, before they could
+        # come in parts.
+        linking.pending = {}
+        for end, parts in pending.items():
+            if not isinstance(parts, dict):
+                parts = {-1 - i: x for i, x in enumerate(parts)}
+            linking.pending[end] = {
+                (k if isinstance(k, tuple) else (k, 0, 1)): x for k, x in parts.items()
+            }
         return linking
 
     def handle(

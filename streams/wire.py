@@ -150,8 +150,9 @@ def read_forwarded(value: bytes) -> tuple[int, int, list[UsageEvent]]:
 
 def summaries(x: LinkInput, source: int, max_bytes: int = SUMMARIES_MAX_BYTES) -> list[bytes]:
     """Account partition ``source``'s summaries of one window, in messages of at most
-    ``max_bytes``: one if it fits, else parts numbered by ``chunk`` (the same parts again when
-    the partition replays the window, so each replaces its first copy).
+    ``max_bytes``: one if it fits, else parts numbered ``chunk`` of ``chunks`` (a partition
+    replaying the window sends them again, and they replace the first copy however it was cut:
+    `streams.processors.CampaignLinking`).
 
     Examples
     --------
