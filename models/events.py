@@ -47,7 +47,9 @@ class UsageEvent(NamedTuple):
 _BLOCK_CACHE: dict[str, str] = {}
 # Gateways see the same client addresses over and over; parsing an address costs ~2 us, a dict
 # hit ~40 ns. The cache is cleared when full rather than made LRU: simpler, and refills in seconds.
-_BLOCK_CACHE_MAX = 1 << 20
+# It holds the busy addresses of the last few seconds, not every address ever seen: at a million
+# clients a cache of all of them cost ~150 bytes per client for the life of the worker.
+_BLOCK_CACHE_MAX = 1 << 16
 
 
 def _remember(cache: dict[str, str], ip: str, value: str) -> str:

@@ -40,13 +40,16 @@ def _factorize(values: tuple[str, ...] | list[str]) -> tuple[npt.NDArray[np.int3
 
 
 _PAYMENT_CACHE: dict[str, int] = {}
+# The instruments of the last few seconds' busy accounts, not every one ever seen (see
+# `models.events`' address cache).
+_PAYMENT_CACHE_MAX = 1 << 16
 
 
 def _payment_hashes(values: tuple[str | None, ...]) -> I64:
     """Stable 63-bit hashes of payment fingerprints (0 = none): the same in every process, so
     campaign links built from them survive a restart and agree between workers."""
     cache = _PAYMENT_CACHE
-    if len(cache) > 1 << 20:
+    if len(cache) > _PAYMENT_CACHE_MAX:
         cache.clear()
     out = np.zeros(len(values), dtype=np.int64)
     for i, p in enumerate(values):
