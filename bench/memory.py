@@ -5,10 +5,13 @@ broker's input topic: one request from each, from IPv4 addresses spread over one
 accounts, each with a prompt fingerprint, a payment instrument and a creation time (so that the
 campaign linker keeps every account), all in the current minute. This process runs one worker
 (the three stages and chDB) until every window is scored and published, reading its resident
-set size (VmRSS) before the worker reads anything and once it is done. The growth, divided by
-the accounts and blocks it then tracks, is what one entity costs in a worker: its state in every
-stage, the indexes, the Python objects and the allocator's overhead included (not the numpy
-tables alone, which `bench.core` measures).
+set size (VmRSS) before the worker reads anything, as soon as it is done, and every 0.25 s while
+it idles caught up for three checkpoint intervals, checkpointing and handing freed memory back
+to the system as a worker does (`streams.memory`). The least of those samples (between
+checkpoints) minus the first reading, divided by the accounts and blocks it then tracks, is what
+one entity costs in a worker: its state in every stage, the indexes, the Python objects and the
+allocator's overhead included (not the numpy tables alone, which `bench.core` measures). The
+most (while a checkpoint pickles every entity's state) is printed beside it.
 
 Baseline, in a fresh process in the same run: the naive pattern, one River ``MinMaxScaler() |
 HalfSpaceTrees()`` per account after its first event, for ``--baseline-accounts`` accounts.
@@ -22,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import gc
 import multiprocessing as mp
 import tempfile
@@ -35,6 +37,7 @@ from infra.broker import EmbeddedBroker, ensure_topics
 from schemas.topics import USAGE_EVENTS, default_topics
 from streams.clickhouse import ClickHouseSink, StateStore, connect, migrate
 from streams.engine import Engine, EngineConfig
+from streams.memory import glibc_trim
 
 PER_BLOCK = 16
 
@@ -112,13 +115,19 @@ def trim() -> int:
     """Hand the memory the allocator holds free back to the system (glibc ``malloc_trim``);
     the resident bytes this released."""
     before = rss_bytes()
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    release = glibc_trim()
+    if release is None:
+        raise RuntimeError("bench.memory needs glibc (malloc_trim) to tell live from held memory")
+    release()
     return before - rss_bytes()
 
 
-async def worker(accounts: int, partitions: int) -> tuple[int, int, int, float, int, int]:
-    """(RSS before, RSS after, RSS after with the allocator's free memory returned, seconds,
-    account windows, block windows) of one worker."""
+async def worker(
+    accounts: int, partitions: int
+) -> tuple[int, int, int, int, int, float, float, int, int]:
+    """(RSS before, as soon as done, least and most while idling after, after this process
+    returned all the allocator held free; seconds; seconds the worker's latest hand-back of
+    freed memory took; account windows, block windows) of one worker."""
     ctx = mp.get_context("spawn")
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
         ensure_topics(broker.bootstrap, default_topics(partitions))
@@ -152,14 +161,25 @@ async def worker(accounts: int, partitions: int) -> tuple[int, int, int, float, 
                     raise RuntimeError(f"the worker failed: {engine.failed()!r}")
                 await asyncio.sleep(0.5)
             seconds = time.perf_counter() - t
+            done = rss_bytes()
+            # The worker goes on as a worker does once caught up: it checkpoints every
+            # checkpoint_seconds (pickling every entity's state: a transient peak) and returns
+            # freed memory after windows and checkpoints. Its resident size, sampled over three
+            # checkpoint intervals: the least is what it holds between checkpoints, the most
+            # what it needs while taking one.
+            samples = []
+            until = time.monotonic() + 3 * engine.config.checkpoint_seconds
+            while time.monotonic() < until:
+                await asyncio.sleep(0.25)
+                samples.append(rss_bytes())
             gc.collect()
-            after = rss_bytes()
-            trimmed = after - trim()
+            trimmed = rss_bytes() - trim()
             scored = dict(engine.metrics.windows_scored)
+            took = engine.metrics.memory_trim_seconds
         finally:
             await engine.stop()
     windows = scored.get("account", 0), scored.get("ip_block", 0)
-    return before, after, trimmed, seconds, *windows
+    return before, done, min(samples), max(samples), trimmed, seconds, took, *windows
 
 
 def main() -> None:
@@ -169,7 +189,7 @@ def main() -> None:
     ap.add_argument("--baseline-accounts", type=int, default=2_000)
     args = ap.parse_args()
     blocks = -(-args.accounts // PER_BLOCK)
-    before, after, trimmed, seconds, acc_w, block_w = asyncio.run(
+    before, done, after, peak, trimmed, seconds, took, acc_w, block_w = asyncio.run(
         worker(args.accounts, args.partitions)
     )
     ctx = mp.get_context("spawn")
@@ -187,14 +207,16 @@ def main() -> None:
         "windows)"
     )
     print(
-        f"resident memory: {before / 2**20:,.0f} MB before, {after / 2**20:,.0f} MB after: "
-        f"{grown / entities:,.0f} B per tracked entity (target <= 1,024 B), "
-        f"{grown / args.accounts:,.0f} B per account with its share of blocks"
+        f"resident memory: {before / 2**20:,.0f} MB before; caught up and idling, "
+        f"{after / 2**20:,.0f} MB between checkpoints: {grown / entities:,.0f} B per tracked "
+        f"entity (target <= 1,024 B), {grown / args.accounts:,.0f} B per account with its "
+        "share of blocks"
     )
     print(
-        f"  of which the allocator held free (returned by malloc_trim): "
-        f"{(after - trimmed) / 2**20:,.0f} MB; live: {(trimmed - before) / entities:,.0f} B "
-        "per tracked entity"
+        f"  as soon as done: {(done - before) / entities:,.0f} B per tracked entity; while "
+        f"taking a checkpoint: {(peak - before) / entities:,.0f} B; after this process returned "
+        f"all the allocator still held free: {(trimmed - before) / entities:,.0f} B (the "
+        f"worker's own hand-back took {took * 1000:,.0f} ms)"
     )
     print(
         f"baseline: River MinMaxScaler|HalfSpaceTrees per account after one event: "

@@ -19,6 +19,9 @@ class EngineConfig:
     bootstrap: str
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     checkpoint_seconds: float = 10.0
+    # After windows are scored, freed heap memory goes back to the system at most this often
+    # (`streams.memory`; 0: after every round of windows).
+    memory_return_seconds: float = 10.0
     # A safety net for a stream that stops: wall-clock silence cannot tell a stopped stream from
     # a paused one (a rebalance, a slow producer), and events for a window closed this way
     # count as late. A known end of stream uses Engine.request_flush instead.

@@ -45,6 +45,7 @@ from infra.broker import ensure_topics
 from streams.clickhouse import ClickHouseSink, StateStore
 from streams.config import EngineConfig
 from streams.delivery import ClickHouseCalls, Delivery, Retries
+from streams.memory import MemoryReturn
 from streams.metrics import Metrics
 from streams.processors import SuspectTable
 from streams.publish import MAX_REQUEST_BYTES, OutputsUnavailable
@@ -115,6 +116,13 @@ class Engine:
             auto_offset_reset="earliest",
             **config.kafka_auth.client_kwargs(),
         )
+        metrics = self.metrics
+        self.memory = MemoryReturn(
+            # Rounds of windows and checkpoints: what frees the most memory.
+            lambda: sum(metrics.windows_scored.values()) + metrics.checkpoints,
+            config.memory_return_seconds,
+            metrics=metrics,
+        )
         self._tasks: list[asyncio.Task[None]] = []
 
     def request_flush(self) -> None:
@@ -160,6 +168,7 @@ class Engine:
         self._tasks = [asyncio.create_task(s.run(self._stopping)) for s in self.stages]
         self._tasks.append(asyncio.create_task(self.campaigns.run(self._stopping)))
         self._tasks.append(asyncio.create_task(self._follow_suspects()))
+        self._tasks.append(asyncio.create_task(self.memory.run(self._stopping)))
 
     async def stop(self, graceful: bool = True) -> None:
         """Graceful: finish the batch in hand, checkpoint, commit. Not graceful: drop everything

@@ -85,6 +85,9 @@ class Metrics:
     batch_seconds: float = 0.0
     # Failed attempts to write outputs (Kafka sends, ClickHouse inserts, checkpoints).
     output_errors: int = 0
+    # Freed memory handed back to the system (`streams.memory.MemoryReturn`).
+    memory_trims: int = 0
+    memory_trim_seconds: float = 0.0
     batch_latency: Histogram = field(
         default_factory=lambda: latency_histogram(
             "distillguard_batch_latency_seconds", "Seconds a batch took from read to published."
@@ -201,6 +204,16 @@ class WorkerCollector(Collector):
             "distillguard_batch_seconds_last",
             "Seconds the latest batch took from read to published.",
             m.batch_seconds,
+        )
+        yield counter(
+            "distillguard_memory_trims_total",
+            "Times the worker handed freed heap memory back to the system (after windows).",
+            m.memory_trims,
+        )
+        yield gauge(
+            "distillguard_memory_trim_seconds_last",
+            "Seconds the latest hand-back of freed memory took.",
+            m.memory_trim_seconds,
         )
         yield from m.batch_latency.collect()
         yield from s.insert_latency.collect()
