@@ -7,11 +7,11 @@ campaign linker keeps every account), all in the current minute. This process ru
 (the three stages and chDB) until every window is scored and published, reading its resident
 set size (VmRSS) before the worker reads anything, as soon as it is done, and every 0.25 s while
 it idles caught up for three checkpoint intervals, checkpointing and handing freed memory back
-to the system as a worker does (`streams.memory`). The least of those samples (between
-checkpoints) minus the first reading, divided by the accounts and blocks it then tracks, is what
-one entity costs in a worker: its state in every stage, the indexes, the Python objects and the
-allocator's overhead included (not the numpy tables alone, which `bench.core` measures). The
-most (while a checkpoint pickles every entity's state) is printed beside it.
+to the system as a worker does (`streams.memory`). The median of those samples minus the first
+reading, divided by the accounts and blocks it then tracks, is what one entity costs in a
+worker: its state in every stage, the indexes, the Python objects and the allocator's overhead
+included (not the numpy tables alone, which `bench.core` measures). The least and the most
+(while a checkpoint pickles every entity's state) are printed beside it.
 
 Baseline, in a fresh process in the same run: the naive pattern, one River ``MinMaxScaler() |
 HalfSpaceTrees()`` per account after its first event, for ``--baseline-accounts`` accounts.
@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import gc
 import multiprocessing as mp
+import statistics
 import tempfile
 import time
 from typing import Any
@@ -124,10 +125,10 @@ def trim() -> int:
 
 async def worker(
     accounts: int, partitions: int
-) -> tuple[int, int, int, int, int, float, float, int, int]:
-    """(RSS before, as soon as done, least and most while idling after, after this process
-    returned all the allocator held free; seconds; seconds the worker's latest hand-back of
-    freed memory took; account windows, block windows) of one worker."""
+) -> tuple[int, int, int, int, int, int, float, float, int, int]:
+    """(RSS before, as soon as done, median, least and most while idling after, after this
+    process returned all the allocator held free; seconds; seconds the worker's latest
+    hand-back of freed memory took; account windows, block windows) of one worker."""
     ctx = mp.get_context("spawn")
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
         ensure_topics(broker.bootstrap, default_topics(partitions))
@@ -165,10 +166,10 @@ async def worker(
             # The worker goes on as a worker does once caught up: it checkpoints every
             # checkpoint_seconds (pickling every entity's state: a transient peak) and returns
             # freed memory after windows and checkpoints. Its resident size, sampled over three
-            # checkpoint intervals: the least is what it holds between checkpoints, the most
-            # what it needs while taking one.
-            samples = []
-            until = time.monotonic() + 3 * engine.config.checkpoint_seconds
+            # checkpoint intervals: the median is what it typically holds, the most what it
+            # needs while taking a checkpoint.
+            samples = [done]
+            until = time.monotonic() + 3 * max(engine.config.checkpoint_seconds, 1.0)
             while time.monotonic() < until:
                 await asyncio.sleep(0.25)
                 samples.append(rss_bytes())
@@ -179,7 +180,8 @@ async def worker(
         finally:
             await engine.stop()
     windows = scored.get("account", 0), scored.get("ip_block", 0)
-    return before, done, min(samples), max(samples), trimmed, seconds, took, *windows
+    typical = int(statistics.median(samples))
+    return before, done, typical, min(samples), max(samples), trimmed, seconds, took, *windows
 
 
 def main() -> None:
@@ -189,7 +191,7 @@ def main() -> None:
     ap.add_argument("--baseline-accounts", type=int, default=2_000)
     args = ap.parse_args()
     blocks = -(-args.accounts // PER_BLOCK)
-    before, done, after, peak, trimmed, seconds, took, acc_w, block_w = asyncio.run(
+    before, done, after, least, peak, trimmed, seconds, took, acc_w, block_w = asyncio.run(
         worker(args.accounts, args.partitions)
     )
     ctx = mp.get_context("spawn")
@@ -207,16 +209,17 @@ def main() -> None:
         "windows)"
     )
     print(
-        f"resident memory: {before / 2**20:,.0f} MB before; caught up and idling, "
-        f"{after / 2**20:,.0f} MB between checkpoints: {grown / entities:,.0f} B per tracked "
-        f"entity (target <= 1,024 B), {grown / args.accounts:,.0f} B per account with its "
-        "share of blocks"
+        f"resident memory: {before / 2**20:,.0f} MB before; caught up and idling, median "
+        f"{after / 2**20:,.0f} MB: {grown / entities:,.0f} B per tracked entity (target <= "
+        f"1,024 B), {grown / args.accounts:,.0f} B per account with its share of blocks"
     )
     print(
-        f"  as soon as done: {(done - before) / entities:,.0f} B per tracked entity; while "
-        f"taking a checkpoint: {(peak - before) / entities:,.0f} B; after this process returned "
-        f"all the allocator still held free: {(trimmed - before) / entities:,.0f} B (the "
-        f"worker's own hand-back took {took * 1000:,.0f} ms)"
+        "  per tracked entity, as soon as done: "
+        f"{(done - before) / entities:,.0f} B; idling, least {(least - before) / entities:,.0f}"
+        f" B and most (while a checkpoint is taken) {(peak - before) / entities:,.0f} B; after "
+        f"this process returned all the allocator still held free: "
+        f"{(trimmed - before) / entities:,.0f} B (the worker's latest hand-back of freed "
+        f"memory took {took * 1000:,.0f} ms)"
     )
     print(
         f"baseline: River MinMaxScaler|HalfSpaceTrees per account after one event: "

@@ -182,6 +182,11 @@ def create_app(settings: Settings) -> faust.App:
                     settings.kafka_bootstrap,
                     detector=settings.detector_config(),
                     checkpoint_seconds=settings.checkpoint_seconds,
+                    memory_return_seconds=(
+                        settings.memory_return_seconds
+                        if settings.memory_return_seconds >= 0
+                        else None
+                    ),
                     idle_flush_seconds=settings.idle_flush_seconds,
                     client_id=settings.worker_name,
                     internal_partitions=settings.internal_partitions,

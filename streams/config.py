@@ -19,9 +19,9 @@ class EngineConfig:
     bootstrap: str
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     checkpoint_seconds: float = 10.0
-    # After windows are scored, freed heap memory goes back to the system at most this often
-    # (`streams.memory`; 0: after every round of windows).
-    memory_return_seconds: float = 10.0
+    # After windows are scored or a checkpoint taken, freed heap memory goes back to the system
+    # at most this often (`streams.memory`; 0: within a second of each, None: never).
+    memory_return_seconds: float | None = 10.0
     # A safety net for a stream that stops: wall-clock silence cannot tell a stopped stream from
     # a paused one (a rebalance, a slow producer), and events for a window closed this way
     # count as late. A known end of stream uses Engine.request_flush instead.
@@ -83,6 +83,8 @@ class EngineConfig:
             )
         if not 0 < self.output_retry_initial_seconds <= self.output_retry_max_seconds:
             raise ValueError("need 0 < output_retry_initial_seconds <= output_retry_max_seconds")
+        if self.memory_return_seconds is not None and self.memory_return_seconds < 0:
+            raise ValueError("memory_return_seconds must be >= 0 (or None: never)")
         if self.replication_factor == 0 or self.replication_factor < -1:
             raise ValueError(
                 f"replication_factor must be -1 (the cluster's default) or >= 1, "

@@ -11,7 +11,8 @@ resident size: memory that a container limit or the OOM killer counts all the sa
 its pickled state once written). When it has moved, it calls glibc's
 ``malloc_trim(0)`` in a thread (ctypes releases the GIL for the call), then waits at least
 ``min_interval_s`` before the next one, so a worker scoring windows without pause trims at most
-that often. Elsewhere than glibc (musl, macOS) there is nothing to call and it does nothing.
+that often. Elsewhere than glibc (musl, macOS) there is nothing to call and it does nothing; if
+a call fails, it logs that once and stops trying (housekeeping never stops a worker).
 
 Examples
 --------
@@ -37,7 +38,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import ctypes.util
+import functools
+import logging
+import os
 import time
 from collections.abc import Callable
 
@@ -45,15 +48,30 @@ from streams.metrics import Metrics
 
 __all__ = ["MemoryReturn", "glibc_trim"]
 
+log = logging.getLogger(__name__)
 
+
+class _Default:
+    """The default ``trim``: glibc's, if the process runs on glibc."""
+
+
+_DEFAULT = _Default()
+
+
+@functools.cache
 def glibc_trim() -> Callable[[], int] | None:
-    """glibc's ``malloc_trim(0)`` (returns 1 if it released memory), or None without glibc."""
-    name = ctypes.util.find_library("c")
-    if name is None:
+    """glibc's ``malloc_trim(0)`` (returns 1 if it released memory), or None without glibc.
+
+    Examples
+    --------
+    >>> trim = glibc_trim()
+    >>> trim is None or trim() in (0, 1)
+    True
+    """
+    if not _on_glibc():
         return None
     try:
-        libc = ctypes.CDLL(name)
-        fn = libc.malloc_trim
+        fn = ctypes.CDLL(None).malloc_trim  # the symbols this process already has loaded
     except (OSError, AttributeError):
         return None
     fn.argtypes = [ctypes.c_size_t]
@@ -65,32 +83,42 @@ def glibc_trim() -> Callable[[], int] | None:
     return trim
 
 
+def _on_glibc() -> bool:
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION") is not None
+    except (ValueError, OSError):  # the name is unknown off glibc (musl, macOS)
+        return False
+
+
 class MemoryReturn:
     """Trims the heap after windows were scored (see the module docstring).
 
-    ``scored`` counts the windows scored (and checkpoints taken) so far; ``trim`` is
-    `glibc_trim`'s function by default (None: nothing to do). ``trims`` and ``last_seconds``
-    say how often and how long it ran, and go to ``metrics`` (/metrics) when given.
+    ``scored`` counts the windows scored (and checkpoints taken) so far; ``trim`` returns freed
+    memory (by default `glibc_trim`'s function; None, or no glibc: nothing is done).
+    ``min_interval_s`` None turns it off. ``trims`` and ``last_seconds`` say how often and how
+    long it ran, and go to ``metrics`` (/metrics) when given. A worker that idles still
+    checkpoints, so it trims every ``checkpoint_seconds`` or ``min_interval_s``, whichever is
+    longer.
     """
 
     def __init__(
         self,
         scored: Callable[[], int],
-        min_interval_s: float = 10.0,
+        min_interval_s: float | None = 10.0,
         poll_s: float = 1.0,
-        trim: Callable[[], int] | None = None,
+        trim: Callable[[], int] | _Default | None = _DEFAULT,
         metrics: Metrics | None = None,
     ) -> None:
         self.scored = scored
         self.metrics = metrics
         self.min_interval_s = min_interval_s
         self.poll_s = poll_s
-        self.trim = trim if trim is not None else glibc_trim()
+        self.trim = glibc_trim() if isinstance(trim, _Default) else trim
         self.trims = 0
         self.last_seconds = 0.0
 
     async def run(self, stopping: asyncio.Event) -> None:
-        if self.trim is None:
+        if self.trim is None or self.min_interval_s is None:
             return
         seen = self.scored()
         while not stopping.is_set():
@@ -100,7 +128,11 @@ class MemoryReturn:
                 continue
             seen = now
             started = time.perf_counter()
-            await asyncio.to_thread(self.trim)
+            try:
+                await asyncio.to_thread(self.trim)
+            except Exception as exc:  # housekeeping: never the reason a worker stops
+                log.warning("handing freed memory back failed, not trying again: %r", exc)
+                return
             self.last_seconds = time.perf_counter() - started
             self.trims += 1
             if self.metrics is not None:

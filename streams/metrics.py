@@ -207,7 +207,8 @@ class WorkerCollector(Collector):
         )
         yield counter(
             "distillguard_memory_trims_total",
-            "Times the worker handed freed heap memory back to the system (after windows).",
+            "Times the worker handed freed heap memory back to the system (after windows and "
+            "checkpoints).",
             m.memory_trims,
         )
         yield gauge(

@@ -122,6 +122,8 @@ class Settings:
     web_port: int = 6066
     web_token: str = ""  # when set, every web route but /health needs "Bearer <token>"
     checkpoint_seconds: float = 10.0
+    # Freed heap memory handed back to the system at most this often; negative: never.
+    memory_return_seconds: float = 10.0
     idle_flush_seconds: float = 60.0
     internal_partitions: int = 8
     # Replicas of the internal topics the worker creates (-1: the cluster's

@@ -146,6 +146,8 @@ def test_events_become_rows_actions_and_dead_letters(broker, db, messages) -> No
         await asyncio.to_thread(produce, messages, broker.bootstrap, USAGE_EVENTS)
         await finish([eng], len(messages))
         assert eng.metrics.events_in == len(messages)
+        # the memory freed by scoring windows went back to the system (streams.memory)
+        await wait_until(lambda: eng.metrics.memory_trims >= 1, timeout=15, engines=[eng])
         await eng.stop()
 
         valid = valid_events(messages)
