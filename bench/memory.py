@@ -130,7 +130,8 @@ async def worker(
     process returned all the allocator held free; seconds; seconds the worker's latest
     hand-back of freed memory took; account windows, block windows) of one worker."""
     ctx = mp.get_context("spawn")
-    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
+    # chDB may still be merging parts when the worker stops: its files are left to the OS.
+    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
         ensure_topics(broker.bootstrap, default_topics(partitions))
         rx, tx = ctx.Pipe(duplex=False)
         producer = ctx.Process(target=produce, args=(broker.bootstrap, accounts, tx))
