@@ -4,7 +4,7 @@ Closing a window is the worker's memory peak: its events, the columns built from
 scoring's intermediate arrays live together for a moment, then are freed. CPython returns its own
 arenas, and numpy its large arrays, but the many middle-sized blocks go through glibc's heap,
 which keeps what was freed for later instead of returning it. Measured at a million accounts
-(``python -m bench.memory``), a worker held 947 MB of freed memory that way, a third of its
+(``python -m bench.memory``), a worker held 947 MB of freed memory that way, a quarter of its
 resident size: memory that a container limit or the OOM killer counts all the same.
 
 `MemoryReturn` watches the worker's count of scored windows and checkpoints (a checkpoint frees
