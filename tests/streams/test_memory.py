@@ -10,17 +10,10 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from bench.memory import rss_bytes
 from streams import memory
 from streams.memory import MemoryReturn, glibc_trim
 from streams.metrics import Metrics, SinkStats, WorkerCollector, render
-
-
-def _rss() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 def _run(ret: MemoryReturn, body: Callable[[asyncio.Event], Awaitable[None]]) -> None:
@@ -52,9 +45,9 @@ def test_glibc_trim_returns_what_the_heap_holds_free() -> None:
     pin = libc.malloc(64 * 1024)
     for b in blocks:
         libc.free(b)
-    held = _rss()
+    held = rss_bytes()
     trim()
-    released = held - _rss()
+    released = held - rss_bytes()
     libc.free(pin)
     assert released > 128 * 2**20, f"released only {released / 2**20:.0f} MB of 256"
 
