@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import itertools
+import pickle
+from datetime import UTC, datetime
 
+import numpy as np
 import orjson
 import pytest
 
 from simulator.traffic import write_traffic
 from streams.cli import main
-from streams.clickhouse import Investigation, MigrationEdited, connect, migrate
+from streams.clickhouse import Investigation, MigrationEdited, StateStore, connect, migrate
 
 pytestmark = pytest.mark.clickhouse
 _n = itertools.count()
@@ -160,3 +163,25 @@ def test_score_writes_scores_actions_links_and_dead_letters(
     assert f"campaign {campaign}" in out and "members over time" in out
     assert main(["investigate", "campaign", "no-such", "--clickhouse", chdb_url]) == 1
     assert "no campaign 'no-such'" in capsys.readouterr().out
+
+
+def test_checkpoints_are_stored_compressed_and_older_ones_still_load(chdb_url, database) -> None:
+    client = connect(chdb_url)
+    migrate(client, database)
+    store = StateStore(client, database)
+    state = pickle.dumps({"baseline": np.full((10_000, 8), np.nan, dtype=np.float32)}, protocol=5)
+    store.save([("accounts", 3, 1234, state)], "v1")
+    assert store.load("accounts", 3) == (1234, state)
+    ((stored,),) = client.query(
+        f"SELECT length(state) FROM {database}.detector_state WHERE partition = 3"
+    ).result_rows
+    assert stored < len(state) / 10  # what the insert and chDB copy is the compressed frame
+
+    # a checkpoint saved before compression: the raw pickle, read as it is
+    older = pickle.dumps({"windows": [1, 2, 3]}, protocol=5)
+    client.insert(
+        f"{database}.detector_state",
+        [["accounts", 4, 99, datetime.now(UTC), "v0", older]],
+        column_names=["stage", "partition", "next_offset", "taken_at", "detector_version", "state"],
+    )
+    assert store.load("accounts", 4) == (99, older)
