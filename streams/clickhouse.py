@@ -373,7 +373,7 @@ class StateStore:
     A state is compressed (zstd, level 1) before the insert. The ClickHouse client and chDB each
     copy what is inserted, and a checkpoint holds every entity's state: at 1M accounts its
     pickles came to about 0.7 GB, and the insert briefly needed three to four times that.
-    Pickled state shrinks 4x (a realistic detector) to 16x, at about 1 GB/s.
+    Pickled state shrinks 4x (a realistic detector) to 16x, at 0.5-1 GB/s.
     """
 
     def __init__(self, client: Client, database: str = "distillguard") -> None:
