@@ -51,6 +51,7 @@ from models.evidence import (
     lower_bound,
 )
 from models.graph import components
+from models.keys import Keys
 from models.templates import TemplateIndex
 from models.windows import ClosedWindow
 
@@ -105,10 +106,10 @@ CAMPAIGN_FEATURES: tuple[str, ...] = (
 )
 
 _TEMPLATE, _PAYMENT, _BLOCK, _COHORT = 0, 1, 2, 3
-# The linker's per-account arrays, one row per account in `CampaignLinker.ids`.
+# The linker's per-account arrays, one row per account in `CampaignLinker.keys`.
 _ROW_STATE = (
     "last_ms", "created_ms", "payment", "tmpl", "tmpl_weight", "blocks", "block_weight", "hits",
-    "trials", "requests", "novelty", "updated_ms", "seconds", "campaign",
+    "trials", "requests", "novelty", "seconds", "campaign",
 )  # fmt: skip
 
 # Accounts active in the same seconds far more often than chance: the load balancer's signature.
@@ -631,9 +632,8 @@ class CampaignLinker:
         self.config = config or CampaignConfig()
         self.templates = TemplateIndex(seed=seed)
         k, b, r = self.config.templates_per_account, self.config.blocks_per_account, len(RATES)
-        self.index: dict[str, int] = {}
-        self.ids: list[str] = []
-        self.last_ms = np.zeros(0, dtype=np.int64)
+        self.keys = Keys()  # account ids -> rows of the arrays below
+        self.last_ms = np.zeros(0, dtype=np.int64)  # end of the account's latest window
         self.created_ms = np.zeros(0, dtype=np.int64)
         self.payment = np.zeros(0, dtype=np.int64)
         self.tmpl = np.zeros((0, k), dtype=np.int64)
@@ -644,36 +644,37 @@ class CampaignLinker:
         self.trials = np.zeros((0, r), dtype=np.float32)
         self.requests = np.zeros(0, dtype=np.float32)
         self.novelty = np.zeros(0, dtype=np.float32)
-        self.updated_ms = np.zeros(0, dtype=np.int64)
         self.seconds = np.zeros(0, dtype=np.uint64)  # active seconds in the latest window
         self.campaign = np.zeros(0, dtype=np.int64)  # code of the account's campaign, -1 none
         self._names: list[str] = []  # campaign code -> id
         self._codes: dict[str, int] = {}
 
     def __len__(self) -> int:
-        return len(self.index)
+        return len(self.keys)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "index" in state:  # a checkpoint from before `Keys`: a dict and a list of ids
+            state["keys"] = Keys.from_rows(state.pop("ids"))
+            del state["index"], state["updated_ms"]  # updated_ms was always last_ms
+        self.__dict__.update(state)
 
     # -- per-account state ---------------------------------------------------------------------
     def _rows(self, ids: list[str]) -> npt.NDArray[np.intp]:
-        new = [a for a in dict.fromkeys(ids) if a not in self.index]
-        if new:
-            start = len(self.ids)
-            for j, a in enumerate(new):
-                self.index[a] = start + j
-            self.ids.extend(new)
-            m = len(new)
+        rows = self.keys.rows(ids)
+        m = self.keys.high - self.last_ms.size
+        if m:
             for name in _ROW_STATE:
                 col = getattr(self, name)
                 fill = -1 if name in ("created_ms", "campaign") else 0  # unknown, no campaign
                 new_rows = np.full((m, *col.shape[1:]), fill, dtype=col.dtype)
                 setattr(self, name, np.concatenate([col, new_rows]))
-        return np.fromiter((self.index[a] for a in ids), dtype=np.intp, count=len(ids))
+        return rows
 
     def _observe(self, s: AccountSummaries) -> npt.NDArray[np.intp]:
         rows = self._rows(s.ids)
         cfg = self.config
-        age = (s.end_ms - self.updated_ms[rows]).astype(np.float64)
-        keep = np.where(self.updated_ms[rows] > 0, 0.5 ** (age / cfg.usage_half_life_ms), 0.0)
+        age = (s.end_ms - self.last_ms[rows]).astype(np.float64)
+        keep = np.where(self.last_ms[rows] > 0, 0.5 ** (age / cfg.usage_half_life_ms), 0.0)
         self.hits[rows] = self.hits[rows] * keep[:, None] + s.hits
         self.trials[rows] = self.trials[rows] * keep[:, None] + s.trials
         self.requests[rows] = self.requests[rows] * keep + s.requests
@@ -681,7 +682,6 @@ class CampaignLinker:
         self.seconds[rows] = s.seconds
         self.tmpl_weight[rows] *= keep[:, None].astype(np.float32)
         self.block_weight[rows] *= keep[:, None].astype(np.float32)
-        self.updated_ms[rows] = s.end_ms
         self.last_ms[rows] = s.end_ms
         known = s.created_ms >= 0
         self.created_ms[rows[known]] = s.created_ms[known]
@@ -738,13 +738,12 @@ class CampaignLinker:
         ``forget_ms``, however many a hydra burns through (each compaction is paid for by as
         many new rows)."""
         quiet = self.last_ms <= now_ms - self.config.forget_ms
-        if 2 * int(quiet.sum()) <= len(self.ids):
+        if 2 * int(quiet.sum()) <= len(self.keys):
             return
         keep = np.flatnonzero(~quiet)
         for name in _ROW_STATE:
             setattr(self, name, getattr(self, name)[keep])
-        self.ids = [self.ids[i] for i in keep.tolist()]
-        self.index = {a: i for i, a in enumerate(self.ids)}
+        self.keys = self.keys.take(keep)
 
     # -- linking -------------------------------------------------------------------------------
     def _hubs(self, alive: npt.NDArray[np.intp], now_ms: int) -> tuple[I64, I64, I64]:
@@ -943,7 +942,7 @@ class CampaignLinker:
     ) -> tuple[list[npt.NDArray[np.intp]], npt.NDArray[np.intp]]:
         """Components with enough consistent members (all members, without ``check``), at least
         one of them active now; and the positions (in ``alive``) of the members left out."""
-        is_active = np.zeros(len(self.ids), dtype=np.bool_)
+        is_active = np.zeros(len(self.keys), dtype=np.bool_)
         is_active[active_rows] = True
         keep = np.flatnonzero(linked)
         order = keep[np.argsort(label[keep], kind="stable")]
@@ -996,7 +995,7 @@ class CampaignLinker:
         for c, members in enumerate(clusters):
             name = names[c]
             if name is None:
-                seed = "|".join(sorted(self.ids[r] for r in members.tolist())[:5]) + f"|{now_ms}"
+                seed = "|".join(sorted(self.keys.ids(members))[:5]) + f"|{now_ms}"
                 name = "campaign-" + hashlib.sha256(seed.encode()).hexdigest()[:12]
             out.append(name)
         return out
@@ -1031,9 +1030,9 @@ class CampaignLinker:
         counts = np.zeros((n, 3), dtype=np.int64)  # shared templates, payments, blocks
         coord_share = np.zeros((n, len(COORDINATION)))
         new_accounts = np.full(n, np.nan)
-        is_active = np.zeros(len(self.ids), dtype=np.bool_)
+        is_active = np.zeros(len(self.keys), dtype=np.bool_)
         is_active[active_rows] = True
-        position = np.full(len(self.ids), -1, dtype=np.int64)
+        position = np.full(len(self.keys), -1, dtype=np.int64)
         position[alive] = np.arange(alive.size)
         codes = np.array([self._code(name) for name in names], dtype=np.int64)
         # An account keeps its campaign through windows in which the campaign is not linked (it
@@ -1048,9 +1047,9 @@ class CampaignLinker:
         circumstantial_out: list[list[str]] = []
         unlike_out: list[list[str]] = []
         for c, rows in enumerate(clusters):
-            members_out.append([self.ids[x] for x in rows.tolist()])
+            members_out.append(self.keys.ids(rows))
             moved = rows[self.campaign[rows] != codes[c]]
-            joined_out.append([self.ids[x] for x in moved.tolist()])
+            joined_out.append(self.keys.ids(moved))
             # The campaign's core: its largest group of members linked by templates or cards
             # (ties: the smaller label). Members outside it share only blocks or creation times.
             pos = position[rows]
@@ -1059,7 +1058,7 @@ class CampaignLinker:
             if tied.any():
                 labels, sizes = np.unique(choice_label[pos[tied]], return_counts=True)
                 core = tied & (choice_label[pos] == labels[int(np.argmax(sizes))])
-            circumstantial_out.append([self.ids[x] for x in rows[~core].tolist()])
+            circumstantial_out.append(self.keys.ids(rows[~core]))
             new_campaign[rows] = codes[c]
             active[c] = int(is_active[rows].sum())
             hits[c] = self.hits[rows].sum(axis=0)
@@ -1088,7 +1087,7 @@ class CampaignLinker:
         share, strength = _pooled(hits, trials, new_sum, known_n)
         for c, rows in enumerate(clusters):
             unlike = self._unlike(rows, share[c], strength[c])
-            unlike_out.append([self.ids[x] for x in rows[unlike].tolist()])
+            unlike_out.append(self.keys.ids(rows[unlike]))
         if n:
             group = np.concatenate([np.full(r.size, c) for c, r in enumerate(clusters)])
             rows_all = np.concatenate(clusters)

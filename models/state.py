@@ -3,20 +3,22 @@
 One row per tracked entity holds everything the detector remembers about it between windows:
 its own feature baseline, its Page-Hinkley drift test, and its enforcement history. Rows live in
 preallocated numpy arrays that double when full, so the per-entity cost is the column widths
-plus one dict slot and the id string (see `EntityTable.bytes_per_entity`), not a Python object
-graph. Entities idle for longer than a retention period can be evicted (`EntityTable.evict_idle`);
-their row is reused.
+and the id's bytes (see `EntityTable.bytes_per_entity`), not a Python object graph: the ids are
+kept in `models.keys.Keys`, in numpy arrays rather than as a string, an int and a dict slot
+each. Entities idle for longer than a retention period can be evicted
+(`EntityTable.evict_idle`); their row is reused.
 """
 
 from __future__ import annotations
 
-import sys
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from models.drift import PageHinkleyBank
 from models.evidence import EvidenceMemory
+from models.keys import Keys
 
 __all__ = ["EntityTable"]
 
@@ -31,15 +33,13 @@ class EntityTable:
     >>> t = EntityTable(n_features=3)
     >>> t.rows(["a", "b", "a"]).tolist()
     [0, 1, 0]
-    >>> len(t), t.ids[1]
+    >>> len(t), t.keys[1]
     (2, 'b')
     """
 
     def __init__(self, n_features: int, capacity: int = 1024) -> None:
         self.n_features = n_features
-        self.index: dict[str, int] = {}
-        self.ids: list[str | None] = []
-        self._free: list[int] = []
+        self.keys = Keys()
         cap = capacity
         # Own behaviour: EWMA of raw feature values (NaN = never observed) and windows seen.
         self.baseline = np.full((cap, n_features), np.nan, dtype=np.float32)
@@ -61,7 +61,13 @@ class EntityTable:
         self.evidence = EvidenceMemory(capacity=cap)
 
     def __len__(self) -> int:
-        return len(self.index)
+        return len(self.keys)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "index" in state:  # a checkpoint from before `Keys`: a dict, a list, free rows
+            state["keys"] = Keys.from_rows(state.pop("ids"), state.pop("_free"))
+            del state["index"]
+        self.__dict__.update(state)
 
     @property
     def capacity(self) -> int:
@@ -86,46 +92,28 @@ class EntityTable:
 
     def row(self, entity_id: str) -> int:
         """The row of an entity, allocating (or reusing an evicted) one if new."""
-        r = self.index.get(entity_id)
-        if r is not None:
-            return r
-        if self._free:
-            r = self._free.pop()
-            self.ids[r] = entity_id
-        else:
-            r = len(self.ids)
-            if r >= self.capacity:
-                self._grow()
-            self.ids.append(entity_id)
-        self.index[entity_id] = r
-        return r
+        return int(self.rows([entity_id])[0])
 
     def rows(self, entity_ids: list[str]) -> npt.NDArray[np.intp]:
-        index = self.index
-        return np.fromiter(
-            (index[e] if e in index else self.row(e) for e in entity_ids),
-            dtype=np.intp,
-            count=len(entity_ids),
-        )
+        """The row of each entity, allocating (or reusing evicted) rows for new ones."""
+        rows = self.keys.rows(entity_ids)
+        while self.keys.high > self.capacity:
+            self._grow()
+        return rows
 
     def lookup(self, entity_id: str) -> int | None:
-        return self.index.get(entity_id)
+        r = int(self.keys.find([entity_id])[0])
+        return r if r >= 0 else None
 
     def evict_idle(self, now_ms: int, retention_ms: int) -> int:
         """Forget entities unseen for ``retention_ms`` and under no enforcement; returns count."""
-        n = len(self.ids)
+        n = self.keys.high
         idle = (self.last_seen_ms[:n] < now_ms - retention_ms) & (
             (self.level[:n] == 0) | (self.expires_ms[:n] < now_ms)
         )
         idle &= self.last_seen_ms[:n] != NO_TIME
         rows = np.flatnonzero(idle)
-        for r in rows.tolist():
-            entity = self.ids[r]
-            if entity is None:
-                continue
-            del self.index[entity]
-            self.ids[r] = None
-            self._free.append(r)
+        self.keys.remove(rows)
         self.baseline[rows] = np.nan
         for name in ("windows", "last_score", "level", "strikes", "quiet"):
             getattr(self, name)[rows] = 0
@@ -145,9 +133,6 @@ class EntityTable:
         return per_row + self.drift.nbytes_per_entity() + self.evidence.nbytes_per_entity()
 
     def bytes_per_entity(self) -> float:
-        """Measured bytes per tracked entity: columns at capacity, index dict, id list, ids."""
+        """Measured bytes per tracked entity: columns at capacity and the ids' keys."""
         n = max(len(self), 1)
-        total = self.column_bytes_per_entity() * self.capacity
-        total += sys.getsizeof(self.index) + sys.getsizeof(self.ids)
-        total += sum(sys.getsizeof(e) for e in self.index)
-        return total / n
+        return (self.column_bytes_per_entity() * self.capacity + self.keys.nbytes()) / n

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import copy
+import pickle
 import re
 from collections.abc import Callable, Iterable
 
@@ -262,6 +264,30 @@ def test_replacing_banned_accounts_keeps_the_campaign_id() -> None:
     assert set(names("crew", 28)) >= seen[-1][1] >= set(names("crew", 20, start=8))
 
 
+def test_a_linker_checkpointed_before_keys_links_on_as_if_never_stopped() -> None:
+    """Checkpoints written before `Keys` kept the linker's ids in a dict and a list, and a copy
+    of ``last_ms`` as ``updated_ms``: one restored from that form goes on like the original."""
+    rng = np.random.default_rng(2)
+    tmpl = templates(rng)
+    world = World()
+    batches = [
+        extraction(minute, names("crew", 20), rng, tmpl) + ordinary(minute, names("p", 30), rng)
+        for minute in range(6)
+    ]
+    for events in batches[:3]:
+        world.step(events)
+    state = dict(world.linker.__dict__)
+    keys = state.pop("keys")
+    ids = keys.ids(range(keys.high))
+    state.update(index={a: r for r, a in enumerate(ids)}, ids=ids, updated_ms=state["last_ms"])
+    restored = copy.deepcopy(world)
+    restored.linker = type(world.linker).__new__(type(world.linker))
+    restored.linker.__setstate__(pickle.loads(pickle.dumps(state)))
+    for events in batches[3:]:
+        a, b = world.step(events), restored.step(events)
+        assert (a.ids, a.members, a.joined) == (b.ids, b.members, b.joined) and len(a) == 1
+
+
 def test_a_silent_campaign_is_not_reported() -> None:
     rng = np.random.default_rng(3)
     tmpl = templates(rng)
@@ -327,8 +353,9 @@ def test_accounts_quiet_past_forget_ms_are_forgotten_and_state_stays_bounded() -
         sizes.append(len(linker))
         rows = {name: len(getattr(linker, name)) for name in vars(linker)
                 if isinstance(getattr(linker, name), np.ndarray)}  # fmt: skip
-        assert set(rows.values()) == {len(linker.ids)}, rows
-        assert all(linker.index[a] == i for i, a in enumerate(linker.ids))
+        assert set(rows.values()) == {len(linker.keys)} == {linker.keys.high}, rows
+        held = linker.keys.ids(range(linker.keys.high))
+        assert linker.keys.find(held).tolist() == list(range(len(held)))
     assert max(sizes) <= 2 * 10 * 61 + 10
     assert min(sizes[150:]) >= 10 * 60  # what the last hour holds is never forgotten
     assert len(ids) == 1

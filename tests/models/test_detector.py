@@ -111,6 +111,24 @@ def test_entity_state_is_small() -> None:
     assert table.bytes_per_entity() < 2048
 
 
+def test_a_table_checkpointed_before_keys_loads_with_the_same_rows() -> None:
+    """Checkpoints written before `Keys` kept ids in a dict, a list and a free list."""
+    det = Detector()
+    table = det.tables["account"]
+    table.rows([f"acct-{i}" for i in range(10)])
+    table.last_seen_ms[:10] = 0
+    table.last_seen_ms[[2, 5]] = -(10**9)
+    assert table.evict_idle(now_ms=1, retention_ms=1000) == 2
+    state = dict(table.__dict__)
+    keys = state.pop("keys")
+    ids = [keys[r] for r in range(keys.high)]
+    state.update(index={a: r for r, a in enumerate(ids) if a}, ids=ids, _free=[2, 5])
+    old = type(table).__new__(type(table))
+    old.__setstate__(pickle.loads(pickle.dumps(state)))
+    assert len(old) == 8 and old.lookup("acct-2") is None and old.lookup("acct-9") == 9
+    assert old.rows(["acct-new", "acct-newer", "acct-3"]).tolist() == [5, 2, 3]
+
+
 def test_split_detectors_sharing_a_population_match_the_combined_one(small_traffic) -> None:
     """Accounts in one detector and blocks in another (as in the worker) give the same scores."""
     events = [validate_event(e) for e in small_traffic.events]
