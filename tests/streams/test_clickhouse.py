@@ -10,9 +10,17 @@ import numpy as np
 import orjson
 import pytest
 
+import streams.clickhouse
 from simulator.traffic import write_traffic
 from streams.cli import main
-from streams.clickhouse import Investigation, MigrationEdited, StateStore, connect, migrate
+from streams.clickhouse import (
+    ClickHouseSink,
+    Investigation,
+    MigrationEdited,
+    StateStore,
+    connect,
+    migrate,
+)
 
 pytestmark = pytest.mark.clickhouse
 _n = itertools.count()
@@ -163,6 +171,38 @@ def test_score_writes_scores_actions_links_and_dead_letters(
     assert f"campaign {campaign}" in out and "members over time" in out
     assert main(["investigate", "campaign", "no-such", "--clickhouse", chdb_url]) == 1
     assert "no campaign 'no-such'" in capsys.readouterr().out
+
+
+def test_large_windows_are_written_a_slice_at_a_time_and_whole(
+    chdb_url, database, small_run, monkeypatch
+) -> None:
+    """Scores and links go in inserts of at most ROWS_PER_INSERT rows (so a million-account
+    window never needs its rows as Python values at once), and every row arrives once."""
+    monkeypatch.setattr(streams.clickhouse, "ROWS_PER_INSERT", 100)
+    client = connect(chdb_url)
+    migrate(client, database)
+    sink = ClickHouseSink(client, database)
+    sizes: list[tuple[str, int]] = []
+    insert = sink._insert
+
+    def recorded(table: str, columns: dict) -> None:
+        sizes.append((table, len(next(iter(columns.values())))))
+        insert(table, columns)
+
+    monkeypatch.setattr(sink, "_insert", recorded)
+    sink.write_scores(small_run, "v-test")
+    sink.write_links(small_run)
+    scored = [(sw.kind, e, sw.start_ms) for sw in small_run.scored for e in sw.ids]
+    links = sum(len(link) for link in small_run.links)
+    assert max(len(sw) for sw in small_run.scored) > 100 and links > 100
+    rows = client.query(
+        f"SELECT entity_kind, entity_id, toUnixTimestamp64Milli(window_start) "
+        f"FROM {database}.entity_scores"
+    ).result_rows
+    assert sorted(rows) == sorted(scored)
+    assert client.query(f"SELECT count() FROM {database}.entity_links").result_rows[0][0] == links
+    big = [n for table, n in sizes if table in ("entity_scores", "entity_links")]
+    assert max(big) < 2 * 100 and sum(big) == len(scored) + links and len(big) > 100
 
 
 def test_checkpoints_are_stored_compressed_and_older_ones_still_load(chdb_url, database) -> None:
