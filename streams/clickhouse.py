@@ -48,6 +48,7 @@ __all__ = [
     "connect",
     "migrate",
     "one_line",
+    "pack_state",
 ]
 
 #: Bounds of an investigation: rows per query, event-time range of ``top``, seconds per query.
@@ -390,6 +391,22 @@ def _columns(*names: str) -> dict[str, list[Any]]:
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
+def pack_state(state: bytes) -> bytes:
+    """A checkpoint's state as `StateStore` stores it: zstd-compressed (level 1), once.
+
+    A stage packs each partition's state as soon as it is pickled, so that a checkpoint holds
+    one partition's pickle at a time rather than all of them (at 1M accounts, ~85 MB instead
+    of ~0.7 GB). State already packed is returned as it is.
+
+    >>> packed = pack_state(bytes([0x80]) + bytes(10_000))
+    >>> len(packed) < 100, pack_state(packed) == packed
+    (True, True)
+    """
+    if state[:4] == _ZSTD_MAGIC:
+        return state
+    return bytes(cramjam.zstd.compress(state, level=1))
+
+
 class StateStore:
     """Worker checkpoints in ``detector_state``: the latest state and offset per stage/partition.
 
@@ -411,7 +428,7 @@ class StateStore:
         self.client.insert(
             f"{self.db}.detector_state",
             [
-                [stage, part, offset, now, version, bytes(cramjam.zstd.compress(state, level=1))]
+                [stage, part, offset, now, version, pack_state(state)]
                 for stage, part, offset, state in rows
             ],
             column_names=[

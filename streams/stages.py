@@ -55,6 +55,7 @@ from models.detector import (
 from models.features import EntityKind
 from models.outputs import LinkInput
 from streams import wire
+from streams.clickhouse import pack_state
 from streams.config import EngineConfig
 from streams.delivery import POPULATION, Abandoned, Delivery
 from streams.metrics import Metrics
@@ -420,8 +421,9 @@ class Stage(Member):
             return
         # State and offsets taken together, before anything else can run.
         offsets = {p: self.next_offset[p] for p in parts}
-        rows = [(self.name, p, offsets[p], self.partition_blob(p)) for p in parts]
-        rows.append((self.name, POPULATION, 0, self.population.snapshot()))
+        # Each state packed as soon as it is pickled: one partition's pickle in memory at a time.
+        rows = [(self.name, p, offsets[p], pack_state(self.partition_blob(p))) for p in parts]
+        rows.append((self.name, POPULATION, 0, pack_state(self.population.snapshot())))
         await self._save(rows, offsets)
 
 
@@ -629,5 +631,5 @@ class CampaignStage(Member):
         self._last_checkpoint = time.monotonic()
         if not self.owned or self.next_offset is None or self.in_hand:
             return
-        rows = [(self.name, 0, self.next_offset, self._blob())]
+        rows = [(self.name, 0, self.next_offset, pack_state(self._blob()))]
         await self._save(rows, {0: self.next_offset})
