@@ -61,7 +61,8 @@ def _windows(per_minute: int, minutes: int, seed: int = 0) -> Iterator[AccountSu
 
 
 def _state_mb(linker: CampaignLinker) -> float:
-    return sum(v.nbytes for v in vars(linker).values() if isinstance(v, np.ndarray)) / 1e6
+    arrays = sum(v.nbytes for v in vars(linker).values() if isinstance(v, np.ndarray))
+    return (arrays + linker.keys.nbytes()) / 1e6  # the per-account rows and the account ids
 
 
 def run(label: str, config: CampaignConfig, per_minute: int, hours: int) -> None:

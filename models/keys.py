@@ -6,15 +6,16 @@ worker's short-lived objects in the small-object allocator's 16 KiB pools, where
 keeps a pool from being reused by other sizes or handed back (measured in a worker at 1M
 accounts: 506 MB of such pools held 276 MB of live objects). `Keys` keeps the UTF-8 bytes of
 every id in one numpy buffer, each row's start and length, and a sorted array of the ids'
-hashes beside their rows: about ``len(id) + 36`` bytes per id in six arrays, and no object per
-id. A lookup hashes the queried strings (``hash``, which CPython caches on each string), finds
-the candidates with one ``searchsorted`` and confirms each against the stored bytes, so two ids
-whose hashes collide are still told apart.
+hashes beside their rows: about ``len(id) + 24`` bytes per id in five arrays (and the buffers'
+headroom), and no object per id. A lookup hashes the queried strings (``hash``, which CPython
+caches on each string), finds the candidates with one ``searchsorted`` and confirms each against
+the stored bytes, so two ids whose hashes collide are still told apart.
 
 Rows are handed out in order of first appearance, and rows freed by `Keys.remove` are reused
 last freed first. The hash only orders the lookup array, so the same ids in the same order get
 the same rows in every process; it is recomputed after unpickling, since ``hash`` is salted per
-process.
+process. New ids are merged into the sorted hashes once per call, an O(n) copy: give
+`Keys.rows` a window's ids at once, not one id per call.
 
 Examples
 --------
@@ -56,7 +57,7 @@ def _encoded(ids: Sequence[str]) -> tuple[npt.NDArray[np.uint8], I64]:
     if joined.isascii():  # the usual case: one character, one byte
         sizes = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
         return np.frombuffer(joined.encode(), dtype=np.uint8), sizes
-    parts = [s.encode() for s in ids]
+    parts = [s.encode("utf-8", "surrogatepass") for s in ids]
     sizes = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
     return np.frombuffer(b"".join(parts), dtype=np.uint8), sizes
 
@@ -68,11 +69,11 @@ class Keys:
         self._data = np.zeros(64, dtype=np.uint8)
         self._used = 0  # bytes of _data written, removed ids' included until compaction
         self._start = np.zeros(0, dtype=np.int64)
-        self._size = np.zeros(0, dtype=np.int64)  # FREE: the row holds no id
+        self._size = np.zeros(0, dtype=np.int32)  # FREE: the row holds no id
         self._high = 0  # rows handed out so far
         self._free = np.zeros(0, dtype=np.int64)  # removed rows, reused from the end
         self._hash = np.zeros(0, dtype=np.int64)  # sorted hashes of the ids...
-        self._row = np.zeros(0, dtype=np.int64)  # ...and each one's row
+        self._row = np.zeros(0, dtype=np.int32)  # ...and each one's row
 
     # -- reading ------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -89,15 +90,21 @@ class Keys:
             return None
         return self.ids([row])[0]
 
+    def _held(self, rows: Sequence[int] | Rows | I64) -> I64:
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size and (
+            (rows < 0).any() or (rows >= self._high).any() or (self._size[rows] == FREE).any()
+        ):
+            raise KeyError("a row holds no id")
+        return rows
+
     def ids(self, rows: Sequence[int] | Rows) -> list[str]:
         """The ids in ``rows`` (each must hold one)."""
-        rows = np.asarray(rows, dtype=np.int64)
-        if rows.size and (self._size[rows] == FREE).any():
-            raise KeyError("a row holds no id")
+        rows = self._held(rows)
         data = memoryview(self._data.data)
         starts = self._start[rows].tolist()
         ends = (self._start[rows] + self._size[rows]).tolist()
-        return [str(data[s:e], "utf-8") for s, e in zip(starts, ends, strict=True)]
+        return [str(data[s:e], "utf-8", "surrogatepass") for s, e in zip(starts, ends, strict=True)]
 
     def __contains__(self, entity_id: object) -> bool:
         return isinstance(entity_id, str) and int(self.find([entity_id])[0]) >= 0
@@ -131,7 +138,7 @@ class Keys:
                 j += 1
         return out
 
-    def _same(self, ids: list[str], rows: I64) -> npt.NDArray[np.bool_]:
+    def _same(self, ids: list[str], rows: npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.bool_]:
         """Whether each id's bytes are the bytes stored in its candidate row."""
         query, sizes = _encoded(ids)
         same: npt.NDArray[np.bool_] = sizes == self._size[rows]
@@ -172,7 +179,7 @@ class Keys:
         if self._high > self._start.size:
             extra = max(self._high, 2 * self._start.size) - self._start.size
             self._start = np.concatenate([self._start, np.zeros(extra, dtype=np.int64)])
-            self._size = np.concatenate([self._size, np.full(extra, FREE, dtype=np.int64)])
+            self._size = np.concatenate([self._size, np.full(extra, FREE, dtype=np.int32)])
         data, sizes = _encoded(ids)
         self._reserve(data.size)
         self._data[self._used : self._used + data.size] = data
@@ -207,10 +214,10 @@ class Keys:
             self._compact()
 
     def take(self, rows: Rows | I64) -> Keys:
-        """A new `Keys` holding the ids of ``rows`` (each must hold one) in rows 0, 1, 2..."""
-        rows = np.asarray(rows, dtype=np.int64)
-        if rows.size and (self._size[rows] == FREE).any():
-            raise KeyError("take: a row holds no id")
+        """A new `Keys` holding the ids of ``rows`` (each must hold one, once) in rows 0, 1..."""
+        rows = self._held(rows)
+        if np.unique(rows).size != rows.size:
+            raise KeyError("take: a row is given twice")
         renumber = np.full(self._high, -1, dtype=np.int64)
         renumber[rows] = np.arange(rows.size)
         out = Keys()
@@ -219,13 +226,13 @@ class Keys:
         out._data, out._used = self._data, self._used
         out._compact()
         kept = renumber[self._row] >= 0
-        out._hash, out._row = self._hash[kept], renumber[self._row[kept]]
+        out._hash, out._row = self._hash[kept], renumber[self._row[kept]].astype(np.int32)
         return out
 
     def _compact(self) -> None:
         """Write the held ids' bytes end to end again, dropping removed ids' bytes."""
         held = np.flatnonzero(self._size[: self._high] != FREE)
-        sizes = self._size[held]
+        sizes = self._size[held].astype(np.int64)
         owner = np.repeat(np.arange(held.size), sizes)
         offset = np.cumsum(sizes) - sizes
         at = self._start[held][owner] + (np.arange(int(sizes.sum())) - offset[owner])
@@ -249,13 +256,13 @@ class Keys:
         self._data = np.asarray(state["data"], dtype=np.uint8).copy()
         self._used = int(self._data.size)
         self._start = np.asarray(state["start"], dtype=np.int64)
-        self._size = np.asarray(state["size"], dtype=np.int64)
+        self._size = np.asarray(state["size"], dtype=np.int32)
         self._high = int(self._start.size)
         self._free = np.asarray(state["free"], dtype=np.int64)
         held = np.flatnonzero(self._size != FREE)
         hashes = _hashes(self.ids(held))
         order = np.argsort(hashes, kind="stable")
-        self._hash, self._row = hashes[order], held[order]
+        self._hash, self._row = hashes[order], held[order].astype(np.int32)
 
     @classmethod
     def from_rows(cls, ids: Sequence[str | None], free: Sequence[int] = ()) -> Keys:
@@ -265,7 +272,7 @@ class Keys:
         held = [r for r, e in enumerate(ids) if e is not None]
         out._high = len(ids)
         out._start = np.zeros(len(ids), dtype=np.int64)
-        out._size = np.full(len(ids), FREE, dtype=np.int64)
+        out._size = np.full(len(ids), FREE, dtype=np.int32)
         data, sizes = _encoded([ids[r] or "" for r in held])
         out._data = np.zeros(max(64, data.size), dtype=np.uint8)
         out._data[: data.size] = data
@@ -275,7 +282,7 @@ class Keys:
         out._free = np.asarray(list(free), dtype=np.int64)
         hashes = _hashes([ids[r] or "" for r in held])
         order = np.argsort(hashes, kind="stable")
-        out._hash, out._row = hashes[order], np.asarray(held, dtype=np.int64)[order]
+        out._hash, out._row = hashes[order], np.asarray(held, dtype=np.int32)[order]
         return out
 
     def nbytes(self) -> int:

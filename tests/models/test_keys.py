@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -111,3 +112,21 @@ def test_keys_cost_bytes_not_objects() -> None:
     keys = Keys()
     keys.rows([f"acct-{i:08d}" for i in range(100_000)])
     assert keys.nbytes() / 100_000 < 13 + 48 + 16  # the id's bytes, six arrays, headroom
+
+
+def test_rows_that_hold_no_id_are_refused_not_wrapped_around() -> None:
+    keys = Keys()
+    keys.rows(["a", "b"])
+    for bad in ([-1], [2], [0, 0]):
+        with pytest.raises(KeyError):
+            keys.take(np.array(bad))
+    for bad in ([-1], [2]):
+        with pytest.raises(KeyError):
+            keys.ids(bad)
+    assert keys[-1] is None and keys[2] is None
+
+
+def test_any_python_string_is_an_id_lone_surrogates_included() -> None:
+    odd = ["\ud800", "a\udfffb", "\x00", "\u4e2d"]
+    keys = pickle.loads(pickle.dumps(Keys.from_rows(odd)))
+    assert keys.ids(range(4)) == odd and keys.find(odd).tolist() == [0, 1, 2, 3]
