@@ -290,9 +290,11 @@ class ClickHouseSink:
         for sw in out.scored:
             names = sw.feature_names()
             start, end = _dt(sw.start_ms), _dt(sw.end_ms)
-            for lo in range(0, len(sw), ROWS_PER_INSERT):
-                part = slice(lo, lo + ROWS_PER_INSERT)
-                n = len(sw.ids[part])
+            lo = 0
+            while lo < len(sw):
+                n = min(len(sw) - lo, ROWS_PER_INSERT - len(c["entity_id"]))  # what fits
+                part = slice(lo, lo + n)
+                lo += n
                 c["entity_kind"].extend([sw.kind] * n)
                 c["entity_id"].extend(sw.ids[part])
                 c["window_start"].extend([start] * n)
@@ -354,8 +356,11 @@ class ClickHouseSink:
         c = _columns("window_start", "account_id", "ip_block", "requests")
         for link in out.links:
             start = _dt(link.start_ms)
-            for lo in range(0, len(link), ROWS_PER_INSERT):
-                part = slice(lo, lo + ROWS_PER_INSERT)
+            lo = 0
+            while lo < len(link):
+                n = min(len(link) - lo, ROWS_PER_INSERT - len(c["account_id"]))  # what fits
+                part = slice(lo, lo + n)
+                lo += n
                 accounts = link.accounts[part]
                 c["window_start"].extend([start] * len(accounts))
                 c["account_id"].extend(accounts)

@@ -202,7 +202,7 @@ def test_large_windows_are_written_a_slice_at_a_time_and_whole(
     assert sorted(rows) == sorted(scored)
     assert client.query(f"SELECT count() FROM {database}.entity_links").result_rows[0][0] == links
     big = [n for table, n in sizes if table in ("entity_scores", "entity_links")]
-    assert max(big) < 2 * 100 and sum(big) == len(scored) + links and len(big) > 100
+    assert max(big) == 100 and sum(big) == len(scored) + links and len(big) > 100
 
 
 def test_checkpoints_are_stored_compressed_and_older_ones_still_load(chdb_url, database) -> None:
