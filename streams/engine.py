@@ -147,8 +147,8 @@ class Engine:
         consumer.assign([TopicPartition(self.config.topics.suspects, p) for p in parts])
         while not self._stopping.is_set():
             data = await consumer.getmany(timeout_ms=200)
-            for records in data.values():
-                self.suspects.read(records)
+            self.suspects.read([r for records in data.values() for r in records])
+            del data  # the records are let go once read (see Stage._read)
 
     async def start(self) -> None:
         t = self.config.topics

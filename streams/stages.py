@@ -303,19 +303,9 @@ class Stage(Member):
                 raise
             started = time.perf_counter()
             self._published.clear()  # from here until published, nothing is checkpointed
-            batch = Produced()
             now = time.monotonic()
-            for tp, records in data.items():
-                det = self.parts.get(tp.partition)
-                if not records:
-                    continue
-                if det is None:
-                    # Not ours (yet): never drop what was fetched, read it again once assigned.
-                    self.consumer.seek(tp, records[0].offset)
-                    continue
-                self.handle(tp.partition, det, records, batch)
-                self.next_offset[tp.partition] = records[-1].offset + 1
-                self.last_seen[tp.partition] = now
+            batch = self._read(data, now)
+            del data  # see _read
             await self._read_positions()
             self._idle_flush(now, batch)
             self._score_closed(batch)
@@ -330,6 +320,28 @@ class Stage(Member):
             if now - self._last_checkpoint >= self.config.checkpoint_seconds:
                 await self.checkpoint()
             self._record_lag()
+
+    def _read(self, data: dict[TopicPartition, list[Any]], now: float) -> Produced:
+        """Hand each partition's records to its detector; what they produced, as one batch.
+
+        The records are let go once read (the caller drops ``data``): kept while the loop
+        publishes, checkpoints and waits for the next fetch, the last batch's records outlived
+        a burst and, one or two per 1 MiB arena, kept hundreds of MB of freed small objects
+        resident (a worker at 1M accounts).
+        """
+        batch = Produced()
+        for tp, records in data.items():
+            det = self.parts.get(tp.partition)
+            if not records:
+                continue
+            if det is None:
+                # Not ours (yet): never drop what was fetched, read it again once assigned.
+                self.consumer.seek(tp, records[0].offset)
+                continue
+            self.handle(tp.partition, det, records, batch)
+            self.next_offset[tp.partition] = records[-1].offset + 1
+            self.last_seen[tp.partition] = now
+        return batch
 
     def _align(self) -> None:
         """Keep this worker's partitions in step in event time (watermark alignment).
@@ -421,9 +433,16 @@ class Stage(Member):
             return
         # State and offsets taken together, before anything else can run.
         offsets = {p: self.next_offset[p] for p in parts}
-        # Each state packed as soon as it is pickled: one partition's pickle in memory at a time.
-        rows = [(self.name, p, offsets[p], pack_state(self.partition_blob(p))) for p in parts]
-        rows.append((self.name, POPULATION, 0, pack_state(self.population.snapshot())))
+        # Each state is handed to a thread to be compressed as soon as it is pickled, so a raw
+        # pickle lives only until its compression ends, not until all are taken; nothing else
+        # runs on the loop until every state is pickled.
+        loop = asyncio.get_running_loop()
+        packing = [
+            (p, loop.run_in_executor(None, pack_state, self.partition_blob(p))) for p in parts
+        ]
+        population = loop.run_in_executor(None, pack_state, self.population.snapshot())
+        rows = [(self.name, p, offsets[p], await packed) for p, packed in packing]
+        rows.append((self.name, POPULATION, 0, await population))
         await self._save(rows, offsets)
 
 
@@ -602,21 +621,26 @@ class CampaignStage(Member):
                 raise self.delivery.fatal
             data = await self.consumer.getmany(timeout_ms=200, max_records=self.config.max_records)
             self._published.clear()
-            batch = Produced()
-            for tp, records in data.items():
-                if not records:
-                    continue
-                if not self.owned:
-                    self.consumer.seek(tp, records[0].offset)
-                    continue
-                self.handle(records, batch.out)
-                self.next_offset = records[-1].offset + 1
+            batch = self._read(data)
+            del data  # the records are let go once read (see Stage._read)
             if batch and not await self.delivery.publish(batch, self.name):
                 return  # stopping: the batch stays in hand, so it is never checkpointed
             self._published.set()
             if time.monotonic() - self._last_checkpoint >= self.config.checkpoint_seconds:
                 await self.checkpoint()
             self._record_lag()
+
+    def _read(self, data: dict[TopicPartition, list[Any]]) -> Produced:
+        batch = Produced()
+        for tp, records in data.items():
+            if not records:
+                continue
+            if not self.owned:
+                self.consumer.seek(tp, records[0].offset)
+                continue
+            self.handle(records, batch.out)
+            self.next_offset = records[-1].offset + 1
+        return batch
 
     def _record_lag(self) -> None:
         high = self.consumer.highwater(TopicPartition(self.topic, 0)) if self.owned else None
@@ -631,5 +655,7 @@ class CampaignStage(Member):
         self._last_checkpoint = time.monotonic()
         if not self.owned or self.next_offset is None or self.in_hand:
             return
-        rows = [(self.name, 0, self.next_offset, pack_state(self._blob()))]
-        await self._save(rows, {0: self.next_offset})
+        offset, blob = self.next_offset, self._blob()  # taken together, before any await
+        state = await asyncio.get_running_loop().run_in_executor(None, pack_state, blob)
+        del blob
+        await self._save([(self.name, 0, offset, state)], {0: offset})
