@@ -11,7 +11,9 @@ to the system as a worker does (`streams.memory`). The median of those samples m
 reading, divided by the accounts and blocks it then tracks, is what one entity costs in a
 worker: its state in every stage, the indexes, the Python objects and the allocator's overhead
 included (not the numpy tables alone, which `bench.core` measures). The least and the most
-(while a checkpoint pickles every entity's state) are printed beside it.
+(while a checkpoint pickles every entity's state) are printed beside it, and so is what
+CPython's small-object allocator holds at the end: arenas of 1 MiB, the most it ever held, and
+how much in them is alive (what a burst of short-lived objects leaves resident).
 
 Baseline, in a fresh process in the same run: the naive pattern, one River ``MinMaxScaler() |
 HalfSpaceTrees()`` per account after its first event, for ``--baseline-accounts`` accounts.
@@ -27,7 +29,10 @@ import argparse
 import asyncio
 import gc
 import multiprocessing as mp
+import os
+import re
 import statistics
+import sys
 import tempfile
 import time
 from typing import Any
@@ -50,6 +55,36 @@ def rss_bytes() -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def small_objects() -> tuple[int, int, int] | None:
+    """CPython's small-object allocator: (arenas held, their high-water mark, bytes of live
+    objects in them), read from ``sys._debugmallocstats`` (None where it is not there). An
+    arena (1 MiB) goes back to the system only once nothing in it is alive."""
+    stats = getattr(sys, "_debugmallocstats", None)
+    if stats is None:
+        return None
+    with tempfile.TemporaryFile() as out:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(out.fileno(), 2)
+            stats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+
+    def figure(label: str) -> int | None:
+        found = re.search(re.escape(label) + r"\s*=\s*([\d,]+)", text)
+        return int(found.group(1).replace(",", "")) if found else None
+
+    held, high = figure("# arenas allocated current"), figure("# arenas highwater mark")
+    live = figure("# bytes in allocated blocks")
+    if held is None or high is None or live is None:
+        return None
+    return held, high, live
 
 
 def event(i: int, ts_ms: int) -> dict[str, Any]:
@@ -123,12 +158,11 @@ def trim() -> int:
     return before - rss_bytes()
 
 
-async def worker(
-    accounts: int, partitions: int
-) -> tuple[int, int, int, int, int, int, float, float, int, int]:
+async def worker(accounts: int, partitions: int) -> tuple[Any, ...]:
     """(RSS before, as soon as done, median, least and most while idling after, after this
     process returned all the allocator held free; seconds; seconds the worker's latest
-    hand-back of freed memory took; account windows, block windows) of one worker."""
+    hand-back of freed memory took; account windows, block windows; the small-object
+    allocator before and at the end) of one worker."""
     ctx = mp.get_context("spawn")
     # chDB may still be merging parts when the worker stops: its files are left to the OS.
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
@@ -149,6 +183,7 @@ async def worker(
             StateStore(client, "bench"),
         )
         gc.collect()
+        objects_before = small_objects()
         before = rss_bytes()
         t = time.perf_counter()
         await engine.start()
@@ -175,6 +210,7 @@ async def worker(
                 await asyncio.sleep(0.25)
                 samples.append(rss_bytes())
             gc.collect()
+            objects_after = small_objects()
             trimmed = rss_bytes() - trim()
             scored = dict(engine.metrics.windows_scored)
             took = engine.metrics.memory_trim_seconds
@@ -182,7 +218,10 @@ async def worker(
             await engine.stop()
     windows = scored.get("account", 0), scored.get("ip_block", 0)
     typical = int(statistics.median(samples))
-    return before, done, typical, min(samples), max(samples), trimmed, seconds, took, *windows
+    return (
+        before, done, typical, min(samples), max(samples), trimmed, seconds, took, *windows,
+        objects_before, objects_after,
+    )  # fmt: skip
 
 
 def main() -> None:
@@ -192,9 +231,20 @@ def main() -> None:
     ap.add_argument("--baseline-accounts", type=int, default=2_000)
     args = ap.parse_args()
     blocks = -(-args.accounts // PER_BLOCK)
-    before, done, after, least, peak, trimmed, seconds, took, acc_w, block_w = asyncio.run(
-        worker(args.accounts, args.partitions)
-    )
+    (
+        before,
+        done,
+        after,
+        least,
+        peak,
+        trimmed,
+        seconds,
+        took,
+        acc_w,
+        block_w,
+        o_before,
+        o_after,
+    ) = asyncio.run(worker(args.accounts, args.partitions))
     ctx = mp.get_context("spawn")
     rx, tx = ctx.Pipe(duplex=False)
     base = ctx.Process(target=naive, args=(args.baseline_accounts, tx))
@@ -222,6 +272,12 @@ def main() -> None:
         f"{(trimmed - before) / entities:,.0f} B (the worker's latest hand-back of freed "
         f"memory took {took * 1000:,.0f} ms)"
     )
+    if o_before is not None and o_after is not None:
+        print(
+            f"  small-object allocator: {o_after[0]:,} arenas of 1 MiB held (high-water "
+            f"{o_after[1]:,}) for {o_after[2] / 2**20:,.0f} MB of live objects; before: "
+            f"{o_before[0]:,} arenas for {o_before[2] / 2**20:,.0f} MB"
+        )
     print(
         f"baseline: River MinMaxScaler|HalfSpaceTrees per account after one event: "
         f"{per_naive:,.0f} B resident per account ({args.baseline_accounts:,} accounts), "
