@@ -324,10 +324,9 @@ class Stage(Member):
     def _read(self, data: dict[TopicPartition, list[Any]], now: float) -> Produced:
         """Hand each partition's records to its detector; what they produced, as one batch.
 
-        The records are let go once read (the caller drops ``data``): kept while the loop
-        publishes, checkpoints and waits for the next fetch, the last batch's records outlived
-        a burst and, one or two per 1 MiB arena, kept hundreds of MB of freed small objects
-        resident (a worker at 1M accounts).
+        The records are let go once read (the caller drops ``data``). Kept while the loop
+        publishes, checkpoints and waits for the next fetch, the last batch's records (a few
+        thousand small objects) outlived a burst, scattered over memory it had freed.
         """
         batch = Produced()
         for tp, records in data.items():
