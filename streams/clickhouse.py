@@ -17,9 +17,10 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence, Sized
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import partial
 from importlib import resources
 from typing import Any
 
@@ -280,41 +281,42 @@ class ClickHouseSink:
         self.write_dead_letters(dead)
 
     def write_scores(self, out: DetectorOutput, version: str) -> None:
-        def empty() -> dict[str, list[Any]]:
-            return _columns(
-                "entity_kind", "entity_id", "window_start", "window_end", "requests", "features",
-                "novelty", "score", "level", "drift", "detector_version", "evidence",
-            )  # fmt: skip
-
-        c = empty()
-        for sw in out.scored:
-            names = sw.feature_names()
-            start, end = _dt(sw.start_ms), _dt(sw.end_ms)
-            lo = 0
-            while lo < len(sw):
-                n = min(len(sw) - lo, ROWS_PER_INSERT - len(c["entity_id"]))  # what fits
-                part = slice(lo, lo + n)
-                lo += n
-                c["entity_kind"].extend([sw.kind] * n)
-                c["entity_id"].extend(sw.ids[part])
-                c["window_start"].extend([start] * n)
-                c["window_end"].extend([end] * n)
-                c["requests"].extend(sw.requests[part].tolist())
-                c["features"].extend(
-                    {k: v for k, v in zip(names, row, strict=True) if v == v}
-                    for row in sw.values[part].tolist()
-                )
-                c["novelty"].extend(sw.novelty[part].tolist())
-                c["score"].extend(sw.score[part].tolist())
-                c["level"].extend(sw.level[part].astype(int).tolist())
-                c["drift"].extend(sw.drift[part].tolist())
-                c["detector_version"].extend([version] * n)
-                c["evidence"].extend(sw.evidence[part].tolist())
-                if len(c["entity_id"]) >= ROWS_PER_INSERT:
-                    self._insert("entity_scores", c)
-                    c = empty()
-        self._insert("entity_scores", c)
+        for insert in self.score_inserts(out, version):
+            insert()
         self.write_members(out)
+
+    def score_inserts(self, out: DetectorOutput, version: str) -> list[Callable[[], None]]:
+        """``entity_scores`` as inserts of at most `ROWS_PER_INSERT` rows, each building its
+        rows only when called: a publisher retries only the inserts that failed."""
+        return [partial(self._insert_scores, out, part, version) for part in _slices(out.scored)]
+
+    def _insert_scores(
+        self, out: DetectorOutput, part: list[tuple[int, slice]], version: str
+    ) -> None:
+        c = _columns(
+            "entity_kind", "entity_id", "window_start", "window_end", "requests", "features",
+            "novelty", "score", "level", "drift", "detector_version", "evidence",
+        )  # fmt: skip
+        for i, rows in part:
+            sw = out.scored[i]
+            names = sw.feature_names()
+            n = len(sw.ids[rows])
+            c["entity_kind"].extend([sw.kind] * n)
+            c["entity_id"].extend(sw.ids[rows])
+            c["window_start"].extend([_dt(sw.start_ms)] * n)
+            c["window_end"].extend([_dt(sw.end_ms)] * n)
+            c["requests"].extend(sw.requests[rows].tolist())
+            c["features"].extend(
+                {k: v for k, v in zip(names, row, strict=True) if v == v}
+                for row in sw.values[rows].tolist()
+            )
+            c["novelty"].extend(sw.novelty[rows].tolist())
+            c["score"].extend(sw.score[rows].tolist())
+            c["level"].extend(sw.level[rows].astype(int).tolist())
+            c["drift"].extend(sw.drift[rows].tolist())
+            c["detector_version"].extend([version] * n)
+            c["evidence"].extend(sw.evidence[rows].tolist())
+        self._insert("entity_scores", c)
 
     def write_members(self, out: DetectorOutput) -> None:
         c = _columns("campaign_id", "window_end", "account_id", "joined")
@@ -353,22 +355,22 @@ class ClickHouseSink:
         self._insert("enforcement_actions", c)
 
     def write_links(self, out: DetectorOutput) -> None:
+        for insert in self.link_inserts(out):
+            insert()
+
+    def link_inserts(self, out: DetectorOutput) -> list[Callable[[], None]]:
+        """``entity_links`` as inserts of at most `ROWS_PER_INSERT` rows (see `score_inserts`)."""
+        return [partial(self._insert_links, out, part) for part in _slices(out.links)]
+
+    def _insert_links(self, out: DetectorOutput, part: list[tuple[int, slice]]) -> None:
         c = _columns("window_start", "account_id", "ip_block", "requests")
-        for link in out.links:
-            start = _dt(link.start_ms)
-            lo = 0
-            while lo < len(link):
-                n = min(len(link) - lo, ROWS_PER_INSERT - len(c["account_id"]))  # what fits
-                part = slice(lo, lo + n)
-                lo += n
-                accounts = link.accounts[part]
-                c["window_start"].extend([start] * len(accounts))
-                c["account_id"].extend(accounts)
-                c["ip_block"].extend(link.blocks[part])
-                c["requests"].extend(link.requests[part].tolist())
-                if len(c["account_id"]) >= ROWS_PER_INSERT:
-                    self._insert("entity_links", c)
-                    c = _columns("window_start", "account_id", "ip_block", "requests")
+        for i, rows in part:
+            link = out.links[i]
+            accounts = link.accounts[rows]
+            c["window_start"].extend([_dt(link.start_ms)] * len(accounts))
+            c["account_id"].extend(accounts)
+            c["ip_block"].extend(link.blocks[rows])
+            c["requests"].extend(link.requests[rows].tolist())
         self._insert("entity_links", c)
 
     def write_dead_letters(self, dead: Sequence[DeadLetter]) -> None:
@@ -384,6 +386,27 @@ class ClickHouseSink:
             c["reason"].append(str(d.rejection))
             c["raw"].append(d.raw.decode("utf-8", "replace"))
         self._insert("dead_letters", c)
+
+
+def _slices(groups: Sequence[Sized]) -> list[list[tuple[int, slice]]]:
+    """The rows of ``groups`` (windows of scores or links) cut into inserts of at most
+    `ROWS_PER_INSERT` rows: per insert, (group, rows of it) pairs, in order.
+
+    >>> _slices([range(3), range(0), range(5)])
+    [[(0, slice(0, 3, None)), (2, slice(0, 5, None))]]
+    """
+    inserts: list[list[tuple[int, slice]]] = [[]]
+    room = ROWS_PER_INSERT
+    for i, group in enumerate(groups):
+        lo = 0
+        while lo < len(group):
+            if room == 0:
+                inserts.append([])
+                room = ROWS_PER_INSERT
+            n = min(len(group) - lo, room)
+            inserts[-1].append((i, slice(lo, lo + n)))
+            lo, room = lo + n, room - n
+    return [part for part in inserts if part]
 
 
 def _columns(*names: str) -> dict[str, list[Any]]:

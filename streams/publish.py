@@ -157,14 +157,15 @@ class Outputs:
         self.heartbeats = list(batch.heartbeats)
         self.progress: list[Message] | None = None  # the heartbeats, once partitions are known
         self.inserts: list[tuple[str, Callable[[], None]]] = []
-        if out.scored or out.campaigns:
-            self.inserts.append(
-                ("entity_scores/campaign_members", lambda: sink.write_scores(out, version))
-            )
+        # One entry per insert: each is dropped once written, so a retry writes only the rest.
+        if out.scored:
+            self.inserts += [("entity_scores", f) for f in sink.score_inserts(out, version)]
+        if out.campaigns:
+            self.inserts.append(("campaign_members", lambda: sink.write_members(out)))
         if out.actions:
             self.inserts.append(("enforcement_actions", lambda: sink.write_actions(out.actions)))
         if out.links:
-            self.inserts.append(("entity_links", lambda: sink.write_links(out)))
+            self.inserts += [("entity_links", f) for f in sink.link_inserts(out)]
         if dead:
             self.inserts.append(("dead_letters", lambda: sink.write_dead_letters(dead)))
 

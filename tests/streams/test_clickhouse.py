@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import pickle
 from datetime import UTC, datetime
@@ -11,6 +12,8 @@ import orjson
 import pytest
 
 import streams.clickhouse
+from models.outputs import DetectorOutput
+from schemas.topics import Topics
 from simulator.traffic import write_traffic
 from streams.cli import main
 from streams.clickhouse import (
@@ -21,6 +24,8 @@ from streams.clickhouse import (
     connect,
     migrate,
 )
+from streams.processors import Produced
+from streams.publish import OutputError, Outputs
 
 pytestmark = pytest.mark.clickhouse
 _n = itertools.count()
@@ -203,6 +208,42 @@ def test_large_windows_are_written_a_slice_at_a_time_and_whole(
     assert client.query(f"SELECT count() FROM {database}.entity_links").result_rows[0][0] == links
     big = [n for table, n in sizes if table in ("entity_scores", "entity_links")]
     assert max(big) == 100 and sum(big) == len(scored) + links and len(big) > 100
+
+
+def test_a_retry_after_a_failed_insert_writes_only_the_inserts_not_written(
+    chdb_url, database, small_run, monkeypatch
+) -> None:
+    """A batch's scores go out as several inserts; when one fails, the retry writes it and the
+    ones after it, never again the ones before."""
+    monkeypatch.setattr(streams.clickhouse, "ROWS_PER_INSERT", 100)
+    client = connect(chdb_url)
+    migrate(client, database)
+    sink = ClickHouseSink(client, database)
+    out = DetectorOutput(scored=small_run.scored, links=small_run.links)
+    calls = itertools.count()
+    insert = client.insert
+
+    def third_fails(*args, **kwargs):
+        if next(calls) == 2:
+            raise ConnectionError("ClickHouse went away")
+        return insert(*args, **kwargs)
+
+    monkeypatch.setattr(client, "insert", third_fails)
+
+    async def blocking(call) -> None:
+        call()
+
+    publication = Outputs(Produced(out=out), Topics(), None, sink, "v-test", blocking)
+    with pytest.raises(OutputError):
+        asyncio.run(publication.attempt())
+    asyncio.run(publication.attempt())
+    total = sum(len(sw) for sw in out.scored)
+    links = sum(len(link) for link in out.links)
+    # Rows sent, not rows read back: the table's merges would hide rows written twice.
+    assert sink.stats.by_table == {"entity_scores": total, "entity_links": links}
+    for table, rows in (("entity_scores", total), ("entity_links", links)):
+        query = f"SELECT count() FROM {database}.{table} FINAL"
+        assert client.query(query).result_rows[0][0] == rows
 
 
 def test_checkpoints_are_stored_compressed_and_older_ones_still_load(chdb_url, database) -> None:
