@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Keys"]
+__all__ = ["Keys", "pack", "unpack"]
 
 I64 = npt.NDArray[np.int64]
 Rows = npt.NDArray[np.intp]
@@ -60,6 +60,31 @@ def _encoded(ids: Sequence[str]) -> tuple[npt.NDArray[np.uint8], I64]:
     parts = [s.encode("utf-8", "surrogatepass") for s in ids]
     sizes = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
     return np.frombuffer(b"".join(parts), dtype=np.uint8), sizes
+
+
+def pack(ids: Sequence[str]) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int32]]:
+    """``ids`` as two arrays, their UTF-8 bytes end to end and each one's length: no Python
+    object per id (`unpack` gives them back).
+
+    >>> data, sizes = pack(["a", "bé", ""])
+    >>> data.tobytes(), sizes.tolist(), unpack(data, sizes)
+    (b'ab\\xc3\\xa9', [1, 3, 0], ['a', 'bé', ''])
+    """
+    data, sizes = _encoded(ids)
+    return data.copy(), sizes.astype(np.int32)
+
+
+def unpack(data: npt.NDArray[np.uint8], sizes: npt.NDArray[np.integer[Any]]) -> list[str]:
+    """The ids `pack` packed, in order."""
+    ends = np.cumsum(sizes, dtype=np.int64)
+    starts = (ends - sizes).tolist()
+    if not data.size or int(data.max()) < 0x80:  # ASCII: one string, sliced
+        text = data.tobytes().decode("ascii")
+        return [text[s:e] for s, e in zip(starts, ends.tolist(), strict=True)]
+    raw = memoryview(data.data)
+    return [
+        str(raw[s:e], "utf-8", "surrogatepass") for s, e in zip(starts, ends.tolist(), strict=True)
+    ]
 
 
 class Keys:

@@ -22,6 +22,8 @@ import numpy.typing as npt
 
 from models.events import UsageEvent
 from models.events import subnet as _subnet
+from models.keys import pack, unpack
+from models.seen import SeenIds
 
 __all__ = ["ClosedWindow", "WindowStats", "Windower"]
 
@@ -30,13 +32,22 @@ I64 = npt.NDArray[np.int64]
 # buffered event instead of keeping every parsed event object alive until the window closes.
 CHUNK = 8192
 
+# A chunk's names (accounts, blocks, models, subnets) as UTF-8 bytes and lengths (`pack`): a
+# window of a million accounts then keeps no string per account until it closes. Chunks pickled
+# before this keep a list.
+Names = tuple[npt.NDArray[np.uint8], npt.NDArray[np.int32]] | list[str]
 
-def _factorize(values: tuple[str, ...] | list[str]) -> tuple[npt.NDArray[np.int32], list[str]]:
+
+def _names(names: Names) -> list[str]:
+    return names if isinstance(names, list) else unpack(*names)
+
+
+def _factorize(values: tuple[str, ...] | list[str]) -> tuple[npt.NDArray[np.int32], Names]:
     index: dict[str, int] = {}
     codes = np.fromiter(
         (index.setdefault(v, len(index)) for v in values), dtype=np.int32, count=len(values)
     )
-    return codes, list(index)
+    return codes, pack(list(index))
 
 
 _PAYMENT_CACHE: dict[str, int] = {}
@@ -86,11 +97,11 @@ class _Chunk:
 
     ts: I64
     account: npt.NDArray[np.int32]
-    accounts: list[str]
+    accounts: Names
     block: npt.NDArray[np.int32]
-    blocks: list[str]
+    blocks: Names
     model: npt.NDArray[np.int32]
-    models: list[str]
+    models: Names
     ip_hash: I64
     input_tokens: npt.NDArray[np.float64]
     output_tokens: npt.NDArray[np.float64]
@@ -102,7 +113,7 @@ class _Chunk:
     payment_hash: I64
     # A chunk pickled before subnets existed restores with its blocks as subnets.
     subnet: npt.NDArray[np.int32]
-    subnets: list[str]
+    subnets: Names
 
     def __setstate__(self, state: tuple[Any, dict[str, Any]]) -> None:
         _with_subnets(self, state)
@@ -267,7 +278,7 @@ class ClosedWindow:
             index: dict[str, int] = {}
             parts = []
             for c in chunks:
-                names: list[str] = getattr(c, names_attr)
+                names = _names(getattr(c, names_attr))
                 remap = np.fromiter(
                     (index.setdefault(v, len(index)) for v in names),
                     dtype=np.int32,
@@ -312,7 +323,15 @@ class ClosedWindow:
 class _OpenWindow:
     rows: list[UsageEvent] = field(default_factory=list)
     chunks: list[_Chunk] = field(default_factory=list)
-    ids: set[str] = field(default_factory=set)
+    # The window's event ids, for duplicates: without a string per event (`models.seen`).
+    ids: SeenIds = field(default_factory=SeenIds)
+
+    def __setstate__(self, state: tuple[Any, dict[str, Any]]) -> None:
+        for name, value in state[1].items():
+            # A window pickled before `SeenIds` holds its event ids in a set.
+            object.__setattr__(
+                self, name, SeenIds.of(value) if name == "ids" and isinstance(value, set) else value
+            )
 
 
 @dataclass(slots=True)
@@ -401,10 +420,9 @@ class Windower:
         if win is None:
             win = self._open[start] = _OpenWindow()
             self._next_end = min(self._next_end, start + self.window_ms)
-        if event.event_id in win.ids:
+        if not win.ids.add(event.event_id):
             self.stats.duplicates += 1
             return False
-        win.ids.add(event.event_id)
         win.rows.append(event)
         if len(win.rows) >= CHUNK:
             win.chunks.append(_Chunk.from_rows(win.rows))

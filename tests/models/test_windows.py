@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pickle
 import random
 
 import numpy as np
@@ -7,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.events import UsageEvent, ip_block
+from models.keys import unpack
 from models.windows import CHUNK, ClosedWindow, Windower
 
 
@@ -155,3 +157,31 @@ def test_rows_that_differ_only_in_their_subnet_are_ordered_by_it() -> None:
 
     one, other = closed([a, b]), closed([b, a])
     assert [one.subnets[i] for i in one.subnet] == [other.subnets[i] for i in other.subnet]
+
+
+def test_a_window_pickled_with_an_id_set_and_named_chunks_restores_and_closes_the_same() -> None:
+    """Checkpoints from before `SeenIds` and packed names: a set of event ids per open window,
+    and each chunk's names as a list of strings."""
+    events = [ev(i, i % 50_000, account=f"acct{i % 11}") for i in range(CHUNK + 40)]
+
+    def fed() -> Windower:
+        w = Windower(window_ms=60_000, allowed_lateness_ms=0)
+        for e in events:
+            w.add(e)
+        return w
+
+    expected = fed().flush()[0]
+    old = fed()
+    (win,) = old._open.values()
+    object.__setattr__(win, "ids", {e.event_id for e in events})
+    for chunk in win.chunks:
+        for names in ("accounts", "blocks", "models", "subnets"):
+            object.__setattr__(chunk, names, list(unpack(*getattr(chunk, names))))
+    restored = pickle.loads(pickle.dumps(old))
+    assert not restored.add(events[0]) and not restored.add(events[-1])
+    assert restored.add(ev(10**6, 10, account="acct0"))
+    (window,) = restored.flush()
+    assert restored.stats.duplicates == 2
+    assert window.n_events == expected.n_events + 1
+    assert window.accounts == expected.accounts
+    assert window.account[:-1].tolist() == expected.account.tolist()
