@@ -224,6 +224,9 @@ class Stage(Member):
             if saved is not None:
                 self.consumer.seek(tp, saved[0])
                 self.next_offset[tp.partition] = saved[0]
+                # Saved, but perhaps not committed (a crash between the two): the next periodic
+                # checkpoint commits it, idle or not.
+                self.changed()
             self.parts[tp.partition] = det
             self.last_seen[tp.partition] = time.monotonic()
             log.info(
@@ -633,6 +636,7 @@ class CampaignStage(Member):
             self.linking = CampaignLinking.restored(pickle.loads(blob), self.config.detector)
             self.consumer.seek(TopicPartition(self.topic, 0), offset)
             self.next_offset = offset
+            self.changed()  # saved, perhaps not committed: see Stage._assign
         self.owned = True
         log.info("campaigns: partition 0 assigned (%s)", "restored" if saved else "fresh")
 
