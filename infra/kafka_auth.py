@@ -23,12 +23,14 @@ ValueError: DISTILLGUARD_KAFKA_SECURITY_PROTOCOL=SASL_SSL needs DISTILLGUARD_KAF
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MECHANISMS", "PROTOCOLS", "KafkaAuth"]
+__all__ = ["MECHANISMS", "PROTOCOLS", "KafkaAuth", "check_reachable"]
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -120,3 +122,82 @@ class KafkaAuth:
         if self.tls:
             out["ssl_context"] = self.ssl_context()
         return out
+
+
+def _host_port(server: str) -> tuple[str, int]:
+    host, _, port = server.strip().rpartition(":")
+    return host.strip("[]") or server, int(port) if port.isdigit() else 9092
+
+
+def check_reachable(bootstrap: str, auth: KafkaAuth, timeout_s: float = 5.0) -> None:
+    """Raise an `OSError` whose one line names the cause and the setting to fix, if no bootstrap
+    server can be reached: connected to and, with TLS, shaken hands with (the broker's
+    certificate verified, ours accepted). The Kafka clients retry such a failure for 30 s and
+    then report only "Unable to bootstrap". SASL credentials are the clients' to check.
+
+    >>> check_reachable(f"127.0.0.1:{_closed_port()}", KafkaAuth())
+    Traceback (most recent call last):
+    ...
+    OSError: cannot reach Kafka: 127.0.0.1:...: connection refused: is Kafka running there? (DISTILLGUARD_KAFKA_BOOTSTRAP)
+    """  # noqa: E501
+    problems = []
+    for server in filter(None, (s.strip() for s in bootstrap.split(","))):
+        problem = _problem(server, auth, timeout_s)
+        if problem is None:
+            return
+        problems.append(f"{server}: {problem}")
+    raise OSError("cannot reach Kafka: " + "; ".join(problems or ["no bootstrap server given"]))
+
+
+def _problem(server: str, auth: KafkaAuth, timeout_s: float) -> str | None:
+    """What keeps us from talking to ``server`` (None: nothing)."""
+    host, port = _host_port(server)
+    try:
+        sock = socket.create_connection((host, port), timeout_s)
+    except ConnectionRefusedError:
+        return f"connection refused: is Kafka running there? ({_VAR}BOOTSTRAP)"
+    except OSError as exc:
+        return f"{exc.strerror or exc} ({_VAR}BOOTSTRAP)"
+    with sock:
+        context = auth.ssl_context()
+        if context is None:
+            return None
+        plaintext = (
+            f"it does not answer TLS there: set {_VAR}SECURITY_PROTOCOL to PLAINTEXT or "
+            "SASL_PLAINTEXT, or point the bootstrap at its TLS listener"
+        )
+        try:
+            with context.wrap_socket(sock, server_hostname=host) as tls:
+                # TLS 1.3 reports a refused client certificate after the handshake: a broker
+                # waiting for our first request sends nothing, a refusal arrives (or a close).
+                tls.settimeout(1.0)
+                with contextlib.suppress(TimeoutError):
+                    if tls.recv(1) == b"":
+                        return f"it closed the connection after the TLS handshake: {_CLIENT_CERT}"
+            return None
+        except ssl.SSLCertVerificationError as exc:
+            return (
+                f"the broker's certificate is not trusted ({exc.verify_message}): set "
+                f"{_VAR}SSL_CAFILE to the CA that issued it"
+            )
+        except ssl.SSLError as exc:
+            reason = exc.reason or str(exc)
+            if any(k in reason for k in ("CERTIFICATE_REQUIRED", "UNKNOWN_CA", "BAD_CERTIFICATE")):
+                return f"TLS handshake refused ({reason}): {_CLIENT_CERT}"
+            if any(k in reason for k in ("WRONG_VERSION_NUMBER", "RECORD_LAYER", "EOF")):
+                return f"TLS handshake failed ({reason}): {plaintext}"
+            return f"TLS handshake failed ({reason}): check the {_VAR}SSL_* settings"
+        except TimeoutError:
+            return f"no answer to a TLS handshake within {timeout_s:.0f} s: {plaintext}"
+        except OSError as exc:  # closed in the middle of the handshake
+            return f"TLS handshake failed ({exc.strerror or exc}): {plaintext}"
+
+
+_CLIENT_CERT = f"it wants a client certificate its CA issued: set {_VAR}SSL_CERTFILE and _KEYFILE"
+
+
+def _closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (for the example above)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -6,6 +6,9 @@ import argparse
 import logging
 import sys
 
+from aiokafka.errors import KafkaError as AIOKafkaError
+from kafka.errors import KafkaError
+
 from streams.cli import (
     broker,
     demo,
@@ -51,5 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except ClickHouseError as exc:  # after a connection was made: a query or insert failed
         print(f"distillguard {args.command}: error: ClickHouse: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except (KafkaError, AIOKafkaError) as exc:  # e.g. SASL credentials the broker refused
+        print(
+            f"distillguard {args.command}: error: Kafka: {redact(one_line(exc))}; check "
+            "DISTILLGUARD_KAFKA_BOOTSTRAP and the DISTILLGUARD_KAFKA_SASL_* / _SSL_* settings",
+            file=sys.stderr,
+        )
         return 2
     return code

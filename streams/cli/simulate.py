@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from infra.kafka_auth import check_reachable
 from simulator.traffic import simulate, traffic_lines, write_labels, write_traffic
 from streams.cli._common import scenario_for, scenario_options
 from streams.produce import produce
@@ -75,12 +76,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 "no Kafka to write to: pass --bootstrap or set "
                 "DISTILLGUARD_KAFKA_BOOTSTRAP (start one with `distillguard broker`)"
             )
+        auth = Settings.from_env().kafka_auth()
+        check_reachable(bootstrap, auth)
         lines = produce(
-            traffic_lines(traffic, args.bad_lines),
-            bootstrap,
-            args.topic,
-            args.rate,
-            auth=Settings.from_env().kafka_auth(),
+            traffic_lines(traffic, args.bad_lines), bootstrap, args.topic, args.rate, auth=auth
         )
         where = f"topic {args.topic} at {bootstrap}"
     if args.labels:

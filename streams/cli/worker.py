@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from infra.kafka_auth import check_reachable
 from streams.settings import Settings
 
 __all__ = ["register"]
@@ -30,6 +31,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
         kafka_bootstrap=args.bootstrap, clickhouse_url=args.clickhouse, web_port=args.web_port
     )
     app = create_app(settings)
+    # A broker that refuses us (wrong address, untrusted certificate, no client certificate)
+    # said in one line, before the clients retry it for 30 s and report a traceback.
+    check_reachable(settings.kafka_bootstrap, settings.kafka_auth())
     worker = faust.Worker(app, loglevel=args.loglevel)
     worker.execute_from_commandline()  # returns on SIGTERM/SIGINT after stopping the app
     return 0
