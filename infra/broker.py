@@ -47,6 +47,7 @@ def ensure_topics(
     admin = KafkaAdminClient(
         bootstrap_servers=bootstrap,
         request_timeout_ms=int(timeout_s * 1000),
+        bootstrap_timeout_ms=int(timeout_s * 1000),  # a refused handshake too (default: 30 s)
         **(auth or KafkaAuth()).client_kwargs(),
     )
     try:
@@ -89,9 +90,20 @@ class EmbeddedBroker:
     ``with EmbeddedBroker() as broker: produce_to(broker.bootstrap)``
     """
 
-    def __init__(self, port: int | None = None, log_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        log_dir: Path | None = None,
+        advertised_port: int | None = None,
+        auth: KafkaAuth | None = None,
+    ) -> None:
+        """``advertised_port``: the port clients are told to connect to, when something else
+        listens there in front of the broker (a TLS-terminating proxy); ``auth``: how to reach
+        the broker through it (to know it is ready)."""
         self.port = port or free_port()
-        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.advertised_port = advertised_port or self.port
+        self.bootstrap = f"127.0.0.1:{self.advertised_port}"
+        self.auth = auth
         self._log_dir = log_dir
         self._process: subprocess.Popen[bytes] | None = None
         self._own_dir: Path | None = None  # a temporary directory this broker made for its log
@@ -99,6 +111,7 @@ class EmbeddedBroker:
 
     def start(self, ready_timeout_s: float = 20.0) -> EmbeddedBroker:
         url = f"tcp://127.0.0.1:{self.port}"
+        advertised = f"tcp://127.0.0.1:{self.advertised_port}"
         log_dir = self._log_dir
         if log_dir is None:
             log_dir = self._own_dir = Path(tempfile.mkdtemp(prefix="distillguard-broker-"))
@@ -111,7 +124,7 @@ class EmbeddedBroker:
                 "--listener-url",
                 url,
                 "--advertised-listener-url",
-                url,
+                advertised,
                 "--storage-engine",
                 "memory://tansu/",
             ],
@@ -128,7 +141,7 @@ class EmbeddedBroker:
                     f"see {self.log_path}"
                 )
             try:
-                ensure_topics(self.bootstrap, {}, timeout_s=2.0)
+                ensure_topics(self.bootstrap, {}, timeout_s=2.0, auth=self.auth)
                 return self
             except (KafkaError, OSError):
                 if time.monotonic() > deadline:
