@@ -64,18 +64,19 @@ class SeenIds:
         return len(self._hashes)
 
     def __contains__(self, entity_id: object) -> bool:
-        if not isinstance(entity_id, str):
-            return False
-        h = hash(entity_id) or 1
+        return isinstance(entity_id, str) and self._probe(entity_id, hash(entity_id) or 1) < 0
+
+    def _probe(self, entity_id: str, h: int) -> int:
+        """The free slot where ``entity_id`` (hash ``h``) would go, or -1 if it is held."""
         table, mask = self._table, self._mask
         i = h & mask
         held = table[i]
         while held != _EMPTY:
             if held == h and self._id(self._at[i]) == entity_id:
-                return True
+                return -1
             i = (i + 1) & mask
             held = table[i]
-        return False
+        return i
 
     def _id(self, k: int) -> str:
         packed = len(self._ends)
@@ -87,25 +88,20 @@ class SeenIds:
     def add(self, entity_id: str) -> bool:
         """Add ``entity_id``; False if it was already held."""
         h = hash(entity_id) or 1
-        table, mask = self._table, self._mask
-        i = h & mask
-        held = table[i]
-        while held != _EMPTY:
-            if held == h and self._id(self._at[i]) == entity_id:
-                return False
-            i = (i + 1) & mask
-            held = table[i]
+        i = self._probe(entity_id, h)
+        if i < 0:
+            return False
         hashes = self._hashes
         k = len(hashes)
-        table[i] = h
+        self._table[i] = h
         self._at[i] = k
         hashes.append(h)
         recent = self._recent
         recent.append(entity_id)
         if len(recent) >= PACK:
             self._pack()
-        if 2 * (k + 1) > mask + 1:
-            self._rebuild(2 * (mask + 1))
+        if 2 * (k + 1) > self._mask + 1:
+            self._rebuild(2 * (self._mask + 1))
         return True
 
     def _pack(self) -> None:
