@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import signal
+import subprocess
 from dataclasses import replace
 
 import pytest
@@ -43,3 +45,13 @@ def small_run(small_traffic: SimulatedTraffic) -> DetectorOutput:
 def chdb_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     """One chDB path per test process (chDB allows one); tests isolate by database name."""
     return f"chdb://{tmp_path_factory.mktemp('chdb')}"
+
+
+def stop_worker(proc: subprocess.Popen[bytes], timeout_s: float = 45) -> int:
+    """SIGTERM a worker process and wait for it (killed if it does not stop): its exit code."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise

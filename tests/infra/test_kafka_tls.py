@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import ssl
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from kafka.errors import KafkaError
 from infra.broker import EmbeddedBroker, ensure_topics, free_port
 from infra.kafka_auth import KafkaAuth
 from schemas.topics import DEAD_LETTERS, default_topics
+from tests.conftest import stop_worker
 from tests.infra.tls_proxy import TlsProxy
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
@@ -130,12 +130,7 @@ def test_the_worker_and_every_client_work_through_mutual_tls(pki, tmp_path: Path
                 consumer.close()
             assert letters and letters[0]["reason"]
         finally:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                code = worker.wait(timeout=45)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                raise
+            code = stop_worker(worker)
         assert code == 0
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from streams.app import create_app
 from streams.cli import main
 from streams.produce import produce
 from streams.settings import Settings
+from tests.conftest import stop_worker
 
 TOKEN = "t0ken-for-tests-only"
 
@@ -99,12 +99,7 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
             account = orjson.loads(body)["top"][0]["entity_id"]
             yield Worker(base, port, account, block)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                code = proc.wait(timeout=45)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                raise
+            code = stop_worker(proc)
         assert code == 0
 
 

@@ -18,6 +18,7 @@ from infra.broker import EmbeddedBroker, ensure_topics, free_port
 from schemas.topics import USAGE_EVENTS, default_topics
 from simulator.traffic import SCENARIOS, simulate, traffic_lines
 from streams.produce import produce
+from tests.conftest import stop_worker
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 
@@ -107,12 +108,7 @@ def test_worker_process_serves_health_metrics_and_investigations(tmp_path) -> No
                 view = orjson.loads(body)
                 assert status == 200 and view["growth"] and view["members"]
         finally:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                code = worker.wait(timeout=45)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                raise
+            code = stop_worker(worker)
         assert code == 0
         log = worker.stdout.read().decode()
         assert "distillguard worker ready" in log and "/health" in log
