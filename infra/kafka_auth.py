@@ -26,9 +26,12 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from kafka.cluster import collect_hosts
 
 __all__ = ["MECHANISMS", "PROTOCOLS", "KafkaAuth", "check_reachable"]
 
@@ -124,34 +127,36 @@ class KafkaAuth:
         return out
 
 
-def _host_port(server: str) -> tuple[str, int]:
-    host, _, port = server.strip().rpartition(":")
-    return host.strip("[]") or server, int(port) if port.isdigit() else 9092
-
-
-def check_reachable(bootstrap: str, auth: KafkaAuth, timeout_s: float = 5.0) -> None:
+def check_reachable(bootstrap: str, auth: KafkaAuth, timeout_s: float = 10.0) -> None:
     """Raise an `OSError` whose one line names the cause and the setting to fix, if no bootstrap
     server can be reached: connected to and, with TLS, shaken hands with (the broker's
     certificate verified, ours accepted). The Kafka clients retry such a failure for 30 s and
-    then report only "Unable to bootstrap". SASL credentials are the clients' to check.
+    then report only "Unable to bootstrap". The servers are read as the clients read them
+    (``host:port``, ``[v6]:port``, a ``PROTOCOL://`` prefix, 9092 by default) and checked in
+    turn within one ``timeout_s``. SASL credentials are the clients' to check.
 
     >>> check_reachable(f"127.0.0.1:{_closed_port()}", KafkaAuth())
     Traceback (most recent call last):
     ...
     OSError: cannot reach Kafka: 127.0.0.1:...: connection refused: is Kafka running there? (DISTILLGUARD_KAFKA_BOOTSTRAP)
     """  # noqa: E501
-    problems = []
-    for server in filter(None, (s.strip() for s in bootstrap.split(","))):
-        problem = _problem(server, auth, timeout_s)
+    deadline = time.monotonic() + timeout_s
+    problems: dict[str, list[str]] = {}
+    for host, port, _ in collect_hosts(bootstrap, randomize=False):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        problem = _problem(host, port, auth, left)
         if problem is None:
             return
-        problems.append(f"{server}: {problem}")
-    raise OSError("cannot reach Kafka: " + "; ".join(problems or ["no bootstrap server given"]))
+        server = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        problems.setdefault(problem, []).append(server)
+    said = [f"{', '.join(servers)}: {problem}" for problem, servers in problems.items()]
+    raise OSError("cannot reach Kafka: " + ("; ".join(said) or f"no time left ({_VAR}BOOTSTRAP)"))
 
 
-def _problem(server: str, auth: KafkaAuth, timeout_s: float) -> str | None:
-    """What keeps us from talking to ``server`` (None: nothing)."""
-    host, port = _host_port(server)
+def _problem(host: str, port: int, auth: KafkaAuth, timeout_s: float) -> str | None:
+    """What keeps us from talking to ``host:port`` (None: nothing)."""
     try:
         sock = socket.create_connection((host, port), timeout_s)
     except ConnectionRefusedError:
@@ -163,14 +168,14 @@ def _problem(server: str, auth: KafkaAuth, timeout_s: float) -> str | None:
         if context is None:
             return None
         plaintext = (
-            f"it does not answer TLS there: set {_VAR}SECURITY_PROTOCOL to PLAINTEXT or "
+            f"if it is not a TLS listener, set {_VAR}SECURITY_PROTOCOL to PLAINTEXT or "
             "SASL_PLAINTEXT, or point the bootstrap at its TLS listener"
         )
         try:
             with context.wrap_socket(sock, server_hostname=host) as tls:
                 # TLS 1.3 reports a refused client certificate after the handshake: a broker
                 # waiting for our first request sends nothing, a refusal arrives (or a close).
-                tls.settimeout(1.0)
+                tls.settimeout(2.0)
                 with contextlib.suppress(TimeoutError):
                     if tls.recv(1) == b"":
                         return f"it closed the connection after the TLS handshake: {_CLIENT_CERT}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import ssl
 import subprocess
 import sys
@@ -16,6 +17,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient
 
+from infra.broker import free_port
+from infra.kafka_auth import KafkaAuth, check_reachable
 from streams.app import faust_credentials
 from streams.settings import Settings
 
@@ -95,3 +98,21 @@ def test_the_worker_refuses_to_start_with_one_line_and_no_password(tmp_path: Pat
     said = done.stdout + done.stderr
     assert done.returncode != 0
     assert "does not use SASL" in said and "Traceback" not in said and SECRET not in said
+
+
+def test_the_pre_flight_reads_bootstrap_servers_as_the_clients_do() -> None:
+    """Several servers, a protocol prefix, IPv6 literals, no port: the first reachable one is
+    enough; the refused ones are named in one line, grouped by what is wrong."""
+    with socket.socket() as up:
+        up.bind(("127.0.0.1", 0))
+        up.listen()
+        live = up.getsockname()[1]
+        closed = [free_port(), free_port()]
+        check_reachable(f"127.0.0.1:{closed[0]},PLAINTEXT://127.0.0.1:{live}", KafkaAuth())
+        with pytest.raises(OSError) as refused:
+            check_reachable(f"127.0.0.1:{closed[0]}, SSL://127.0.0.1:{closed[1]}", KafkaAuth())
+    line = str(refused.value)
+    assert "\n" not in line and line.count("connection refused") == 1
+    assert f"127.0.0.1:{closed[0]}, 127.0.0.1:{closed[1]}: connection refused" in line
+    with pytest.raises(OSError, match=r"\[::1\]:9092: "):  # no port: the clients' 9092
+        check_reachable("[::1]", KafkaAuth(), timeout_s=2.0)

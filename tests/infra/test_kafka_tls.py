@@ -165,7 +165,7 @@ def test_a_client_the_listener_or_it_cannot_trust_is_refused(pki, who: str) -> N
     [
         ("worker", "trusts another CA", "the broker's certificate is not trusted"),
         ("simulate", "brings no certificate", "wants a client certificate"),
-        ("worker", "speaks TLS to a plaintext listener", "does not answer TLS there"),
+        ("worker", "speaks TLS to a plaintext listener", "if it is not a TLS listener"),
     ],
 )
 def test_a_refused_connection_is_one_line_with_the_cause_and_the_setting(

@@ -32,15 +32,22 @@ class TlsProxy:
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._server: asyncio.Server | None = None
+        self._failed: OSError | None = None
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         # A refused handshake (an untrusted or missing certificate) is the client's failure to
         # see, not this thread's to report.
         self._loop.set_exception_handler(lambda loop, ctx: None)
-        self._server = self._loop.run_until_complete(
-            asyncio.start_server(self._relay, "127.0.0.1", self.port, ssl=self.context)
-        )
+        try:
+            self._server = self._loop.run_until_complete(
+                asyncio.start_server(self._relay, "127.0.0.1", self.port, ssl=self.context)
+            )
+        except OSError as exc:  # the port was taken meanwhile: said by __enter__
+            self._failed = exc
+            self._loop.close()
+            self._ready.set()
+            return
         self._ready.set()
         self._loop.run_forever()
         self._server.close()
@@ -71,6 +78,8 @@ class TlsProxy:
         self._thread.start()
         if not self._ready.wait(10):
             raise TimeoutError("the TLS proxy did not start")
+        if self._failed is not None:
+            raise self._failed
         return self
 
     def __exit__(
@@ -79,5 +88,8 @@ class TlsProxy:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._failed is None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        if self._thread.is_alive():
+            raise RuntimeError("the TLS proxy's thread did not stop")
