@@ -1,14 +1,16 @@
 """Does a threshold keep its promise? Budget against realised share on ordinary windows.
 
     .venv/bin/python -m bench.calibration [--seeds 1-20] [--scale 1.0] [--jobs 2] [--segments 3]
+        [--worlds sim|outside]
 
-Each world is a randomized world (``simulator.worlds``) with every campaign account's events
-removed: ordinary traffic only, so every window over a threshold is a false positive by
-construction. The detector scores it the way ``score`` does. For each kind (accounts, IP blocks)
-and each threshold of the policy (release 2%, flag 0.1%, throttle 0.02%, suspend 0.005%), the bench
-prints the share of windows scored at or over the threshold after the calibrator's warm-up,
-divided by the budget (1.00x = the promise kept exactly), per world, per time segment of a world
-(``--segments``: early, middle, late), and pooled over all worlds.
+Each world is a randomized world (``simulator.worlds``, or with ``--worlds outside`` the
+second generator of ``bench.outside_world``, written apart from the detector) with every
+campaign account's events removed: ordinary traffic only, so every window over a threshold is a
+false positive by construction. The detector scores it the way ``score`` does. For each kind
+(accounts, IP blocks) and each threshold of the policy (release 2%, flag 0.1%, throttle 0.02%,
+suspend 0.005%), the bench prints the share of windows scored at or over the threshold after the
+calibrator's warm-up, divided by the budget (1.00x = the promise kept exactly), per world, per
+time segment of a world (``--segments``: early, middle, late), and pooled over all worlds.
 
 Small worlds hold few windows: a 0.005% budget over 100,000 windows expects 5. Next to each
 ratio the bench prints the count and whether it lies inside the central 95% Poisson interval of
@@ -26,10 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.robustness import parse_seeds
+from bench.robustness import _world, parse_seeds
 from models.detector import Detector, DetectorConfig
-from schemas.validation import Rejection, validate_event
-from simulator.worlds import random_world
 from streams.replay import BATCH
 
 KINDS = ("account", "ip_block")
@@ -49,17 +49,12 @@ def budgets(config: DetectorConfig) -> tuple[float, ...]:
     return (p.release_budget, p.flag_budget, p.throttle_budget, p.suspend_budget)
 
 
-def run_world(seed: int, scale: float, segments: int) -> tuple[int, int, dict[str, Tally]]:
-    traffic = random_world(seed, scale)
-    accounts = traffic.labels["accounts"]
-    events = []
-    for e in traffic.events:
-        if accounts.get(e.get("account_id"), {}).get("label") != "benign":
-            continue
-        event = validate_event(e)
-        if not isinstance(event, Rejection):
-            events.append(event)
-    events.sort(key=lambda e: e.ts_ms)
+def run_world(
+    seed: int, scale: float, segments: int, worlds: str = "sim"
+) -> tuple[int, int, dict[str, Tally]]:
+    every, labels = _world(seed, scale, worlds)
+    accounts = labels["accounts"]
+    events = [e for e in every if accounts.get(e.account_id, {}).get("label") == "benign"]
     config = DetectorConfig()
     thresholds = np.array([1.0 - b for b in budgets(config)])
     det = Detector(config, kinds=KINDS)
@@ -70,7 +65,9 @@ def run_world(seed: int, scale: float, segments: int) -> tuple[int, int, dict[st
     for out in [*outs, det.flush()]:
         for s in out.scored:
             if s.kind in seen:
-                shows = int((s.evidence >= config.reference_max_evidence).sum())
+                # the evidence a window weighs (output volume has no weight in it)
+                exposed = s.evidence * np.minimum(1.0, s.requests / config.exposure_requests)
+                shows = int((exposed >= config.reference_max_evidence).sum())
                 seen[s.kind].append((s.end_ms, s.score.copy(), shows))
     tallies: dict[str, Tally] = {}
     for kind, rows in seen.items():
@@ -120,6 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--segments", type=int, default=3)
+    ap.add_argument("--worlds", choices=("sim", "outside"), default="sim")
     args = ap.parse_args(argv)
     seeds = parse_seeds(args.seeds)
     started = time.perf_counter()
@@ -130,6 +128,7 @@ def main(argv: list[str] | None = None) -> None:
                 seeds,
                 [args.scale] * len(seeds),
                 [args.segments] * len(seeds),
+                [args.worlds] * len(seeds),
             )
         )
     bs = budgets(DetectorConfig())
@@ -166,13 +165,14 @@ def main(argv: list[str] | None = None) -> None:
         )
         left = sum(t[kind].excluded for _, _, t in results)
         print(
-            f"ordinary {kind} windows with evidence >= "
+            f"ordinary {kind} windows with exposed evidence >= "
             f"{DetectorConfig().reference_max_evidence} (left out of the reference): {left} of "
             f"{int(pooled_w):,d}"
         )
     events = sum(n for _, n, _ in results)
     print(
-        f"\n{len(seeds)} ordinary-only worlds, {events:,d} events, scale {args.scale}, "
+        f"\n{len(seeds)} ordinary-only worlds ({args.worlds}), {events:,d} events, "
+        f"scale {args.scale}, "
         f"{time.perf_counter() - started:.0f} s"
     )
 

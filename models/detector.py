@@ -14,11 +14,16 @@ of the accounts and blocks stages has its own, and the partitions of a stage sha
 - an `EntityTable`: per entity its own baseline, a Page-Hinkley drift test on its novelty and
   its enforcement history, a few hundred bytes each.
 
-Raw risk is behaviour evidence (fixed scales, `models.evidence`) plus the forest's novelty;
-calibration is conformal against reference windows (`models.calibration`). Score-then-learn: a
-window is scored against what the models knew before it; windows of entities whose evidence
-reached ``reference_max_evidence`` stay out of the reference for an hour, so a campaign, even one
-running before the detector started, does not become what ordinary looks like. Campaigns are
+Raw risk is behaviour evidence (fixed scales, `models.evidence`), weighed by the window's
+*exposure*, plus the forest's novelty; calibration is conformal against reference windows
+(`models.calibration`). Exposure is ``min(1, requests in the window / exposure_requests)``:
+evidence says how surely an entity shows a behaviour over its recent history, exposure how much
+of it this window holds, so one request a minute from a customer who always asks for reasoning
+through a rotating proxy is one request's worth of risk, not a harvest. Score-then-learn: a
+window is scored against what the models knew before it; windows of entities whose exposed
+evidence reached ``reference_max_evidence`` stay out of the reference for an hour, so a
+campaign, even one running before the detector started, does not become what ordinary looks
+like. Campaigns are
 linked, scored and enforced by `models.campaign_scoring.CampaignScorer`.
 """
 
@@ -199,7 +204,8 @@ def _links(w: ClosedWindow) -> EntityLinks:
 @dataclass(slots=True)
 class _Measured:
     """One kind's window as measured, before decisions: per entity its table row, behaviour
-    evidence, model inputs, novelty, raw risk (evidence + novelty) and calibrated score."""
+    evidence, the window's exposure and the evidence it weighs (``exposed``), model inputs,
+    novelty, raw risk (exposed evidence + novelty) and calibrated score."""
 
     rows: npt.NDArray[np.intp]
     evidence: WindowEvidence
@@ -210,6 +216,8 @@ class _Measured:
     score: F64
     drifted: npt.NDArray[np.bool_]
     outright: npt.NDArray[np.bool_]
+    exposure: F64
+    exposed: F64
 
 
 def _round(x: float) -> float | None:
@@ -553,7 +561,8 @@ class Detector:
         w: ClosedWindow,
         is_new_model: npt.NDArray[np.bool_],
     ) -> _Measured:
-        """Evidence, novelty, raw risk and calibrated score of every entity in the window."""
+        """Evidence, exposure, novelty, raw risk and calibrated score of every entity in the
+        window."""
         rows = table.rows(ew.ids)
         ev = window_evidence(
             km.kind,
@@ -565,25 +574,29 @@ class Detector:
             km.volume_p99,
             answers_tell_reasoning(km.kind, km.typical_share),
         )
+        exposure = np.minimum(1.0, ew.requests / self.config.exposure_requests)
+        exposed = ev.absolute * exposure
         X = ew.squashed()
         if km.weight == 0:
             # What ordinary looks like before anything is learned: this window's entities that do
             # not show extraction (a campaign running at start-up must not set the reference).
-            ok = ev.absolute < self.config.reference_max_evidence
+            ok = exposed < self.config.reference_max_evidence
             km.population_update(
                 X[ok], ew.values[ok], ev.share[ok], self.config.centre_half_life, count=False
             )
         Xo = np.maximum(X, km.centre)
         novelty = km.forest.score_many(Xo)
-        raw = ev.evidence + novelty
+        raw = ev.evidence * exposure + novelty
         # Until the forest and calibrator have warmed up a score means nothing: report 0.
         score = km.calibrator.calibrate(raw) if km.ready else np.zeros(len(ew.ids))
         drifted = table.drift.update(rows, novelty)
-        outright = self._outright(km, ev)
-        return _Measured(rows, ev, X, Xo, novelty, raw, score, drifted, outright)
+        outright = self._outright(km, ev, exposed)
+        return _Measured(rows, ev, X, Xo, novelty, raw, score, drifted, outright, exposure, exposed)
 
-    def _outright(self, km: _KindModel, ev: WindowEvidence) -> npt.NDArray[np.bool_]:
+    def _outright(self, km: _KindModel, ev: WindowEvidence, evidence: F64) -> npt.NDArray[np.bool_]:
         """Windows that strike whatever their score, also before the models have warmed up.
+
+        ``evidence`` is the window's exposed evidence (fixed scales only).
 
         - Extraction behaviour worth ``reference_max_evidence`` (measured on ordinary traffic: 42
           of 717,550 ordinary account windows, 6e-5, under the flag budget of 1e-3).
@@ -599,7 +612,6 @@ class Detector:
           behaviour needs its full strength.
         """
         cfg = self.config
-        evidence = ev.absolute
         out = evidence >= cfg.reference_max_evidence
         column = self._volume_column(km.kind)
         some = evidence >= cfg.outright_evidence
@@ -660,7 +672,7 @@ class Detector:
         weights = np.array([b.weight for b in behaviours])
         reasons: list[Reason] = []
         for j, b in enumerate(behaviours):
-            part = float(m.evidence.strength[i, j] * weights[j])
+            part = float(m.evidence.strength[i, j] * weights[j] * m.exposure[i])
             if part <= 0:
                 continue
             reasons.append(
@@ -715,7 +727,7 @@ class Detector:
         ``bench/calibration.py``.)
         """
         cfg = self.config
-        shows = m.evidence.absolute >= cfg.reference_max_evidence
+        shows = m.exposed >= cfg.reference_max_evidence
         table.excluded_until_ms[m.rows[shows]] = ew.end_ms + cfg.reference_exclusion_ms
         ref = table.excluded_until_ms[m.rows] <= ew.end_ms
         if km.forest.ready:  # raw risk scored by a cold forest lacks its novelty part

@@ -334,6 +334,52 @@ def test_an_account_sending_a_request_or_two_a_minute_is_flagged_not_throttled()
     assert levels["thin"] == {"flag"}
 
 
+def test_a_behaviour_ordinary_customers_show_a_request_a_minute_joins_the_reference() -> None:
+    # Twenty customers of a proxy reseller ask for step-by-step reasoning from a new /24 with
+    # every request, one request a minute each (evidence 2.5: what strikes on its own at volume).
+    # One request is one request's worth of risk: such windows weigh a third of their evidence,
+    # stay in the reference, and once the reference holds them they no longer score as the
+    # riskiest windows of the population. The same behaviour at ten requests a minute keeps
+    # striking and is throttled.
+    t0 = 1_800_000_000_000
+    det = Detector(DetectorConfig())
+    rng = np.random.default_rng(7)
+
+    def minute(m: int) -> list[UsageEvent]:
+        start = t0 + m * 60_000
+        events = [
+            UsageEvent(f"o{m}-{i}", start + 100 * i, f"user-{i}", f"192.0.{i % 200}.{i // 200 + 1}",
+                       f"192.0.{i % 200}.0/24", "m", int(rng.integers(100, 800)),
+                       int(rng.integers(50, 900)), cot_score=float(rng.uniform(0, 0.4)))
+            for i in range(400)
+        ]  # fmt: skip
+        events += [
+            UsageEvent(f"p{m}-{k}", start + 50 * k + 7, f"proxy-{k}",
+                       f"10.{(m * 20 + k) % 250}.{k}.7", f"10.{(m * 20 + k) % 250}.{k}.0/24",
+                       "m", 100, 2_000, cot_score=0.9)
+            for k in range(20)
+        ]  # fmt: skip
+        events += [
+            UsageEvent(f"x{m}-{i}", start + 2_000 * i + 1, "extractor", f"11.{m % 250}.{i}.7",
+                       f"11.{m % 250}.{i}.0/24", "m", 100, 2_000, cot_score=0.9)
+            for i in range(10)
+        ]  # fmt: skip
+        return events
+
+    striking: list[float] = []
+    extractor: set[str] = set()
+    for m in range(40):
+        out = det.process(minute(m))
+        extractor |= {a.action for a in out.actions if a.entity_id == "extractor"}
+        for s in out.scored:
+            proxies = [i for i, a in enumerate(s.ids) if a.startswith("proxy-")]
+            if s.kind == "account" and m >= 20:
+                assert s.evidence[proxies].min() >= 2.0
+                striking.append(float((s.score[proxies] >= 0.999).mean()))
+    assert np.mean(striking) <= 0.2, striking
+    assert "throttle" in extractor
+
+
 def test_without_cot_scores_long_answers_count_as_reasoning_unless_everyone_gets_them() -> None:
     # A gateway that sends no cot_score. An extractor gets long answers to short prompts: read
     # from its answers, it asks for reasoning (a behaviour worth 1.0) besides harvesting (0.5).
