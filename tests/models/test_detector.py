@@ -12,6 +12,8 @@ from models.events import UsageEvent
 from schemas.validation import validate_event
 from tests.conftest import run_detector
 
+_T0 = 1_800_000_000_000
+
 
 def _hits(traffic, actions):
     labels = traffic.labels["accounts"]
@@ -301,6 +303,17 @@ def test_population_models_from_a_snapshot_without_the_window_size_restore() -> 
     assert restored.entities_per_window == 0.0
 
 
+def _ordinary_minute(m: int, rng: np.random.Generator) -> list[UsageEvent]:
+    """One minute of 400 ordinary accounts, each on its own /24, a request each."""
+    start = _T0 + m * 60_000
+    return [
+        UsageEvent(f"o{m}-{i}", start + 100 * i, f"user-{i}", f"192.0.{i % 200}.{i // 200 + 1}",
+                   f"192.0.{i % 200}.0/24", "m", int(rng.integers(100, 800)),
+                   int(rng.integers(50, 900)), cot_score=float(rng.uniform(0, 0.4)))
+        for i in range(400)
+    ]  # fmt: skip
+
+
 def test_an_account_sending_a_request_or_two_a_minute_is_flagged_not_throttled() -> None:
     # Two accounts ask for step-by-step reasoning from a new /24 every request, for half an hour
     # after the models are warm: one sends 20 requests a minute, the other 2. Both show the
@@ -311,12 +324,7 @@ def test_an_account_sending_a_request_or_two_a_minute_is_flagged_not_throttled()
 
     def minute(m: int) -> list[UsageEvent]:
         start = t0 + m * 60_000
-        events = [
-            UsageEvent(f"o{m}-{i}", start + 100 * i, f"user-{i}", f"192.0.{i % 200}.{i // 200 + 1}",
-                       f"192.0.{i % 200}.0/24", "m", int(rng.integers(100, 800)),
-                       int(rng.integers(50, 900)), cot_score=float(rng.uniform(0, 0.4)))
-            for i in range(400)
-        ]  # fmt: skip
+        events = _ordinary_minute(m, rng)
         for who, n in (("thick", 20), ("thin", 2)):
             events += [
                 UsageEvent(f"{who}{m}-{i}", start + 2_000 * i + 1, who, f"10.{m % 250}.{i}.7",
@@ -347,12 +355,7 @@ def test_a_behaviour_ordinary_customers_show_a_request_a_minute_joins_the_refere
 
     def minute(m: int) -> list[UsageEvent]:
         start = t0 + m * 60_000
-        events = [
-            UsageEvent(f"o{m}-{i}", start + 100 * i, f"user-{i}", f"192.0.{i % 200}.{i // 200 + 1}",
-                       f"192.0.{i % 200}.0/24", "m", int(rng.integers(100, 800)),
-                       int(rng.integers(50, 900)), cot_score=float(rng.uniform(0, 0.4)))
-            for i in range(400)
-        ]  # fmt: skip
+        events = _ordinary_minute(m, rng)
         events += [
             UsageEvent(f"p{m}-{k}", start + 50 * k + 7, f"proxy-{k}",
                        f"10.{(m * 20 + k) % 250}.{k}.7", f"10.{(m * 20 + k) % 250}.{k}.0/24",
