@@ -66,7 +66,7 @@ def run_world(
         for s in out.scored:
             if s.kind in seen:
                 # the evidence a window weighs (output volume has no weight in it)
-                exposed = s.evidence * np.minimum(1.0, s.requests / config.exposure_requests)
+                exposed = s.evidence * np.minimum(1.0, s.requests / config.policy.min_requests)
                 shows = int((exposed >= config.reference_max_evidence).sum())
                 seen[s.kind].append((s.end_ms, s.score.copy(), shows))
     tallies: dict[str, Tally] = {}

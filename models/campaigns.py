@@ -79,10 +79,10 @@ _BEHAVIOUR = {b.name: j for j, b in enumerate(ACCOUNT_BEHAVIOURS)}
 # again), and how many of them pay with an instrument another member also uses. Coordination
 # alone is never acted on (ordinary teams coordinate); it adds to the pooled extraction
 # behaviours of a campaign. The size keeps counting past 32 because a campaign is scored against
-# single customers, whose evidence reaches 2 before they leave the reference: one customer behind
-# 360 accounts, grading answers all day, is not less unusual than one behind 32, and with the
-# size capped it scored under a customer asking a little too often for reasoning from new
-# accounts (0.991-0.995 for 112 windows in one outside world, never flagged).
+# single customers, whose exposed evidence reaches 2 before they leave the reference: one
+# customer behind 360 accounts, grading answers all day, is not less unusual than one behind 32,
+# and with the size capped it scored under a customer asking a little too often for reasoning
+# from new accounts (0.991-0.995 for 112 windows in one outside world, never flagged).
 COORDINATION: tuple[Behaviour, ...] = (
     Behaviour("coordinated_accounts", "log2 of linked accounts", 2.0, 5.0, 1.0, cap=np.inf),
     Behaviour("shared_payment", "share of members paying with another member's instrument",

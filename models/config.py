@@ -33,7 +33,6 @@ class DetectorConfig:
     calibration_warmup: int = 1_000
     calibration_half_life_ms: float = 30 * _MIN
     reference_max_evidence: float = 2.0
-    exposure_requests: int = 3
     outright_evidence: float = 0.5
     volume_doubling_evidence: float = 0.25
     reference_exclusion_ms: int = 60 * _MIN

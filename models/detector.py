@@ -16,10 +16,12 @@ of the accounts and blocks stages has its own, and the partitions of a stage sha
 
 Raw risk is behaviour evidence (fixed scales, `models.evidence`), weighed by the window's
 *exposure*, plus the forest's novelty; calibration is conformal against reference windows
-(`models.calibration`). Exposure is ``min(1, requests in the window / exposure_requests)``:
-evidence says how surely an entity shows a behaviour over its recent history, exposure how much
-of it this window holds, so one request a minute from a customer who always asks for reasoning
-through a rotating proxy is one request's worth of risk, not a harvest. Score-then-learn: a
+(`models.calibration`). Exposure is ``min(1, requests in the window / min_requests)`` (the
+policy's, 3 by default: what a throttle needs in a window to start): evidence says how surely an
+entity shows a behaviour over its recent history, exposure how much of it this window holds, so
+one request a minute from a customer who always asks for reasoning through a rotating proxy is
+one request's worth of risk, not a harvest. An entity already throttled or suspended keeps an
+exposure of 1, as the throttle itself may be what keeps its windows thin. Score-then-learn: a
 window is scored against what the models knew before it; windows of entities whose exposed
 evidence reached ``reference_max_evidence`` stay out of the reference for an hour, so a
 campaign, even one running before the detector started, does not become what ordinary looks
@@ -574,7 +576,11 @@ class Detector:
             km.volume_p99,
             answers_tell_reasoning(km.kind, km.typical_share),
         )
-        exposure = np.minimum(1.0, ew.requests / self.config.exposure_requests)
+        exposure = np.where(
+            table.level[rows] >= 2,
+            1.0,
+            np.minimum(1.0, ew.requests / self.config.policy.min_requests),
+        )
         exposed = ev.absolute * exposure
         X = ew.squashed()
         if km.weight == 0:

@@ -383,6 +383,74 @@ def test_a_behaviour_ordinary_customers_show_a_request_a_minute_joins_the_refere
     assert "throttle" in extractor
 
 
+def test_a_thin_window_weighs_a_part_of_its_evidence_in_the_score_and_in_outright_strikes() -> None:
+    # A customer asking for reasoning from a new /24 with every request, one request a minute
+    # (evidence 2.5 over its history), and eight tutoring apps asking for reasoning in every
+    # prompt at six a minute from their own address (evidence 1.0, all of it in each window).
+    # Weighed by what its windows hold, the thin customer ranks under the apps; and before the
+    # models warm up, when only outright strikes act, the same customer at ten requests a minute
+    # is flagged and at one is not.
+    def minute(m: int, rng: np.random.Generator, thick: int) -> list[UsageEvent]:
+        start = _T0 + m * 60_000
+        events = _ordinary_minute(m, rng)
+        events += [
+            UsageEvent(f"t{m}-{k}-{i}", start + 3_000 * i + k, f"tutor-{k}", f"10.200.{k}.1",
+                       f"10.200.{k}.0/24", "m", 300, 600, cot_score=0.9)
+            for k in range(8)
+            for i in range(6)
+        ]  # fmt: skip
+        for who, n in (("thin", 1), ("thick", thick)):
+            events += [
+                UsageEvent(f"{who}{m}-{i}", start + 2_000 * i + 1, who, f"11.{m % 250}.{i}.7",
+                           f"11.{m % 250}.{i}.0/24", "m", 100, 2_000, cot_score=0.9)
+                for i in range(n)
+            ]  # fmt: skip
+        return events
+
+    det = Detector(DetectorConfig())
+    rng = np.random.default_rng(3)
+    thin: list[float] = []
+    tutors: list[float] = []
+    for m in range(40):
+        for s in det.process(minute(m, rng, 0)).scored:
+            if s.kind == "account" and m >= 20:
+                i = s.ids.index("thin")
+                assert s.evidence[i] >= 2.0
+                thin.append(float(s.score[i]))
+                tutors += [float(s.score[s.ids.index(f"tutor-{k}")]) for k in range(8)]
+    assert np.median(thin) < np.median(tutors), (np.median(thin), np.median(tutors))
+
+    cold = Detector(DetectorConfig(calibration_warmup=10**9))  # no score ever counts
+    rng = np.random.default_rng(3)
+    acted: set[str] = set()
+    for m in range(15):
+        acted |= {a.entity_id for a in cold.process(minute(m, rng, 10)).actions}
+    assert acted == {"thick"}, acted
+
+
+def test_a_throttle_that_keeps_an_account_to_a_request_a_minute_is_renewed() -> None:
+    # An extractor at ten requests a minute is throttled; the gateway holds it to one a minute.
+    # Its thin windows are what the throttle does, not a change of heart: they keep their full
+    # weight, so the throttle is renewed for as long as the behaviour lasts.
+    det = Detector(DetectorConfig())
+    rng = np.random.default_rng(7)
+    rate = 10
+    throttles: list[int] = []
+    for m in range(200):
+        start = _T0 + m * 60_000
+        events = _ordinary_minute(m, rng) + [
+            UsageEvent(f"x{m}-{i}", start + 2_000 * i + 1, "extractor", f"11.{m % 250}.{i}.7",
+                       f"11.{m % 250}.{i}.0/24", "m", 100, 2_000, cot_score=0.9)
+            for i in range(rate)
+        ]  # fmt: skip
+        for a in det.process(events).actions:
+            assert a.entity_id != "extractor" or a.action != "release"
+            if a.entity_id == "extractor" and a.action == "throttle":
+                throttles.append(m)
+                rate = 1
+    assert throttles and max(throttles) >= 170, throttles
+
+
 def test_without_cot_scores_long_answers_count_as_reasoning_unless_everyone_gets_them() -> None:
     # A gateway that sends no cot_score. An extractor gets long answers to short prompts: read
     # from its answers, it asks for reasoning (a behaviour worth 1.0) besides harvesting (0.5).
