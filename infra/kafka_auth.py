@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
+import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,7 +167,7 @@ def _problem(host: str, port: int, auth: KafkaAuth, timeout_s: float) -> str | N
     with sock:
         context = auth.ssl_context()
         if context is None:
-            return None
+            return _plaintext_problem(sock, min(timeout_s, 2.0))
         plaintext = (
             f"if it is not a TLS listener, set {_VAR}SECURITY_PROTOCOL to PLAINTEXT or "
             "SASL_PLAINTEXT, or point the bootstrap at its TLS listener"
@@ -196,6 +197,35 @@ def _problem(host: str, port: int, auth: KafkaAuth, timeout_s: float) -> str | N
             return f"no answer to a TLS handshake within {timeout_s:.0f} s: {plaintext}"
         except OSError as exc:  # closed in the middle of the handshake
             return f"TLS handshake failed ({exc.strerror or exc}): {plaintext}"
+
+
+# ApiVersions v0 (key 18), correlation id 1: the first request every client sends, answered
+# before any SASL exchange. Kafka answers with a 4-byte size and our correlation id.
+_CLIENT_ID = b"distillguard-preflight"
+_API_VERSIONS = struct.pack(">ihhih", 10 + len(_CLIENT_ID), 18, 0, 1, len(_CLIENT_ID)) + _CLIENT_ID
+
+
+def _plaintext_problem(sock: socket.socket, timeout_s: float) -> str | None:
+    """Whether a listener we speak plaintext to turns out to be a TLS one: it answers a Kafka
+    request with a TLS alert record (content type 21, version 3.x) or closes the connection
+    without a word. Silence within ``timeout_s`` is left to the clients."""
+    tls = (
+        f"set {_VAR}SECURITY_PROTOCOL to SSL (or SASL_SSL) and {_VAR}SSL_CAFILE to its CA, "
+        "or point the bootstrap at its plaintext listener"
+    )
+    sock.settimeout(timeout_s)
+    try:
+        sock.sendall(_API_VERSIONS)
+        head = sock.recv(8)
+    except TimeoutError:
+        return None
+    except OSError as exc:  # reset: refused mid-request
+        return f"it dropped a Kafka request ({exc.strerror or exc}): if it is a TLS listener, {tls}"
+    if head[:1] == b"\x15" and head[1:2] == b"\x03":
+        return f"it answered a Kafka request in TLS: {tls}"
+    if head == b"":
+        return f"it closed the connection on a Kafka request: if it is a TLS listener, {tls}"
+    return None
 
 
 _CLIENT_CERT = f"it wants a client certificate its CA issued: set {_VAR}SSL_CERTFILE and _KEYFILE"

@@ -166,6 +166,7 @@ def test_a_client_the_listener_or_it_cannot_trust_is_refused(pki, who: str) -> N
         ("worker", "trusts another CA", "the broker's certificate is not trusted"),
         ("simulate", "brings no certificate", "wants a client certificate"),
         ("worker", "speaks TLS to a plaintext listener", "if it is not a TLS listener"),
+        ("simulate", "speaks plaintext to a TLS listener", "SECURITY_PROTOCOL to SSL"),
     ],
 )
 def test_a_refused_connection_is_one_line_with_the_cause_and_the_setting(
@@ -176,10 +177,11 @@ def test_a_refused_connection_is_one_line_with_the_cause_and_the_setting(
                               "KEYFILE": pki["client_key"]},
         "brings no certificate": {"CAFILE": pki["ca"]},
         "speaks TLS to a plaintext listener": {"CAFILE": pki["ca"]},
+        "speaks plaintext to a TLS listener": {},
     }[who]  # fmt: skip
     env = {
         **os.environ,
-        "DISTILLGUARD_KAFKA_SECURITY_PROTOCOL": "SSL",
+        "DISTILLGUARD_KAFKA_SECURITY_PROTOCOL": "SSL" if files else "PLAINTEXT",
         **{f"DISTILLGUARD_KAFKA_SSL_{k}": str(v) for k, v in files.items()},
         "DISTILLGUARD_CLICKHOUSE_URL": f"chdb://{tmp_path}/chdb",
         "DISTILLGUARD_WEB_PORT": str(free_port()),
@@ -192,7 +194,7 @@ def test_a_refused_connection_is_one_line_with_the_cause_and_the_setting(
                      keyfile=str(pki["client_key"]))  # fmt: skip
     broker_port = free_port()
     with contextlib.ExitStack() as stack:
-        if "plaintext" in who:
+        if "to a plaintext" in who:
             bootstrap = stack.enter_context(EmbeddedBroker()).bootstrap
         else:
             tls = stack.enter_context(TlsProxy(broker_port, pki["context"]))  # type: ignore[arg-type]
