@@ -733,7 +733,7 @@ class Detector:
         ordinary entities rarely reach the level (``bench/calibration.py``: 25 of 717,550
         ordinary account windows of 20 randomized worlds reach the default of 2.0, 974 of
         2,208,357 of the second generator's 24, whose excluded hours then take the flag
-        threshold to 1.97x its budget).
+        threshold to 2.6x its budget).
         """
         cfg = self.config
         shows = m.exposed >= cfg.reference_max_evidence
