@@ -25,8 +25,7 @@ exposure of 1, as the throttle itself may be what keeps its windows thin. Score-
 window is scored against what the models knew before it; windows of entities whose exposed
 evidence reached ``reference_max_evidence`` stay out of the reference for an hour, so a
 campaign, even one running before the detector started, does not become what ordinary looks
-like. Campaigns are
-linked, scored and enforced by `models.campaign_scoring.CampaignScorer`.
+like. Campaigns are linked, scored and enforced by `models.campaign_scoring.CampaignScorer`.
 """
 
 from __future__ import annotations
@@ -605,8 +604,8 @@ class Detector:
         ``evidence`` is the window's exposed evidence (fixed scales only).
 
         - Extraction behaviour worth ``reference_max_evidence`` (ordinary traffic reaches it
-          rarely: 25 of 717,550 ordinary account windows of 20 randomized worlds, 974 of
-          2,208,357 of a second generator's 24, under the flag budget of 1e-3 in both).
+          rarely in our randomized worlds: 34 of 717,550 ordinary account windows; but 2,788 of
+          2,208,357 of a second generator's, over the flag budget of 1e-3).
         - Harvesting at volume: an account's evidence, plus ``volume_doubling_evidence`` for each
           doubling of its output past the 99th percentile of ordinary accounts, reaches what
           ``outright_evidence`` needs at the volume behaviour's full strength (16 times that
@@ -730,8 +729,8 @@ class Detector:
         traffic, or was running before the detector started, stays out of the reference from the
         window it shows itself; windows that merely score high stay in, so the calibrator keeps
         seeing the top of ordinary traffic and its thresholds keep their budgets, as long as
-        ordinary entities rarely reach the level (``bench/calibration.py``: 25 of 717,550
-        ordinary account windows of 20 randomized worlds reach the default of 2.0, 974 of
+        ordinary entities rarely reach the level (``bench/calibration.py``: 34 of 717,550
+        ordinary account windows of 20 randomized worlds reach the default of 2.0, 2,788 of
         2,208,357 of the second generator's 24, whose excluded hours then take the flag
         threshold to 2.6x its budget).
         """
