@@ -190,13 +190,43 @@ def _problem(host: str, port: int, auth: KafkaAuth, timeout_s: float) -> str | N
             reason = exc.reason or str(exc)
             if any(k in reason for k in ("CERTIFICATE_REQUIRED", "UNKNOWN_CA", "BAD_CERTIFICATE")):
                 return f"TLS handshake refused ({reason}): {_CLIENT_CERT}"
-            if any(k in reason for k in ("WRONG_VERSION_NUMBER", "RECORD_LAYER", "EOF")):
+            if "WRONG_VERSION_NUMBER" in reason or "RECORD_LAYER" in reason:
                 return f"TLS handshake failed ({reason}): {plaintext}"
+            if "EOF" in reason or "HANDSHAKE_FAILURE" in reason:
+                return _dropped(host, port, context, timeout_s, reason, plaintext)
             return f"TLS handshake failed ({reason}): check the {_VAR}SSL_* settings"
         except TimeoutError:
             return f"no answer to a TLS handshake within {timeout_s:.0f} s: {plaintext}"
         except OSError as exc:  # closed in the middle of the handshake
-            return f"TLS handshake failed ({exc.strerror or exc}): {plaintext}"
+            reason = exc.strerror or str(exc)
+            return _dropped(host, port, context, timeout_s, reason, plaintext)
+
+
+def _dropped(
+    host: str, port: int, context: ssl.SSLContext, timeout_s: float, reason: str, plaintext: str
+) -> str:
+    """A handshake ended by a close or a bare handshake failure: a TLS listener that answered our
+    hello and then refused us (under TLS 1.2 a missing or unknown client certificate ends so), or
+    no TLS listener at all. Said apart by sending a hello again and reading the first bytes."""
+    if _answers_tls(host, port, context, min(timeout_s, 2.0)):
+        return f"TLS handshake refused ({reason}): {_CLIENT_CERT}"
+    return f"TLS handshake failed ({reason}): {plaintext}"
+
+
+def _answers_tls(host: str, port: int, context: ssl.SSLContext, timeout_s: float) -> bool:
+    """Whether ``host:port`` answers a TLS hello with a TLS handshake record (type 22, 3.x)."""
+    hello = ssl.MemoryBIO()
+    probe = context.wrap_bio(ssl.MemoryBIO(), hello, server_hostname=host)
+    with contextlib.suppress(ssl.SSLWantReadError):
+        probe.do_handshake()  # writes the client hello, then wants the server's answer
+    try:
+        with socket.create_connection((host, port), timeout_s) as sock:
+            sock.settimeout(timeout_s)
+            sock.sendall(hello.read())
+            head = sock.recv(5)
+    except OSError:
+        return False
+    return head[:1] == b"\x16" and head[1:2] in (b"\x03", b"")
 
 
 # ApiVersions v0 (key 18), correlation id 1: the first request every client sends, answered

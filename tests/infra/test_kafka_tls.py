@@ -21,7 +21,7 @@ from confluent_kafka import Consumer
 from kafka.errors import KafkaError
 
 from infra.broker import EmbeddedBroker, ensure_topics, free_port
-from infra.kafka_auth import KafkaAuth
+from infra.kafka_auth import KafkaAuth, check_reachable
 from schemas.topics import DEAD_LETTERS, default_topics
 from tests.conftest import stop_worker
 from tests.infra.tls_proxy import TlsProxy
@@ -158,6 +158,20 @@ def test_a_client_the_listener_or_it_cannot_trust_is_refused(pki, who: str) -> N
             ensure_topics(broker.bootstrap, {"t": 1}, timeout_s=3.0, auth=bad)
         assert time.monotonic() - started < 10  # within its timeout, not kafka-python's 30 s
         ensure_topics(broker.bootstrap, {"t": 1}, auth=good)  # the listener is fine
+
+
+def test_a_tls_1_2_listener_dropping_a_client_without_a_certificate_is_named(pki) -> None:
+    """Under TLS 1.2 a listener that wants a client certificate ends a handshake without one by
+    closing (or with a bare handshake failure), which alone reads like no TLS listener at all."""
+    context = pki["context"]
+    context.maximum_version = ssl.TLSVersion.TLSv1_2  # type: ignore[union-attr]
+    no_cert = KafkaAuth("SSL", cafile=str(pki["ca"]))
+    with (
+        TlsProxy(free_port(), context) as tls,  # type: ignore[arg-type]
+        pytest.raises(OSError, match="wants a client certificate") as refused,
+    ):
+        check_reachable(f"127.0.0.1:{tls.port}", no_cert, timeout_s=5.0)
+    assert "not a TLS listener" not in str(refused.value)
 
 
 @pytest.mark.parametrize(
