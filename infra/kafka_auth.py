@@ -157,7 +157,12 @@ def check_reachable(bootstrap: str, auth: KafkaAuth, timeout_s: float = 10.0) ->
 
 
 def _problem(host: str, port: int, auth: KafkaAuth, timeout_s: float) -> str | None:
-    """What keeps us from talking to ``host:port`` (None: nothing)."""
+    """What keeps us from talking to ``host:port`` (None: nothing), within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+
+    def left(most: float = 2.0) -> float:  # for the follow-up probes: at most 2 s each
+        return max(0.05, min(most, deadline - time.monotonic()))
+
     try:
         sock = socket.create_connection((host, port), timeout_s)
     except ConnectionRefusedError:
@@ -167,7 +172,7 @@ def _problem(host: str, port: int, auth: KafkaAuth, timeout_s: float) -> str | N
     with sock:
         context = auth.ssl_context()
         if context is None:
-            return _plaintext_problem(sock, min(timeout_s, 2.0))
+            return _plaintext_problem(sock, left())
         plaintext = (
             f"if it is not a TLS listener, set {_VAR}SECURITY_PROTOCOL to PLAINTEXT or "
             "SASL_PLAINTEXT, or point the bootstrap at its TLS listener"
@@ -176,7 +181,7 @@ def _problem(host: str, port: int, auth: KafkaAuth, timeout_s: float) -> str | N
             with context.wrap_socket(sock, server_hostname=host) as tls:
                 # TLS 1.3 reports a refused client certificate after the handshake: a broker
                 # waiting for our first request sends nothing, a refusal arrives (or a close).
-                tls.settimeout(2.0)
+                tls.settimeout(left())
                 with contextlib.suppress(TimeoutError):
                     if tls.recv(1) == b"":
                         return f"it closed the connection after the TLS handshake: {_CLIENT_CERT}"
@@ -192,23 +197,29 @@ def _problem(host: str, port: int, auth: KafkaAuth, timeout_s: float) -> str | N
                 return f"TLS handshake refused ({reason}): {_CLIENT_CERT}"
             if "WRONG_VERSION_NUMBER" in reason or "RECORD_LAYER" in reason:
                 return f"TLS handshake failed ({reason}): {plaintext}"
-            if "EOF" in reason or "HANDSHAKE_FAILURE" in reason:
-                return _dropped(host, port, context, timeout_s, reason, plaintext)
+            if "EOF" in reason:
+                return _dropped(host, port, context, left(), reason, plaintext)
+            if "HANDSHAKE_FAILURE" in reason and not auth.certfile:  # an alert: TLS spoken
+                return (
+                    f"TLS handshake refused ({reason}): if the broker wants a client "
+                    f"certificate, set {_VAR}SSL_CERTFILE and _KEYFILE; otherwise check the "
+                    f"{_VAR}SSL_* settings"
+                )
             return f"TLS handshake failed ({reason}): check the {_VAR}SSL_* settings"
         except TimeoutError:
             return f"no answer to a TLS handshake within {timeout_s:.0f} s: {plaintext}"
         except OSError as exc:  # closed in the middle of the handshake
             reason = exc.strerror or str(exc)
-            return _dropped(host, port, context, timeout_s, reason, plaintext)
+            return _dropped(host, port, context, left(), reason, plaintext)
 
 
 def _dropped(
     host: str, port: int, context: ssl.SSLContext, timeout_s: float, reason: str, plaintext: str
 ) -> str:
-    """A handshake ended by a close or a bare handshake failure: a TLS listener that answered our
-    hello and then refused us (under TLS 1.2 a missing or unknown client certificate ends so), or
-    no TLS listener at all. Said apart by sending a hello again and reading the first bytes."""
-    if _answers_tls(host, port, context, min(timeout_s, 2.0)):
+    """A handshake ended by a close: a TLS listener that answered our hello and then refused us
+    (under TLS 1.2 a missing or unknown client certificate may end so), or no TLS listener at
+    all. Said apart by sending a hello again, within ``timeout_s``, and reading the first bytes."""
+    if _answers_tls(host, port, context, timeout_s):
         return f"TLS handshake refused ({reason}): {_CLIENT_CERT}"
     return f"TLS handshake failed ({reason}): {plaintext}"
 

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -164,14 +167,92 @@ def test_a_tls_1_2_listener_dropping_a_client_without_a_certificate_is_named(pki
     """Under TLS 1.2 a listener that wants a client certificate ends a handshake without one by
     closing (or with a bare handshake failure), which alone reads like no TLS listener at all."""
     context = pki["context"]
-    context.maximum_version = ssl.TLSVersion.TLSv1_2  # type: ignore[union-attr]
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
     no_cert = KafkaAuth("SSL", cafile=str(pki["ca"]))
     with (
-        TlsProxy(free_port(), context) as tls,  # type: ignore[arg-type]
+        TlsProxy(free_port(), context) as tls,
         pytest.raises(OSError, match="wants a client certificate") as refused,
     ):
         check_reachable(f"127.0.0.1:{tls.port}", no_cert, timeout_s=5.0)
     assert "not a TLS listener" not in str(refused.value)
+
+
+@contextlib.contextmanager
+def _openssl_listener(context: ssl.SSLContext) -> Iterator[int]:
+    """A blocking TLS listener on 127.0.0.1 that, as OpenSSL and Java brokers do (and asyncio
+    does not), answers a handshake it refuses with an alert. Yields its port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    done = threading.Event()
+
+    def serve() -> None:
+        while not done.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            conn.settimeout(5.0)
+            with contextlib.suppress(OSError), context.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(1)
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        done.set()
+        thread.join(timeout=5)
+        listener.close()
+
+
+@pytest.mark.parametrize("refusal", ["wants a client certificate", "shares no cipher"])
+def test_a_tls_1_2_listener_refusing_with_an_alert_is_not_called_plaintext(
+    pki, refusal: str
+) -> None:
+    """A handshake_failure alert is TLS spoken: whatever the cause (a missing client certificate
+    under TLS 1.2, no cipher in common), the advice names the SSL settings, never PLAINTEXT."""
+    context = pki["context"]
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    if refusal == "shares no cipher":
+        context.verify_mode = ssl.CERT_NONE
+        context.set_ciphers("AES128-SHA256")
+    no_cert = KafkaAuth("SSL", cafile=str(pki["ca"]))
+    with (
+        _openssl_listener(context) as port,
+        pytest.raises(OSError, match="HANDSHAKE_FAILURE") as refused,
+    ):
+        check_reachable(f"127.0.0.1:{port}", no_cert, timeout_s=5.0)
+    said = str(refused.value)
+    assert "not a TLS listener" not in said and "DISTILLGUARD_KAFKA_SSL_" in said, said
+    assert "client certificate" in said
+
+
+def test_the_pre_flight_keeps_its_deadline_when_it_probes_a_second_time(pki) -> None:
+    """A listener that closes late in the handshake and then stays silent: the second hello
+    (which tells a refusing TLS listener from a plaintext one) gets only what time is left."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        conn.recv(4096)
+        time.sleep(1.4)
+        conn.close()
+        late, _ = listener.accept()  # the second hello: read, never answered
+        time.sleep(0.5)
+        late.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    started = time.monotonic()
+    with pytest.raises(OSError, match="TLS handshake failed"):
+        check_reachable(
+            f"127.0.0.1:{listener.getsockname()[1]}", KafkaAuth("SSL", cafile=str(pki["ca"])),
+            timeout_s=1.5,
+        )  # fmt: skip
+    assert time.monotonic() - started < 1.8
+    thread.join(timeout=5)
+    listener.close()
 
 
 @pytest.mark.parametrize(
