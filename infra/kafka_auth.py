@@ -134,7 +134,9 @@ def check_reachable(bootstrap: str, auth: KafkaAuth, timeout_s: float = 10.0) ->
     certificate verified, ours accepted). The Kafka clients retry such a failure for 30 s and
     then report only "Unable to bootstrap". The servers are read as the clients read them
     (``host:port``, ``[v6]:port``, a ``PROTOCOL://`` prefix, 9092 by default) and checked in
-    turn within one ``timeout_s``. SASL credentials are the clients' to check.
+    turn within one ``timeout_s``, each given an equal share of what is left (at least a
+    second), so one silent server does not use up the time of the healthy ones after it. SASL
+    credentials are the clients' to check.
 
     >>> check_reachable(f"127.0.0.1:{_closed_port()}", KafkaAuth())
     Traceback (most recent call last):
@@ -143,11 +145,12 @@ def check_reachable(bootstrap: str, auth: KafkaAuth, timeout_s: float = 10.0) ->
     """  # noqa: E501
     deadline = time.monotonic() + timeout_s
     problems: dict[str, list[str]] = {}
-    for host, port, _ in collect_hosts(bootstrap, randomize=False):
+    hosts = collect_hosts(bootstrap, randomize=False)
+    for i, (host, port, _) in enumerate(hosts):
         left = deadline - time.monotonic()
         if left <= 0:
             break
-        problem = _problem(host, port, auth, left)
+        problem = _problem(host, port, auth, max(left / (len(hosts) - i), min(left, 1.0)))
         if problem is None:
             return
         server = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -4,11 +4,15 @@ shows: in a repr, in an error, or in what the worker prints when it refuses to s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import ssl
+import struct
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import certifi
@@ -116,3 +120,35 @@ def test_the_pre_flight_reads_bootstrap_servers_as_the_clients_do() -> None:
     assert f"127.0.0.1:{closed[0]}, 127.0.0.1:{closed[1]}: connection refused" in line
     with pytest.raises(OSError, match=r"\[::1\]:9092: "):  # no port: the clients' 9092
         check_reachable("[::1]", KafkaAuth(), timeout_s=2.0)
+
+
+def test_a_silent_server_leaves_time_for_the_healthy_ones_after_it() -> None:
+    """A bootstrap server that never completes a connection (its accept queue is full, so its
+    SYNs are dropped) gets its share of the deadline, not all of it."""
+    with (
+        socket.create_server(("127.0.0.1", 0), backlog=0) as full,
+        socket.create_server(("127.0.0.1", 0)) as live,
+    ):
+        fillers = [socket.socket() for _ in range(3)]
+        for filler in fillers:
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(full.getsockname())
+
+        def answer() -> None:  # what a broker's ApiVersions answer starts with
+            conn, _ = live.accept()
+            with conn:
+                conn.recv(64)
+                conn.sendall(struct.pack(">ii", 4, 1))
+
+        thread = threading.Thread(target=answer, daemon=True)
+        thread.start()
+        started = time.monotonic()
+        check_reachable(
+            f"127.0.0.1:{full.getsockname()[1]},127.0.0.1:{live.getsockname()[1]}", KafkaAuth(),
+            timeout_s=4.0,
+        )  # fmt: skip
+        assert time.monotonic() - started < 3.0
+        thread.join(timeout=5)
+        for filler in fillers:
+            filler.close()
