@@ -314,24 +314,26 @@ def _ordinary_minute(m: int, rng: np.random.Generator) -> list[UsageEvent]:
     ]  # fmt: skip
 
 
+def _rotating(m: int, who: str, n: int, net: int = 10, offset: int = 1) -> list[UsageEvent]:
+    """``n`` requests of ``who`` in minute ``m``, each asking for step-by-step reasoning from a
+    new /24 (``net``.x.y.0/24) and harvesting a long answer to a short prompt."""
+    start = _T0 + m * 60_000 + offset
+    return [
+        UsageEvent(f"{who}{m}-{i}", start + 2_000 * i, who, f"{net}.{(m + offset) % 250}.{i}.7",
+                   f"{net}.{(m + offset) % 250}.{i}.0/24", "m", 100, 2_000, cot_score=0.9)
+        for i in range(n)
+    ]  # fmt: skip
+
+
 def test_an_account_sending_a_request_or_two_a_minute_is_flagged_not_throttled() -> None:
     # Two accounts ask for step-by-step reasoning from a new /24 every request, for half an hour
     # after the models are warm: one sends 20 requests a minute, the other 2. Both show the
     # same behaviour; only the one at volume is worth a throttle.
-    t0 = 1_800_000_000_000
     det = Detector(DetectorConfig())
     rng = np.random.default_rng(7)
 
     def minute(m: int) -> list[UsageEvent]:
-        start = t0 + m * 60_000
-        events = _ordinary_minute(m, rng)
-        for who, n in (("thick", 20), ("thin", 2)):
-            events += [
-                UsageEvent(f"{who}{m}-{i}", start + 2_000 * i + 1, who, f"10.{m % 250}.{i}.7",
-                           f"10.{m % 250}.{i}.0/24", "m", 100, 2_000, cot_score=0.9)
-                for i in range(n)
-            ]  # fmt: skip
-        return events
+        return _ordinary_minute(m, rng) + _rotating(m, "thick", 20) + _rotating(m, "thin", 2)
 
     levels: dict[str, set[str]] = defaultdict(set)
     for m in range(40):
@@ -349,24 +351,13 @@ def test_a_behaviour_ordinary_customers_show_a_request_a_minute_joins_the_refere
     # stay in the reference, and once the reference holds them they no longer score as the
     # riskiest windows of the population. The same behaviour at ten requests a minute keeps
     # striking and is throttled.
-    t0 = 1_800_000_000_000
     det = Detector(DetectorConfig())
     rng = np.random.default_rng(7)
 
     def minute(m: int) -> list[UsageEvent]:
-        start = t0 + m * 60_000
-        events = _ordinary_minute(m, rng)
-        events += [
-            UsageEvent(f"p{m}-{k}", start + 50 * k + 7, f"proxy-{k}",
-                       f"10.{(m * 20 + k) % 250}.{k}.7", f"10.{(m * 20 + k) % 250}.{k}.0/24",
-                       "m", 100, 2_000, cot_score=0.9)
-            for k in range(20)
-        ]  # fmt: skip
-        events += [
-            UsageEvent(f"x{m}-{i}", start + 2_000 * i + 1, "extractor", f"11.{m % 250}.{i}.7",
-                       f"11.{m % 250}.{i}.0/24", "m", 100, 2_000, cot_score=0.9)
-            for i in range(10)
-        ]  # fmt: skip
+        events = _ordinary_minute(m, rng) + _rotating(m, "extractor", 10, net=11)
+        for k in range(20):
+            events += _rotating(m, f"proxy-{k}", 1, net=12 + k, offset=50 * k + 7)
         return events
 
     striking: list[float] = []
@@ -399,13 +390,7 @@ def test_a_thin_window_weighs_a_part_of_its_evidence_in_the_score_and_in_outrigh
             for k in range(8)
             for i in range(6)
         ]  # fmt: skip
-        for who, n in (("thin", 1), ("thick", thick)):
-            events += [
-                UsageEvent(f"{who}{m}-{i}", start + 2_000 * i + 1, who, f"11.{m % 250}.{i}.7",
-                           f"11.{m % 250}.{i}.0/24", "m", 100, 2_000, cot_score=0.9)
-                for i in range(n)
-            ]  # fmt: skip
-        return events
+        return events + _rotating(m, "thin", 1, net=11) + _rotating(m, "thick", thick, net=12)
 
     det = Detector(DetectorConfig())
     rng = np.random.default_rng(3)
@@ -437,12 +422,7 @@ def test_a_throttle_that_keeps_an_account_to_a_request_a_minute_is_renewed() -> 
     rate = 10
     throttles: list[int] = []
     for m in range(200):
-        start = _T0 + m * 60_000
-        events = _ordinary_minute(m, rng) + [
-            UsageEvent(f"x{m}-{i}", start + 2_000 * i + 1, "extractor", f"11.{m % 250}.{i}.7",
-                       f"11.{m % 250}.{i}.0/24", "m", 100, 2_000, cot_score=0.9)
-            for i in range(rate)
-        ]  # fmt: skip
+        events = _ordinary_minute(m, rng) + _rotating(m, "extractor", rate, net=11)
         for a in det.process(events).actions:
             assert a.entity_id != "extractor" or a.action != "release"
             if a.entity_id == "extractor" and a.action == "throttle":
