@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.robustness import _world, parse_seeds
-from models.detector import Detector, DetectorConfig
+from models.detector import Detector, DetectorConfig, exposure
 from streams.replay import BATCH
 
 KINDS = ("account", "ip_block")
@@ -65,11 +65,11 @@ def run_world(
     for out in [*outs, det.flush()]:
         for s in out.scored:
             if s.kind in seen:
-                # the evidence a window weighs (output volume has no weight in it); a throttled
-                # entity's in full (the level after the window: a throttle starts only in a
-                # window of min_requests or more, whose exposure is 1 anyway)
-                exposure = np.minimum(1.0, s.requests / config.policy.min_requests)
-                exposed = s.evidence * np.where(s.level >= 2, 1.0, exposure)
+                # the evidence a window weighs (output volume has no weight in it), read with
+                # the level after the window: a throttle starts only in a window of
+                # min_requests or more, whose exposure is 1 anyway
+                weight = exposure(s.requests, s.level, config.policy.min_requests)
+                exposed = s.evidence * weight
                 shows = int((exposed >= config.reference_max_evidence).sum())
                 seen[s.kind].append((s.end_ms, s.score.copy(), shows))
     tallies: dict[str, Tally] = {}

@@ -84,6 +84,7 @@ __all__ = [
     "MemberScores",
     "Population",
     "ScoredWindows",
+    "exposure",
     "member_scores",
     "rfc3339",
     "score_in_order",
@@ -219,6 +220,19 @@ class _Measured:
     outright: npt.NDArray[np.bool_]
     exposure: F64
     exposed: F64
+
+
+def exposure(requests: npt.ArrayLike, level: npt.ArrayLike, min_requests: int) -> F64:
+    """How much of its evidence a window weighs: ``min(1, requests / min_requests)``, and all of
+    it for an entity already throttled or suspended (level 2 or more), whose windows the throttle
+    itself may keep thin.
+
+    >>> exposure([1, 2, 3, 30, 1], [0, 0, 0, 0, 2], 3).round(3).tolist()
+    [0.333, 0.667, 1.0, 1.0, 1.0]
+    """
+    thin = np.minimum(1.0, np.asarray(requests, dtype=np.float64) / min_requests)
+    out: F64 = np.where(np.asarray(level) >= 2, 1.0, thin)
+    return out
 
 
 def _round(x: float) -> float | None:
@@ -575,12 +589,8 @@ class Detector:
             km.volume_p99,
             answers_tell_reasoning(km.kind, km.typical_share),
         )
-        exposure = np.where(
-            table.level[rows] >= 2,
-            1.0,
-            np.minimum(1.0, ew.requests / self.config.policy.min_requests),
-        )
-        exposed = ev.absolute * exposure
+        weight = exposure(ew.requests, table.level[rows], self.config.policy.min_requests)
+        exposed = ev.absolute * weight
         X = ew.squashed()
         if km.weight == 0:
             # What ordinary looks like before anything is learned: this window's entities that do
@@ -591,12 +601,12 @@ class Detector:
             )
         Xo = np.maximum(X, km.centre)
         novelty = km.forest.score_many(Xo)
-        raw = ev.evidence * exposure + novelty
+        raw = ev.evidence * weight + novelty
         # Until the forest and calibrator have warmed up a score means nothing: report 0.
         score = km.calibrator.calibrate(raw) if km.ready else np.zeros(len(ew.ids))
         drifted = table.drift.update(rows, novelty)
         outright = self._outright(km, ev, exposed)
-        return _Measured(rows, ev, X, Xo, novelty, raw, score, drifted, outright, exposure, exposed)
+        return _Measured(rows, ev, X, Xo, novelty, raw, score, drifted, outright, weight, exposed)
 
     def _outright(self, km: _KindModel, ev: WindowEvidence, evidence: F64) -> npt.NDArray[np.bool_]:
         """Windows that strike whatever their score, also before the models have warmed up.
