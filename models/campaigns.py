@@ -52,6 +52,7 @@ from models.evidence import (
 )
 from models.graph import components
 from models.keys import Keys
+from models.sorting import lexsort
 from models.templates import TemplateIndex
 from models.windows import ClosedWindow
 
@@ -182,7 +183,7 @@ def _top_per_group(
     g: I64, key: I64, weight: npt.NDArray[Any], k: int
 ) -> tuple[I64, I64, npt.NDArray[Any]]:
     """For each group, its ``k`` keys of largest weight (ties: the smaller key), sorted by group."""
-    order = np.lexsort((key, -weight, g))
+    order = lexsort((key, -weight, g))
     gs = g[order]
     first = np.ones(gs.size, dtype=np.bool_)
     first[1:] = gs[1:] != gs[:-1]
@@ -195,7 +196,7 @@ def _top_per_group(
 def _pairs(a: I64, b: I64) -> tuple[I64, I64, npt.NDArray[np.intp]]:
     """Distinct (a, b) pairs sorted by a then b, and each input's pair index: what
     ``np.unique(np.stack([a, b]), axis=1, return_inverse=True)`` gives, several times faster."""
-    order = np.lexsort((b, a))
+    order = lexsort((b, a))
     sa, sb = a[order], b[order]
     new = np.ones(order.size, dtype=np.bool_)
     new[1:] = (sa[1:] != sa[:-1]) | (sb[1:] != sb[:-1])
@@ -206,10 +207,18 @@ def _pairs(a: I64, b: I64) -> tuple[I64, I64, npt.NDArray[np.intp]]:
 
 
 def _group_sum(group: npt.NDArray[np.intp], values: npt.NDArray[Any], n_groups: int) -> F64:
-    """Per group, the column sums of ``values`` (rows belong to ``group``)."""
-    out = np.zeros((n_groups, values.shape[1]))
-    for j in range(values.shape[1]):
-        out[:, j] = np.bincount(group, values[:, j], minlength=n_groups)
+    """Per group, the column sums of ``values`` (rows belong to ``group``), summed in row order
+    as one ``np.bincount`` per column would.
+
+    Examples
+    --------
+    >>> _group_sum(np.array([1, 0, 1]), np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]), 3).tolist()
+    [[3.0, 4.0], [6.0, 8.0], [0.0, 0.0]]
+    """
+    k = values.shape[1]
+    cell = (group.astype(np.int64)[:, None] * k + np.arange(k)).ravel()
+    sums = np.bincount(cell, values.ravel(), minlength=n_groups * k)
+    out: F64 = sums.astype(np.float64, copy=False).reshape(n_groups, k)
     return out
 
 
@@ -256,24 +265,22 @@ def summarize(
     payment = np.zeros(n, dtype=np.int64)
     paid = w.payment_hash != 0
     if paid.any():
-        pairs, counts = np.unique(
-            np.stack([g[paid], w.payment_hash[paid]]), axis=1, return_counts=True
-        )
-        acct, pay, _ = _top_per_group(pairs[0], pairs[1], counts.astype(np.int64), 1)
+        p_acct, p_pay, inverse = _pairs(g[paid], w.payment_hash[paid])
+        counts = np.bincount(inverse, minlength=p_acct.size).astype(np.int64)
+        acct, pay, _ = _top_per_group(p_acct, p_pay, counts, 1)
         payment[acct] = pay
-    pairs, counts = np.unique(np.stack([g, w.block.astype(np.int64)]), axis=1, return_counts=True)
-    b_acct, b_code, b_req = _top_per_group(
-        pairs[0], pairs[1], counts.astype(np.int64), blocks_per_account
-    )
+    p_acct, p_block, inverse = _pairs(g, w.block.astype(np.int64))
+    counts = np.bincount(inverse, minlength=p_acct.size).astype(np.int64)
+    b_acct, b_code, b_req = _top_per_group(p_acct, p_block, counts, blocks_per_account)
     hf = np.flatnonzero(w.has_fingerprint)
-    order = hf[np.lexsort((-w.ts[hf], g[hf]))]  # per account, latest first
+    order = hf[lexsort((-w.ts[hf], g[hf]))]  # per account, latest first
     ga = g[order]
     start = np.ones(ga.size, dtype=np.bool_)
     start[1:] = ga[1:] != ga[:-1]
     firsts = np.flatnonzero(start)
     rank = np.arange(ga.size) - np.repeat(firsts, np.diff(np.append(firsts, ga.size)))
     keep = order[rank < prompts_per_account]
-    keep = keep[np.lexsort((w.ts[keep], g[keep]))]
+    keep = keep[lexsort((w.ts[keep], g[keep]))]
     per_prompt = np.bincount(g[keep], minlength=n)
     per_block = np.bincount(b_acct, minlength=n)
     second = np.clip((w.ts - w.start_ms) // 1000, 0, 63).astype(np.uint64)
@@ -474,14 +481,16 @@ def _synchrony(
     every = ((seconds[active, None] >> _SECONDS[None, :]) & np.uint64(1)).astype(np.float64)
     bits = every[:, span]
     seconds_read = bits.shape[1]
-    g = group[active]
+    # The groups read, numbered 0..n_read-1 (a hub of every window has a few rows, most none).
+    read, g = np.unique(group[active], return_inverse=True)
+    n_read = read.size
     a = bits.sum(axis=1)
-    total = np.bincount(g, a, minlength=n_groups).astype(np.float64)
+    total = np.bincount(g, a, minlength=n_read).astype(np.float64)
     # Shared seconds, against independent accounts with as many active seconds each.
-    per_second = _group_sum(g, bits, n_groups)
+    per_second = _group_sum(g, bits, n_read)
     shared = (bits * (per_second[g] >= 2)).sum(axis=1)
-    observed = np.bincount(g, shared, minlength=n_groups)
-    expected = np.bincount(g, a * (1 - np.exp(-(total[g] - a) / seconds_read)), minlength=n_groups)
+    observed = np.bincount(g, shared, minlength=n_read)
+    expected = np.bincount(g, a * (1 - np.exp(-(total[g] - a) / seconds_read)), minlength=n_read)
     with np.errstate(invalid="ignore", divide="ignore"):
         o = lower_bound(np.nan_to_num(observed / total), total, _SYNC_Z)
         e = expected / np.maximum(total, 1)
@@ -491,12 +500,12 @@ def _synchrony(
     # Whole 3-second slots only: a slot cut by the span's end is shorter, every account is less
     # likely to be active in it, and that shared dip reads as covariance.
     slots = every.reshape(every.shape[0], 20, 3).max(axis=2)[:, span.reshape(20, 3).all(axis=1)]
-    for b, counts in ((bits, per_second), (slots, _group_sum(g, slots, n_groups))):
+    for b, counts in ((bits, per_second), (slots, _group_sum(g, slots, n_read))):
         p = b.mean(axis=1)
         var = p * (1 - p)
-        s1 = np.bincount(g, var, minlength=n_groups)
-        s2 = np.bincount(g, var**2, minlength=n_groups)
-        s_half = np.bincount(g, np.sqrt(var), minlength=n_groups)
+        s1 = np.bincount(g, var, minlength=n_read)
+        s2 = np.bincount(g, var**2, minlength=n_read)
+        s_half = np.bincount(g, np.sqrt(var), minlength=n_read)
         pairs = s_half**2 - s1
         # Chance alone: each pair's covariance over T slots has variance v_i v_j / T.
         chance = np.sqrt(np.maximum(2 * (s1**2 - s2) / b.shape[1], 0.0))
@@ -504,7 +513,9 @@ def _synchrony(
             rho = (counts.var(axis=1) - s1 - _SYNC_Z * chance) / pairs
         rho = np.where(pairs > 1e-12, rho, 0.0)
         out = np.maximum(out, np.clip(np.nan_to_num(rho), 0.0, 1.0))
-    return out
+    every_group: F64 = np.zeros(n_groups)
+    every_group[read] = out
+    return every_group
 
 
 def _between_members(
@@ -557,7 +568,7 @@ def _between_members(
 def _linked(n: int, acc: I64, hub: I64) -> tuple[I64, npt.NDArray[np.bool_]]:
     """Connected components of ``n`` account positions joined through shared hubs (``acc`` on
     ``hub``, one pair per link): a component label per position, and which positions are linked."""
-    order = np.lexsort((acc, hub))
+    order = lexsort((acc, hub))
     acc, hub = acc[order], hub[order]
     first = np.ones(hub.size, dtype=np.bool_)
     first[1:] = hub[1:] != hub[:-1]

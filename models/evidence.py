@@ -59,6 +59,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from models.sorting import lexsort
 from models.templates import MATCH_BITS
 from models.windows import ClosedWindow
 
@@ -415,7 +416,7 @@ def _against_recent(
     """
     k = ring.shape[1]
     n_ent = table_rows.size
-    order = np.lexsort((ts, g))
+    order = lexsort((ts, g))
     gs, vs = g[order], values[order]
     if gs.size == 0:
         return np.zeros(0, np.bool_), np.zeros(0, np.bool_), gs

@@ -14,6 +14,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from models.sorting import lexsort
 from models.windows import ClosedWindow
 
 __all__ = [
@@ -145,7 +146,7 @@ def _distinct(g: npt.NDArray[np.int32], key: npt.NDArray[np.int64], n_groups: in
     """Number of distinct ``key`` values per group."""
     if g.size == 0:
         return np.zeros(n_groups, dtype=np.int64)
-    order = np.lexsort((key, g))
+    order = lexsort((key, g))
     gs, ks = g[order], key[order]
     first = np.ones(gs.size, dtype=np.bool_)
     first[1:] = (gs[1:] != gs[:-1]) | (ks[1:] != ks[:-1])
@@ -178,7 +179,7 @@ def near_duplicate_mask(
         return hit
     for band in range(4):
         key = ((fp >> np.uint64(16 * band)) & np.uint64(0xFFFF)).astype(np.int64)
-        order = np.lexsort((key, g))
+        order = lexsort((key, g))
         gs, ks = g[order], key[order]
         start = np.ones(n, dtype=np.bool_)
         start[1:] = (gs[1:] != gs[:-1]) | (ks[1:] != ks[:-1])
@@ -216,7 +217,7 @@ def _common(
         cot_mean = np.bincount(gc, cot, minlength=n) / n_cot
         cot_p90 = np.full(n, np.nan)
         if gc.size:
-            order = np.lexsort((cot, gc))
+            order = lexsort((cot, gc))
             starts = np.concatenate(([0], np.cumsum(n_cot)[:-1]))
             present = n_cot > 0
             idx = starts[present] + np.floor(0.9 * (n_cot[present] - 1)).astype(np.int64)
@@ -224,7 +225,7 @@ def _common(
 
         # Timing regularity: 1 / (1 + coefficient of variation of inter-arrival gaps), from 4+
         # requests. Scripted clients hit ~1, human-driven and bursty traffic much less.
-        order = np.lexsort((w.ts, g))
+        order = lexsort((w.ts, g))
         gs, ts = g[order], w.ts[order].astype(np.float64)
         same = gs[1:] == gs[:-1]
         gaps, gg = (ts[1:] - ts[:-1])[same], gs[1:][same]
@@ -301,7 +302,7 @@ def block_windows(w: ClosedWindow, is_new_model: npt.NDArray[np.bool_]) -> Entit
 
 def _first_of_pairs(g: npt.NDArray[np.int32], key: I64) -> npt.NDArray[np.intp]:
     """Indices of one event per distinct (group, key) pair."""
-    order = np.lexsort((key, g))
+    order = lexsort((key, g))
     gs, ks = g[order], key[order]
     first = np.ones(gs.size, dtype=np.bool_)
     first[1:] = (gs[1:] != gs[:-1]) | (ks[1:] != ks[:-1])

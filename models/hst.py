@@ -190,12 +190,18 @@ class HalfSpaceForest(base.AnomalyDetector):
             start = stop
 
     def _add_mass(self, X: F64) -> None:
-        trees = np.broadcast_to(np.arange(self.n_trees), (X.shape[0], self.n_trees))
+        # Each row's node at every level, counted once at the end: a step down from level d reads
+        # the masses of level d + 1 only (where NaN goes), which rows of this batch reach after
+        # that step, so counting level by level would read the same masses.
+        n_nodes = self._l_mass.shape[1]
+        offset = np.arange(self.n_trees, dtype=np.int64) * n_nodes
         nodes = np.zeros((X.shape[0], self.n_trees), dtype=np.int64)
+        visited = [offset + nodes]
         for _ in range(self.height):
-            np.add.at(self._l_mass, (trees, nodes), 1.0)
             nodes = self._step(nodes, X)
-        np.add.at(self._l_mass, (trees, nodes), 1.0)
+            visited.append(offset + nodes)
+        counts = np.bincount(np.concatenate(visited, axis=None), minlength=self._l_mass.size)
+        self._l_mass += counts.reshape(self._l_mass.shape)
 
     def learn_one(self, x: dict[base.typing.FeatureName, Any]) -> None:
         if not self.is_built:

@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.graph import components
+from models.sorting import lexsort
 
 __all__ = ["MATCH_BITS", "TemplateIndex"]
 
@@ -46,6 +47,12 @@ I64 = npt.NDArray[np.int64]
 MATCH_BITS = 12
 _BITS = np.uint64(1) << np.arange(64, dtype=np.uint64)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+# Lookups (`TemplateIndex._runs`): up to _DENSE_CODES possible codes, this many queries or more
+# go through a table of run starts (8 bytes a code); an index of up to _SMALL_INDEX keys stays in
+# the CPU's cache and is searched directly.
+_DENSE_CODES = 1 << 22
+_DENSE_QUERIES = 1 << 14
+_SMALL_INDEX = 1 << 13
 
 
 class TemplateIndex:
@@ -129,9 +136,18 @@ class TemplateIndex:
         self._alias_ms: dict[int, int] = {}
         self._keys = np.zeros(0, dtype=np.uint64)  # sorted lookup codes of the centroids
         self._slot_of_key = np.zeros(0, dtype=np.int64)
+        # Where each lookup code's run starts in _keys (built when first needed, not pickled).
+        self._start: npt.NDArray[np.int64] | None = None
 
     def __len__(self) -> int:
         return int(self.ids.size)
+
+    def __getstate__(self) -> dict[str, object]:
+        return {k: v for k, v in self.__dict__.items() if k != "_start"}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._start = None
 
     def _codes(self, fps: U64) -> U64:
         """(fingerprints, tables) lookup codes: sampled bits packed, tagged with their table."""
@@ -146,6 +162,34 @@ class TemplateIndex:
         slots = np.repeat(np.arange(self.ids.size, dtype=np.int64), self.tables)
         order = np.argsort(codes)
         self._keys, self._slot_of_key = codes[order], slots[order]
+        self._start = None
+
+    def _runs(self, codes: U64, index: tuple[U64, I64] | None) -> tuple[I64, I64]:
+        """Where each code's run of equal keys starts and ends in the sorted keys (the index's,
+        or ``index``'s): ``searchsorted`` left and right, found the cheapest way for the sizes.
+
+        Codes take ``tables * 2**bits_per_table`` values (1M by default). Many queries against
+        the whole index are answered from a table of run starts over all codes, built once per
+        index (8 bytes a code, not pickled); a few queries, or a small index, by searching."""
+        keys = self._keys if index is None else index[0]
+        n_codes = self.tables << self.bits_per_table
+        many = codes.size >= _DENSE_QUERIES and n_codes <= _DENSE_CODES
+        if index is None and (many or self._start is not None):
+            if self._start is None:
+                start = np.zeros(n_codes + 1, dtype=np.int64)
+                np.cumsum(np.bincount(keys.astype(np.intp), minlength=n_codes), out=start[1:])
+                self._start = start
+            at = codes.astype(np.intp)
+            return self._start[at], self._start[at + 1]
+        if keys.size <= _SMALL_INDEX or codes.size < _DENSE_QUERIES:
+            return np.searchsorted(keys, codes, "left"), np.searchsorted(keys, codes, "right")
+        # Sorted queries walk a large key array once instead of jumping around it (10x faster).
+        by_code = np.argsort(codes)
+        lo = np.empty(codes.size, dtype=np.int64)
+        hi = np.empty(codes.size, dtype=np.int64)
+        lo[by_code] = np.searchsorted(keys, codes[by_code], side="left")
+        hi[by_code] = np.searchsorted(keys, codes[by_code], side="right")
+        return lo, hi
 
     def _candidates(self, fps: U64, index: tuple[U64, I64] | None = None) -> tuple[I64, I64, I64]:
         """(query, slot, distance) of every indexed centroid within MATCH_BITS of a fingerprint
@@ -155,12 +199,7 @@ class TemplateIndex:
             empty = np.zeros(0, dtype=np.int64)
             return empty, empty, empty
         codes = self._codes(fps).ravel()
-        # Sorted queries walk the key array once instead of jumping around it (10x faster).
-        by_code = np.argsort(codes)
-        lo = np.empty(codes.size, dtype=np.int64)
-        hi = np.empty(codes.size, dtype=np.int64)
-        lo[by_code] = np.searchsorted(keys, codes[by_code], side="left")
-        hi[by_code] = np.searchsorted(keys, codes[by_code], side="right")
+        lo, hi = self._runs(codes, index)
         counts = hi - lo
         total = int(counts.sum())
         query = np.repeat(np.arange(codes.size) // self.tables, counts)
@@ -175,7 +214,7 @@ class TemplateIndex:
         best = np.full(fps.size, -1, dtype=np.int64)
         query, slot, dist = self._candidates(fps, index)
         if query.size:
-            order = np.lexsort((slot, dist, query))
+            order = lexsort((slot, dist, query))
             query, slot = query[order], slot[order]
             first = np.ones(query.size, dtype=np.bool_)
             first[1:] = query[1:] != query[:-1]
