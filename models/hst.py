@@ -142,15 +142,21 @@ class HalfSpaceForest(base.AnomalyDetector):
         return np.array([[x.get(name, np.nan) for name in self.features]], dtype=np.float64)
 
     def _step(self, nodes: npt.NDArray[np.int64], X: F64) -> npt.NDArray[np.int64]:
-        """One level down every tree for every row; NaN goes where most mass went (as River)."""
-        trees = np.arange(self.n_trees)
-        feat = self._feature[trees, nodes]
-        value = np.take_along_axis(X, feat, axis=1)
-        right = value >= self._threshold[trees, nodes]
+        """One level down every tree for every row; NaN goes where most mass went (as River).
+
+        Arrays are indexed flat (tree offset + node, row offset + feature): the same elements
+        as 2-D fancy indexing, at a fraction of its cost."""
+        inner = nodes + np.arange(self.n_trees, dtype=np.int64) * self._feature.shape[1]
+        cell = self._feature.ravel()[inner]
+        cell += np.arange(X.shape[0], dtype=np.int64)[:, None] * X.shape[1]
+        value = np.ascontiguousarray(X).ravel()[cell]
+        right = value >= self._threshold.ravel()[inner]
         missing = np.isnan(value)
         if missing.any():
-            heavier_right = self._l_mass[trees, 2 * nodes + 1] < self._l_mass[trees, 2 * nodes + 2]
-            right = np.where(missing, heavier_right, right)
+            n_nodes = self._l_mass.shape[1]
+            child = 2 * nodes + 1 + np.arange(self.n_trees, dtype=np.int64) * n_nodes
+            mass = self._l_mass.ravel()
+            right = np.where(missing, mass[child] < mass[child + 1], right)
         return 2 * nodes + 1 + right
 
     def score_many(self, X: F64) -> F64:
@@ -158,17 +164,18 @@ class HalfSpaceForest(base.AnomalyDetector):
         n = X.shape[0]
         if self._first_window or n == 0:
             return np.zeros(n)
-        trees = np.arange(self.n_trees)
+        offset = np.arange(self.n_trees, dtype=np.int64) * self._r_mass.shape[1]
+        mass = self._r_mass.ravel()
         nodes = np.zeros((n, self.n_trees), dtype=np.int64)
         score = np.zeros((n, self.n_trees))
         active = np.ones((n, self.n_trees), dtype=np.bool_)
         limit = self.size_limit
         for depth in range(self.height):
-            r = self._r_mass[trees, nodes]
+            r = mass[nodes + offset]
             score += np.where(active, r * float(2**depth), 0.0)
             active &= r >= limit
             nodes = self._step(nodes, X)
-        r = self._r_mass[trees, nodes]
+        r = mass[nodes + offset]
         score += np.where(active, r * float(2**self.height), 0.0)
         result: F64 = 1.0 - score.sum(axis=1) / self._max_score
         return result
