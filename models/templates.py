@@ -168,19 +168,21 @@ class TemplateIndex:
         """Where each code's run of equal keys starts and ends in the sorted keys (the index's,
         or ``index``'s): ``searchsorted`` left and right, found the cheapest way for the sizes.
 
-        Codes take ``tables * 2**bits_per_table`` values (1M by default). Many queries against
-        the whole index are answered from a table of run starts over all codes, built once per
-        index (8 bytes a code, not pickled); a few queries, or a small index, by searching."""
+        Codes take ``tables * 2**bits_per_table`` values (1M by default). Many queries are
+        answered from a table of run starts over all codes (8 bytes a code; the whole index's is
+        kept until the index changes, not pickled); a few queries by searching."""
         keys = self._keys if index is None else index[0]
         n_codes = self.tables << self.bits_per_table
         many = codes.size >= _DENSE_QUERIES and n_codes <= _DENSE_CODES
-        if index is None and (many or self._start is not None):
-            if self._start is None:
+        start = self._start if index is None else None
+        if many or start is not None:
+            if start is None:
                 start = np.zeros(n_codes + 1, dtype=np.int64)
                 np.cumsum(np.bincount(keys.astype(np.intp), minlength=n_codes), out=start[1:])
-                self._start = start
+                if index is None:
+                    self._start = start
             at = codes.astype(np.intp)
-            return self._start[at], self._start[at + 1]
+            return start[at], start[at + 1]
         if keys.size <= _SMALL_INDEX or codes.size < _DENSE_QUERIES:
             return np.searchsorted(keys, codes, "left"), np.searchsorted(keys, codes, "right")
         # Sorted queries walk a large key array once instead of jumping around it (10x faster).
