@@ -157,7 +157,8 @@ class HalfSpaceForest(base.AnomalyDetector):
             child = 2 * nodes + 1 + np.arange(self.n_trees, dtype=np.int64) * n_nodes
             mass = self._l_mass.ravel()
             right = np.where(missing, mass[child] < mass[child + 1], right)
-        return 2 * nodes + 1 + right
+        below: npt.NDArray[np.int64] = 2 * nodes + 1 + right
+        return below
 
     def score_many(self, X: F64) -> F64:
         """Anomaly scores in [0, 1] for each row of ``X`` (columns in ``self.features`` order)."""
