@@ -272,3 +272,33 @@ def test_two_unrelated_template_sets_share_no_template() -> None:
             seen[g] |= set(index.canonical(ids).tolist()) - {0}
     assert len(seen[0]) > 300 and len(seen[1]) > 300
     assert not seen[0] & seen[1]
+
+
+@pytest.mark.parametrize(
+    "dense_queries, small_index, dense_codes",
+    [
+        (1, 0, 1 << 22),  # every lookup through a table of run starts
+        (1 << 40, 0, 1 << 22),  # every lookup a search with the queries sorted first
+        (1 << 40, 1 << 40, 1 << 22),  # every lookup a plain search
+        (1, 0, 0),  # tables not allowed for the codes: searches
+    ],
+)
+def test_every_way_of_finding_runs_gives_the_same_ids(
+    monkeypatch: pytest.MonkeyPatch, dense_queries: int, small_index: int, dense_codes: int
+) -> None:
+    """Runs of lookup codes are found by a table, a sorted search or a plain search depending on
+    sizes; templates, merges and expiries must not depend on which."""
+    import models.templates as templates
+
+    stream = templated_stream(7, n_templates=60, per_minute=1100, minutes=6)
+
+    def ids() -> list[list[int]]:
+        index = TemplateIndex(register_every=2)
+        return [index.assign(fps, m * MIN).tolist() for m, (fps, _) in enumerate(stream)]
+
+    expected = ids()
+    monkeypatch.setattr(templates, "_DENSE_QUERIES", dense_queries)
+    monkeypatch.setattr(templates, "_SMALL_INDEX", small_index)
+    monkeypatch.setattr(templates, "_DENSE_CODES", dense_codes)
+    assert ids() == expected
+    assert sum(1 for minute in expected for i in minute if i) > 3_000  # templates were found
