@@ -41,6 +41,7 @@ from schemas.topics import ENFORCEMENT, USAGE_EVENTS, default_topics
 from simulator.traffic import Scenario, simulate
 from streams.clickhouse import ClickHouseSink, StateStore, connect, migrate
 from streams.engine import Engine, EngineConfig
+from streams.memory import settle_heap
 
 
 def offer(bootstrap: str, n: int, rate: float, conn: Any) -> None:
@@ -179,6 +180,7 @@ async def run(
             StateStore(client, "bench"),
         )
         await engine.start()
+        settle_heap()  # as the worker command does
         stalls: list[float] = []
         probe = asyncio.create_task(loop_stalls(stalls))
         prod, prod_child = ctx.Pipe()

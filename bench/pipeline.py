@@ -21,6 +21,7 @@ from schemas.topics import USAGE_EVENTS, default_topics
 from simulator.traffic import SCENARIOS, simulate, traffic_lines
 from streams.clickhouse import ClickHouseSink, StateStore, connect, migrate
 from streams.engine import Engine, EngineConfig
+from streams.memory import settle_heap
 from streams.produce import produce
 
 
@@ -42,6 +43,7 @@ async def run(scenario: str, partitions: int) -> None:
         )
         t = time.perf_counter()
         await engine.start()
+        settle_heap()  # as the worker command does
         while engine.metrics.events_in < len(messages):
             await asyncio.sleep(0.2)
         read_s = time.perf_counter() - t

@@ -43,6 +43,7 @@ from streams.clickhouse import (
     one_line,
 )
 from streams.engine import Engine, EngineConfig
+from streams.memory import settle_heap
 from streams.metrics import WorkerCollector, render
 from streams.params import BadRequest, check_id, check_params, int_param
 from streams.settings import Settings, is_loopback, redact
@@ -205,6 +206,7 @@ def create_app(settings: Settings) -> faust.App:
             state["engine"] = engine
             state["investigation"] = Investigation(client, settings.clickhouse_database)
             await engine.start()
+            settle_heap()
             # WARNING level so it shows at every log level a person runs the worker with
             log.warning(
                 "distillguard worker ready: reading %s at %s, ClickHouse %s database %s, "

@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import ctypes
 import functools
+import gc
 import logging
 import os
 import time
@@ -46,7 +47,7 @@ from collections.abc import Callable
 
 from streams.metrics import Metrics
 
-__all__ = ["MemoryReturn", "glibc_trim"]
+__all__ = ["MemoryReturn", "glibc_trim", "settle_heap"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,29 @@ class _Default:
 
 
 _DEFAULT = _Default()
+
+
+def settle_heap() -> int:
+    """Collect the garbage a worker's start-up left, then take everything still alive (modules,
+    classes, functions of numpy, River, aiokafka...: ~150,000 objects) out of the cyclic garbage
+    collector's reach (``gc.freeze``); returns how many objects that is.
+
+    Those objects live as long as the process, yet every full collection walked all of them: in
+    ``bench/pipeline.py`` 20 full collections took 1.3 s of a 15 s backlog, 65 ms each, a pause
+    for every stage. Frozen, they took 0.3 s. Objects created later are collected as before;
+    reference counting frees the frozen ones that are dropped, unless they are caught in a cycle.
+    Call it once, when the worker has started.
+
+    Examples
+    --------
+    >>> import gc
+    >>> settle_heap() > 1000 and gc.get_freeze_count() > 1000   # the modules' objects at least
+    True
+    >>> gc.unfreeze()                                           # (back as they were, for tests)
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 @functools.cache
