@@ -51,6 +51,15 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 # go through a table of run starts (8 bytes a code); an index of up to _SMALL_INDEX keys stays in
 # the CPU's cache and is searched directly.
 _DENSE_CODES = 1 << 22
+# Templates sharing one lookup code: with SimHash fingerprints (bits as good as random), 200,000
+# templates put about 3 behind a code and the default scenario's longest run is 5. Fingerprints
+# whose bits vary little (a short hash padded with zeros) put many templates behind each code of
+# a table; such runs are passed over (other tables still find a near duplicate), or candidates
+# would grow with the square of the templates.
+_MAX_RUN = 64
+# Fingerprints matched at a time: candidates are (fingerprints x tables x run length) rows, so a
+# window of a million prompts is matched a slice at a time, in bounded memory.
+_QUERY_SLICE = 1 << 16
 _DENSE_QUERIES = 1 << 14
 _SMALL_INDEX = 1 << 13
 
@@ -203,6 +212,9 @@ class TemplateIndex:
         codes = self._codes(fps).ravel()
         lo, hi = self._runs(codes, index)
         counts = hi - lo
+        # A code that many templates share says nothing about any of them (fingerprints with
+        # bits that never vary); checking every pair behind it is what would cost.
+        counts[counts > _MAX_RUN] = 0
         total = int(counts.sum())
         query = np.repeat(np.arange(codes.size) // self.tables, counts)
         offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
@@ -212,15 +224,17 @@ class TemplateIndex:
         return query[ok], slot[ok], dist[ok]
 
     def _match(self, fps: U64, index: tuple[U64, I64] | None = None) -> I64:
-        """Slot of the nearest indexed template within MATCH_BITS (ties: the older), or -1."""
+        """Slot of the nearest indexed template within MATCH_BITS (ties: the older), or -1;
+        `_QUERY_SLICE` fingerprints at a time (each is matched on its own)."""
         best = np.full(fps.size, -1, dtype=np.int64)
-        query, slot, dist = self._candidates(fps, index)
-        if query.size:
-            order = lexsort((slot, dist, query))
-            query, slot = query[order], slot[order]
-            first = np.ones(query.size, dtype=np.bool_)
-            first[1:] = query[1:] != query[:-1]
-            best[query[first]] = slot[first]
+        for at in range(0, fps.size, _QUERY_SLICE):
+            query, slot, dist = self._candidates(fps[at : at + _QUERY_SLICE], index)
+            if query.size:
+                order = lexsort((slot, dist, query))
+                query, slot = query[order], slot[order]
+                first = np.ones(query.size, dtype=np.bool_)
+                first[1:] = query[1:] != query[:-1]
+                best[at + query[first]] = slot[first]
         return best
 
     def assign(self, fps: U64, now_ms: int, salt: U64 | None = None) -> I64:

@@ -302,3 +302,32 @@ def test_every_way_of_finding_runs_gives_the_same_ids(
     monkeypatch.setattr(templates, "_DENSE_CODES", dense_codes)
     assert ids() == expected
     assert sum(1 for minute in expected for i in minute if i) > 3_000  # templates were found
+
+
+def test_matching_a_slice_of_fingerprints_at_a_time_gives_the_same_ids(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A window of a million prompts is matched a slice at a time, in bounded memory."""
+    import models.templates as templates
+
+    stream = templated_stream(11, n_templates=40, per_minute=900, minutes=4)
+    expected = [ids.tolist() for ids in run(TemplateIndex(register_every=2), stream)]
+    monkeypatch.setattr(templates, "_QUERY_SLICE", 7)
+    assert [ids.tolist() for ids in run(TemplateIndex(register_every=2), stream)] == expected
+
+
+def test_a_lookup_code_shared_by_too_many_templates_is_passed_over(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Fingerprints whose bits vary little put many templates behind each code; those codes are
+    passed over instead of checking every template behind them."""
+    import models.templates as templates
+
+    rng = np.random.default_rng(5)
+    fps = u64(random_fps(rng, 300))
+    index = TemplateIndex(tables=1, bits_per_table=4, register_every=1)  # 16 codes: ~19 each
+    known = index.assign(fps, 0)
+    assert (index.assign(fps[:50], MIN) == known[:50]).all()  # found behind their codes
+    monkeypatch.setattr(templates, "_MAX_RUN", 5)
+    again = index.assign(fps[:50], 2 * MIN)  # behind codes too crowded to read: not found,
+    assert not set(again.tolist()) & set(known.tolist())  # so each starts a template anew
