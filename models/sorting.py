@@ -32,7 +32,10 @@ def _packable(key: npt.NDArray[np.generic]) -> tuple[npt.NDArray[np.int64], int]
         lo = key.min()
         span = int(key.max()) - int(lo)
         if span < (1 << _MAX_SPAN_BITS):
-            # Subtracted in the key's own type: no value overflows, whatever its range.
+            if key.dtype.kind == "i" and key.dtype.itemsize < 8:
+                return key.astype(np.int64) - int(lo), span.bit_length()
+            # 64-bit and unsigned keys subtracted in their own type: within a span under 2**40
+            # of the minimum, no value wraps (a narrower signed type would: 127 - -128 in int8).
             return (key - lo).astype(np.int64), span.bit_length()
     # Dense rank: np.unique sorts as np.lexsort compares (-0.0 equals 0.0; NaN last).
     uniques, rank = np.unique(key, return_inverse=True)
@@ -58,8 +61,12 @@ def lexsort(keys: Sequence[npt.ArrayLike]) -> npt.NDArray[np.intp]:
     """
     arrays = [np.asarray(k) for k in keys]
     n = arrays[0].size if arrays else 0
-    if n < 2 or any(a.ndim != 1 for a in arrays):
-        return np.lexsort(arrays) if arrays else np.zeros(0, dtype=np.intp)
+    if (
+        n < 2
+        or any(a.ndim != 1 or a.size != n for a in arrays)
+        or any(a.dtype.kind not in "biuf" for a in arrays)  # complex, objects, text: numpy's
+    ):
+        return np.lexsort(arrays)  # and numpy's errors for keys it refuses
     shift = (n - 1).bit_length()
     packed = np.arange(n, dtype=np.int64)
     for key in arrays:  # the first key is the least significant

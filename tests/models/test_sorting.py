@@ -13,12 +13,21 @@ from models.sorting import lexsort
 # Keys as the models have them: small codes, timestamps, 16-bit bands, 64-bit hashes (signed and
 # unsigned), floats with NaN and signed zeros, flags; few distinct values so that ties are common.
 _few = st.integers(0, 3)
-_dtypes = st.sampled_from(["int32", "int64", "uint64", "float64", "bool"])
+_dtypes = st.sampled_from(
+    ["int8", "int16", "int32", "int64", "uint8", "uint64", "float64", "complex128", "bool"]
+)
 
 
 def _key(dtype: str, n: int) -> st.SearchStrategy[np.ndarray]:
     if dtype == "float64":
         elements = st.sampled_from([0.0, -0.0, 0.5, -1.5, np.nan, np.inf, 1e300])
+    elif dtype == "complex128":
+        elements = st.sampled_from([complex(np.nan, 0), complex(0, np.nan), 1 + 0j, -1j, 0j])
+    elif dtype in ("int8", "int16", "uint8"):  # the whole range: narrow signed types wrap
+        info = np.iinfo(dtype)
+        elements = st.one_of(
+            st.sampled_from([info.min, info.max, 0]), st.integers(info.min, info.max)
+        )
     elif dtype == "bool":
         elements = st.booleans()
     elif dtype == "uint64":
@@ -30,7 +39,7 @@ def _key(dtype: str, n: int) -> st.SearchStrategy[np.ndarray]:
             st.integers(1_795_000_000_000, 1_795_000_060_000),  # timestamps of one window
         )
     else:
-        elements = st.integers(0, 40)
+        elements = st.one_of(st.integers(0, 40), st.sampled_from([-(2**31), 2**31 - 1]))
     return hnp.arrays(dtype, n, elements=elements)
 
 
@@ -58,3 +67,12 @@ def test_keys_that_do_not_fit_one_integer_are_sorted_by_numpy(monkeypatch) -> No
     calls.clear()
     assert lexsort(narrow).tolist() == real(narrow).tolist()
     assert not calls
+
+
+def test_keys_numpy_refuses_are_refused() -> None:
+    import pytest
+
+    with pytest.raises(TypeError):
+        lexsort([])
+    with pytest.raises(ValueError):
+        lexsort([np.arange(5), np.array([1])])

@@ -278,9 +278,8 @@ def test_two_unrelated_template_sets_share_no_template() -> None:
     "dense_queries, small_index, dense_codes",
     [
         (1, 0, 1 << 22),  # every lookup through a table of run starts
-        (1 << 40, 0, 1 << 22),  # every lookup a search with the queries sorted first
+        (1, 0, 0),  # no table allowed: every lookup a search with the queries sorted first
         (1 << 40, 1 << 40, 1 << 22),  # every lookup a plain search
-        (1, 0, 0),  # tables not allowed for the codes: searches
     ],
 )
 def test_every_way_of_finding_runs_gives_the_same_ids(
