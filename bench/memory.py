@@ -43,7 +43,7 @@ from infra.broker import EmbeddedBroker, ensure_topics
 from schemas.topics import USAGE_EVENTS, default_topics
 from streams.clickhouse import ClickHouseSink, StateStore, connect, migrate
 from streams.engine import Engine, EngineConfig
-from streams.memory import glibc_trim
+from streams.memory import glibc_trim, settle_heap
 
 PER_BLOCK = 16
 
@@ -187,6 +187,7 @@ async def worker(accounts: int, partitions: int) -> tuple[Any, ...]:
         before = rss_bytes()
         t = time.perf_counter()
         await engine.start()
+        settle_heap()  # as the worker command does
         try:
             while engine.metrics.events_in < accounts or engine.metrics.lag.get("accounts", 1):
                 if engine.failed():
