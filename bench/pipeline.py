@@ -1,19 +1,29 @@
 """Events per second through the streaming pipeline: Tansu -> engine (both stages) -> chDB + Kafka.
 
-    .venv/bin/python -m bench.pipeline [--scenario demo] [--partitions 8]
+    .venv/bin/python -m bench.pipeline [--scenario demo] [--partitions 8] [--baseline-events 20000]
 
 The scenario's messages are produced first (a backlog), then one worker (one process, both
 stages) is started and timed until every message is read, every window scored, every row
 written to ClickHouse and every enforcement event acknowledged. A backlog is the hardest case:
 the worker catching up after an outage.
+
+Then, on the same broker and backlog, the naive pattern (`bench.naive`: a Faust agent scoring
+each event with the account's own River ``HalfSpaceTrees``) reads the first
+``--baseline-events`` messages in a process of its own, and its events/s are printed beside the
+worker's (the naive pattern builds a forest per new account, so it is timed on a prefix).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
+
+import orjson
 
 from infra.broker import EmbeddedBroker, ensure_topics
 from models.detector import DetectorConfig
@@ -25,7 +35,35 @@ from streams.memory import settle_heap
 from streams.produce import produce
 
 
-async def run(scenario: str, partitions: int) -> None:
+def naive_rate(bootstrap: str, events: int, timeout_s: float = 600.0) -> tuple[int, float]:
+    """(events, seconds) of `bench.naive` (a Faust agent, a River forest per account) reading
+    the first ``events`` messages of the input topic, in a process of its own."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "naive.json"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.naive", bootstrap, USAGE_EVENTS, str(events), str(out)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + timeout_s
+            while not out.exists():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the naive baseline stopped (exit {proc.poll()})")
+                time.sleep(0.5)
+            time.sleep(0.2)  # the file is written in one call; let it land
+            result = orjson.loads(out.read_bytes())
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    return int(result["events"]), float(result["seconds"])
+
+
+async def run(scenario: str, partitions: int, baseline_events: int) -> None:
     messages = list(traffic_lines(simulate(SCENARIOS[scenario]), bad_line_rate=0.001))
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
         ensure_topics(broker.bootstrap, default_topics(partitions))
@@ -54,6 +92,7 @@ async def run(scenario: str, partitions: int) -> None:
         await engine.stop()
         m = engine.metrics
         sink = engine.sink.stats
+        naive = naive_rate(broker.bootstrap, baseline_events) if baseline_events else None
     print(f"scenario {scenario}: {len(messages):,} messages, {partitions} partitions, one worker")
     print(f"producer (kafka-python, acks=all):   {len(messages) / produce_s:>9,.0f} messages/s")
     print(
@@ -69,14 +108,28 @@ async def run(scenario: str, partitions: int) -> None:
         f"dead letters {m.dead_letters:,}; ClickHouse: {sink.rows:,} rows in {sink.inserts:,} "
         f"inserts, {sink.total_insert_seconds:.1f} s inserting"
     )
+    if naive is not None:
+        n, seconds = naive
+        print(
+            f"naive pattern (bench.naive: a Faust agent, one River HalfSpaceTrees per account, "
+            f"per event, each new account's forest built on its first), same broker and "
+            f"backlog, first {n:,} events: {n / seconds:,.0f} events/s; the worker read and "
+            f"scored {len(messages) / read_s / (n / seconds):,.0f}x as fast (target >= 10x)"
+        )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--scenario", default="demo", choices=sorted(SCENARIOS))
     ap.add_argument("--partitions", type=int, default=8)
+    ap.add_argument(
+        "--baseline-events",
+        type=int,
+        default=20_000,
+        help="events the naive pattern reads on the same broker (0: not run)",
+    )
     args = ap.parse_args()
-    asyncio.run(run(args.scenario, args.partitions))
+    asyncio.run(run(args.scenario, args.partitions, args.baseline_events))
 
 
 if __name__ == "__main__":
