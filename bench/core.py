@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 from river import anomaly, compose, preprocessing
 
+from bench.naive import features
 from models.detector import Detector
 from models.events import UsageEvent
 from schemas.validation import parse_event
@@ -86,20 +87,7 @@ def river_baseline(raw_events: list[dict[str, Any]], n: int = 30_000) -> tuple[f
     building = 0.0
     t = time.perf_counter()
     for e in raw_events[:n]:
-        x = {
-            "input_tokens": e["input_tokens"],
-            "output_tokens": e["output_tokens"],
-            "ratio": e["output_tokens"] / max(e["input_tokens"], 1),
-            "cot": e.get("cot_score") or 0.0,
-            "error": float(e.get("status", 200) >= 400),
-            "latency": e.get("latency_ms") or 0.0,
-            "fp_hi": int(e["prompt_fingerprint"][:4], 16) / 65535,
-            "fp_lo": int(e["prompt_fingerprint"][-4:], 16) / 65535,
-            "ip_last": float(e["ip"].rsplit(".", 1)[-1]) if "." in e["ip"] else 0.0,
-            "v6": float(":" in e["ip"]),
-            "model_main": float(e["model"] == "frontier-1"),
-            "model_new": float(e["model"] == "frontier-2"),
-        }
+        x = features(e)
         m = models.get(e["account_id"])
         if m is None:
             b = time.perf_counter()

@@ -6,8 +6,8 @@ What a first streaming detector usually looks like, and what `bench/pipeline.py`
 worker with on the same broker and the same backlog: a Faust app whose agent reads the input
 topic one message at a time, decodes it with ``orjson``, and scores then learns it with the
 account's own ``MinMaxScaler() | HalfSpaceTrees()`` (built on the account's first event). It
-writes nothing anywhere. After ``EVENTS`` messages it writes ``{"events": n, "seconds": s}`` to
-``OUT_FILE`` (timed from the first message) and its parent stops it.
+writes nothing anywhere. After ``EVENTS`` messages it writes ``{"events": n, "seconds": s,
+"skipped": bad lines}`` to ``OUT_FILE`` (timed from the first message) and its parent stops it.
 """
 
 from __future__ import annotations
@@ -23,8 +23,17 @@ from river import anomaly, compose, preprocessing
 
 
 def features(e: dict[str, Any]) -> dict[str, float]:
-    """The per-event features a naive detector would use (those of `bench.core`'s baseline)."""
+    """The per-event features a naive detector would use (`bench.core`'s baseline uses them too).
+
+    Examples
+    --------
+    >>> x = features({"input_tokens": 100, "output_tokens": 900, "ip": "10.0.0.7",
+    ...               "model": "frontier-2", "prompt_fingerprint": "ffff00000000000f"})
+    >>> x["ratio"], x["fp_hi"], x["ip_last"], x["model_new"]
+    (9.0, 1.0, 7.0, 1.0)
+    """
     fp = e.get("prompt_fingerprint") or "0" * 16
+    ip = e["ip"]
     return {
         "input_tokens": float(e["input_tokens"]),
         "output_tokens": float(e["output_tokens"]),
@@ -34,6 +43,10 @@ def features(e: dict[str, Any]) -> dict[str, float]:
         "latency": e.get("latency_ms") or 0.0,
         "fp_hi": int(fp[:4], 16) / 65535,
         "fp_lo": int(fp[-4:], 16) / 65535,
+        "ip_last": float(ip.rsplit(".", 1)[-1]) if "." in ip else 0.0,
+        "v6": float(":" in ip),
+        "model_main": float(e["model"] == "frontier-1"),
+        "model_new": float(e["model"] == "frontier-2"),
     }
 
 
@@ -51,6 +64,7 @@ def main(bootstrap: str, topic: str, events: int, out: Path) -> None:
     source = app.topic(topic, value_type=bytes, value_serializer="raw", internal=False)
     models: dict[str, compose.Pipeline] = {}
     seen = [0, 0.0]
+    skipped = [0]
 
     @app.agent(source)
     async def score(stream: Any) -> None:
@@ -69,10 +83,11 @@ def main(bootstrap: str, topic: str, events: int, out: Path) -> None:
                 model.score_one(x)
                 model.learn_one(x)
             except (ValueError, KeyError, TypeError, AttributeError):
-                pass  # the backlog's bad lines: skipped, as a naive detector would
+                skipped[0] += 1  # the backlog's bad lines, counted and reported
             if seen[0] == events:
                 elapsed = time.perf_counter() - seen[1]
-                out.write_bytes(orjson.dumps({"events": events, "seconds": elapsed}))
+                result = {"events": events, "seconds": elapsed, "skipped": skipped[0]}
+                out.write_bytes(orjson.dumps(result))
 
     sys.argv = [sys.argv[0], "worker", "--loglevel", "warn"]
     app.main()
