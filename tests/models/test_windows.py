@@ -7,6 +7,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from models.columns import Chunk
 from models.events import UsageEvent, ip_block
 from models.keys import unpack
 from models.windows import CHUNK, ClosedWindow, Windower
@@ -185,3 +186,20 @@ def test_a_window_pickled_with_an_id_set_and_named_chunks_restores_and_closes_th
     assert window.n_events == expected.n_events + 1
     assert window.accounts == expected.accounts
     assert window.account[:-1].tolist() == expected.account.tolist()
+
+
+def test_chunks_and_windows_pickled_before_they_moved_to_models_columns_still_load() -> None:
+    """A checkpoint taken before `models.columns` names `models.windows._Chunk` (an open window's
+    slices) and `models.windows.ClosedWindow`: a worker restored from it reads them."""
+    rows = [ev(i, 1_000 * i, account=f"a{i % 3}") for i in range(10)]
+    for now in (Chunk.from_rows(rows), closed(rows)):
+        name = type(now).__name__.encode()
+        new = pickle.dumps(now, protocol=2)  # text globals: "c<module>\n<name>\n"
+        old_name = b"_Chunk" if name == b"Chunk" else name
+        old = new.replace(
+            b"cmodels.columns\n" + name + b"\n", b"cmodels.windows\n" + old_name + b"\n"
+        )
+        assert old != new
+        back = pickle.loads(old)
+        assert type(back) is type(now)
+        assert back.ts.tolist() == now.ts.tolist() and back.account.tolist() == now.account.tolist()
