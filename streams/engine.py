@@ -18,7 +18,7 @@ What a worker guarantees, and which part keeps each promise:
   event sequence alone, so the replay rebuilds the same windows and the same decisions with the
   same enforcement ids. Rows collapse in ClickHouse (ReplacingMergeTree); consumers of the
   enforcement topic drop redelivered ids.
-- **Failing outputs** (`streams.delivery.Retries`): a batch whose Kafka sends or ClickHouse
+- **Failing outputs** (`streams.retries.Retries`): a batch whose Kafka sends or ClickHouse
   inserts fail is retried (only what failed) with exponential backoff
   (``output_retry_initial_seconds`` doubling up to ``output_retry_max_seconds``) while its stage
   reads nothing more, so a stage holds at most one batch. The first failure of a streak and the
@@ -44,11 +44,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from infra.broker import ensure_topics
 from streams.clickhouse import ClickHouseSink, StateStore
 from streams.config import EngineConfig
-from streams.delivery import ClickHouseCalls, Delivery, Retries
+from streams.delivery import ClickHouseCalls, Delivery
 from streams.memory import MemoryReturn
 from streams.metrics import Metrics
 from streams.processors import SuspectTable
 from streams.publish import MAX_REQUEST_BYTES, OutputsUnavailable
+from streams.retries import Retries
 from streams.stages import AccountStage, BlockStage, CampaignStage, Stage
 
 __all__ = ["Engine", "EngineConfig", "Metrics", "OutputsUnavailable"]

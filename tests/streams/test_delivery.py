@@ -14,10 +14,11 @@ import pytest
 from schemas.dead_letters import DeadLetter
 from schemas.topics import Topics
 from schemas.validation import Rejection
-from streams.delivery import Abandoned, ClickHouseCalls, Delivery, Retries
+from streams.delivery import ClickHouseCalls, Delivery
 from streams.metrics import Metrics
 from streams.processors import Produced, SuspectTable
 from streams.publish import OutputsUnavailable
+from streams.retries import Abandoned, Retries
 from streams.wire import suspect
 
 

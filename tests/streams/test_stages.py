@@ -12,10 +12,10 @@ from aiokafka import TopicPartition
 from models.detector import Detector
 from models.events import UsageEvent
 from streams.config import EngineConfig
-from streams.delivery import Abandoned
 from streams.metrics import Metrics
 from streams.processors import Produced
 from streams.publish import OutputsUnavailable
+from streams.retries import Abandoned
 from streams.stages import AccountStage, CampaignStage, Member
 
 GAVE_UP = "accounts checkpoint: loading a checkpoint from ClickHouse has failed for 300 s"
@@ -159,7 +159,6 @@ def test_windows_closed_by_an_idle_flush_are_checkpointed_even_before_they_are_s
         delivery = SavingCheckpoints()
         stage = AccountStage(EngineConfig("127.0.0.1:1"), delivery, Metrics())  # type: ignore[arg-type]
         await stage.on_partitions_assigned([TopicPartition(stage.topic, p) for p in (0, 1)])
-        stage._unread = lambda p: False  # type: ignore[method-assign]  # both caught up
         quiet, busy = stage.parts[0], stage.parts[1]
         for i, t in enumerate(range(0, 75_000, 500)):
             quiet.add(ev(i, t, "a"))
@@ -173,7 +172,7 @@ def test_windows_closed_by_an_idle_flush_are_checkpointed_even_before_they_are_s
             now = time.monotonic()
             stage.last_seen.update({0: now - 3600, 1: now})
             batch = Produced()
-            stage._idle_flush(now, batch)
+            stage._idle_flush(now, batch, {0: False, 1: False})  # both caught up
             assert not quiet.has_open_windows and not batch  # closed, nothing scored yet
             await stage.checkpoint()
             assert len(delivery.saved) == 2

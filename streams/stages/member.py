@@ -1,0 +1,176 @@
+"""What every stage shares: its consumer, and when its state may be checkpointed and committed.
+
+A batch is *in hand* from the moment it is read until everything it produced is published
+(`streams.delivery.Delivery.publish`). While one is, the stage's state is ahead of what was
+written, so it is never checkpointed and its offsets are never committed. A checkpoint saves the
+state first and commits its offsets after (`Delivery.checkpoint`), and is skipped when nothing
+changed since the last one.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError, UnsupportedCodecError
+from aiokafka.structs import OffsetAndMetadata
+
+from streams.clickhouse import pack_state
+from streams.config import EngineConfig
+from streams.delivery import Delivery
+from streams.metrics import Metrics
+from streams.processors import Produced
+from streams.publish import OutputsUnavailable
+from streams.retries import Abandoned
+
+__all__ = ["Member", "consumer"]
+
+log = logging.getLogger("distillguard.engine")
+
+
+def consumer(cfg: EngineConfig, name: str, fetch_bytes: int) -> AIOKafkaConsumer:
+    """A consumer of the stage's group that commits only when the stage says so, and starts
+    from the earliest offset when the group has none."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=cfg.bootstrap,
+        group_id=f"{cfg.group_prefix}-{name}",
+        client_id=f"{cfg.client_id}-{name}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=fetch_bytes,
+        session_timeout_ms=cfg.session_timeout_ms,
+        heartbeat_interval_ms=cfg.heartbeat_interval_ms,
+        rebalance_timeout_ms=cfg.rebalance_timeout_ms,
+        max_poll_interval_ms=cfg.max_poll_interval_ms,
+        **cfg.kafka_auth.client_kwargs(),
+    )
+
+
+class Member(ConsumerRebalanceListener):  # type: ignore[misc]
+    """What the stages share: a batch is *in hand* from the moment it is read until everything
+    it produced is published; while one is, the stage's state is ahead of what was written, so
+    it must not be checkpointed."""
+
+    name = ""
+    topic = ""
+    consumer: AIOKafkaConsumer
+
+    def __init__(self, config: EngineConfig, delivery: Delivery, metrics: Metrics) -> None:
+        self.config = config
+        self.delivery = delivery
+        self.metrics = metrics
+        self._published = asyncio.Event()
+        self._published.set()
+        # Changes to the stage's state, and how many of them the last checkpoint saved: a
+        # periodic checkpoint with nothing new to save is skipped (a worker idling at 1M
+        # accounts re-pickled every entity every 10 s, ~0.7 KB of transient memory each).
+        self._changes = 0
+        self._saved = 0
+
+    @property
+    def in_hand(self) -> bool:
+        """A batch was read whose outputs are not (yet) all published."""
+        return not self._published.is_set()
+
+    def changed(self) -> None:
+        """The stage's state moved on (records read, windows scored): the next checkpoint saves."""
+        self._changes += 1
+
+    @property
+    def unsaved(self) -> bool:
+        """Whether the state changed since the last checkpoint saved it."""
+        return self._changes != self._saved
+
+    async def _settle(self) -> bool:
+        """Before a revocation's checkpoint: wait a little for the batch in hand to be published
+        (the rebalance waits for this callback). False if it is still in hand."""
+        if self.in_hand:
+            wait = self.config.rebalance_timeout_ms / 3000
+            try:
+                await asyncio.wait_for(self._published.wait(), wait)
+            except TimeoutError:
+                log.warning(
+                    "%s: partitions revoked while a batch is not published: not checkpointed; "
+                    "their next owner reads from the last checkpoint",
+                    self.name,
+                )
+                return False
+        return True
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        try:
+            await self._assign(assigned)
+        except Abandoned:
+            pass  # the worker stops: nothing is taken
+        except OutputsUnavailable as exc:
+            self.delivery.fatal = exc  # the run loop raises it (aiokafka would only log it)
+
+    @abc.abstractmethod
+    async def _assign(self, assigned: list[TopicPartition]) -> None:
+        """Take newly assigned partitions, each restored from its checkpoint."""
+
+    async def _fetch(self) -> dict[TopicPartition, list[Any]]:
+        """The next records; from here until they are published, a batch is in hand.
+
+        Raises what stops the stage: an output that failed for good (also when found in a
+        rebalance callback), or a read that failed, logged once with its fix.
+        """
+        if self.delivery.fatal is not None:
+            raise self.delivery.fatal
+        try:
+            data: dict[TopicPartition, list[Any]] = await self.consumer.getmany(
+                timeout_ms=200, max_records=self.config.max_records
+            )
+        except KafkaError as exc:
+            # The stage stops here (Engine.failed, /health): say why in the log, once.
+            fix = (
+                "; a producer compresses with a codec this worker cannot decode: install "
+                "cramjam (a distillguard dependency: aiokafka's snappy, lz4 and zstd) "
+                "and restart the worker"
+                if isinstance(exc, UnsupportedCodecError)
+                else ""
+            )
+            log.error("%s stage stopped: reading %s failed: %r%s", self.name, self.topic, exc, fix)
+            raise
+        self._published.clear()
+        return data
+
+    async def _publish(self, batch: Produced) -> bool:
+        """Publish what the batch in hand produced (`Delivery.publish`). False if the worker
+        stops first: the batch then stays in hand, so it is never checkpointed."""
+        if batch and not await self.delivery.publish(batch, self.name):
+            return False
+        self._published.set()
+        return True
+
+    async def _commit(self, offsets: dict[int, int]) -> None:
+        await self.consumer.commit(
+            {TopicPartition(self.topic, p): OffsetAndMetadata(o, "") for p, o in offsets.items()}
+        )
+
+    async def _save(
+        self,
+        states: list[tuple[int, int, Callable[[], bytes]]],
+        offsets: dict[int, int],
+        changes: int,
+    ) -> bool:
+        """Save states, then commit their offsets (`Delivery.checkpoint`).
+
+        ``states``: per partition, the offset its state was taken at and how to pickle it. Each
+        state is handed to a thread to be compressed as soon as it is pickled, so a raw pickle
+        lives only until its compression ends, not until all are taken; nothing else runs on
+        the loop until every state is pickled. ``changes``: the count of changes when the state
+        was taken (-1: only some partitions were, which leaves the others' changes unsaved).
+        """
+        loop = asyncio.get_running_loop()
+        packing = [(p, o, loop.run_in_executor(None, pack_state, blob())) for p, o, blob in states]
+        rows = [(self.name, p, o, await packed) for p, o, packed in packing]
+        del packing
+        saved = await self.delivery.checkpoint(self.name, rows, offsets, self._commit)
+        if saved and changes >= 0:
+            self._saved = changes
+        return saved
