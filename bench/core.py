@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 from river import anomaly, compose, preprocessing
 
+from bench import summary
 from bench.naive import features
 from models.detector import Detector
 from models.events import UsageEvent
@@ -109,6 +110,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=int, default=60)
     ap.add_argument("--benign-accounts", type=int, default=4_000)
     ap.add_argument("--accounts", type=int, default=1_000_000, help="for the state measurement")
+    summary.add_argument(ap)
     args = ap.parse_args()
     traffic = simulate(
         replace(Scenario(), minutes=args.minutes, benign_accounts=args.benign_accounts)
@@ -148,6 +150,17 @@ def main() -> None:
         f"ratio: core {rate / steady_rate:.1f}x the baseline's steady events/s "
         f"({rate / base_rate:.0f}x including forest building), "
         f"{base_size / table:,.0f}x less state per entity"
+    )
+    summary.write(
+        args.summary,
+        core=rate,
+        unlinked=unlinked,
+        validation=validate_rate,
+        validation_core=both,
+        river=base_rate,
+        river_steady=steady_rate,
+        state_bytes=table + linking,
+        river_bytes=base_size,
     )
 
 

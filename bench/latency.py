@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from bench import summary
 from infra.broker import EmbeddedBroker, ensure_topics
 from models.detector import DetectorConfig
 from schemas.topics import ENFORCEMENT, USAGE_EVENTS, default_topics
@@ -158,7 +159,8 @@ async def loop_stalls(out: list[float]) -> None:
 
 async def run(
     rate: float, seconds: float, partitions: int, checkpoint_seconds: float | None = None
-) -> None:
+) -> dict[str, Any]:
+    """Offer the traffic, print what was measured, and return the headline figures."""
     n = int(rate * seconds)
     lateness = DetectorConfig().allowed_lateness_ms
     ctx = mp.get_context("spawn")
@@ -228,6 +230,7 @@ async def run(
 
     print(f"the worker decided {actions}; the consumer received {len(got):,} enforcement events")
 
+    figures: dict[str, Any] = {"rate": rate, "seconds": seconds, "sent": sent, "slip": slip}
     delays: dict[str, list[float]] = {}
     windows: dict[int, list[float]] = {}
     for arrived, kind, window_end in got:
@@ -249,6 +252,7 @@ async def run(
         d = np.concatenate([np.array(v) for v in delays.values()])
         q = np.quantile(d, [0.5, 0.99])
         print(f"all          {d.size:>8,} {q[0]:>7.2f}         {q[1]:>7.2f}   (target p99 <= 1 s)")
+        figures.update(actions=int(d.size), p50=float(q[0]), p99=float(q[1]))
         print(f"windows with actions: {len(windows)}; first and last action of each, s:")
         for due in sorted(windows):
             w = windows[due]
@@ -259,6 +263,7 @@ async def run(
             f"event loop stalls (a 50 ms sleep overshooting): p99 {np.quantile(st, 0.99):.2f} s, "
             f"max {st.max():.2f} s, {int((st >= 0.5).sum())} of {st.size} sleeps >= 0.5 s late"
         )
+        figures["loop_held"] = float(st.max())
     for name, (count, q50, q99) in spread.items():
         print(f"{name}: {count:,} observed, p50 <= {q50} s, p99 <= {q99} s")
     print("input lag (messages of the input topic not yet read), by second of the run:")
@@ -274,6 +279,10 @@ async def run(
             f"input lag over the last two thirds of the offered time: max "
             f"{max(lag for _, lag in offered):,}, trend {slope:+,.0f} messages/s: {verdict}"
         )
+        figures.update(
+            lag_max=max(lag for _, lag in offered), lag_trend=slope, kept_up=slope <= 0.01 * rate
+        )
+    return figures
 
 
 def main() -> None:
@@ -284,8 +293,10 @@ def main() -> None:
     ap.add_argument(
         "--checkpoint-seconds", type=float, help="the worker's checkpoint interval (default: 10)"
     )
+    summary.add_argument(ap)
     args = ap.parse_args()
-    asyncio.run(run(args.rate, args.seconds, args.partitions, args.checkpoint_seconds))
+    figures = asyncio.run(run(args.rate, args.seconds, args.partitions, args.checkpoint_seconds))
+    summary.write(args.summary, **figures)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from typing import Any
 
 import orjson
 
+from bench import summary
 from infra.broker import EmbeddedBroker, ensure_topics
 from schemas.topics import USAGE_EVENTS, default_topics
 from streams.clickhouse import ClickHouseSink, StateStore, connect, migrate
@@ -230,6 +231,7 @@ def main() -> None:
     ap.add_argument("--accounts", type=int, default=1_000_000)
     ap.add_argument("--partitions", type=int, default=8)
     ap.add_argument("--baseline-accounts", type=int, default=2_000)
+    summary.add_argument(ap)
     args = ap.parse_args()
     blocks = -(-args.accounts // PER_BLOCK)
     (
@@ -283,6 +285,13 @@ def main() -> None:
         f"baseline: River MinMaxScaler|HalfSpaceTrees per account after one event: "
         f"{per_naive:,.0f} B resident per account ({args.baseline_accounts:,} accounts), "
         f"{per_naive / (grown / args.accounts):,.0f}x the worker's per account"
+    )
+    summary.write(
+        args.summary,
+        accounts=args.accounts,
+        per_entity=grown / entities,
+        per_account=grown / args.accounts,
+        naive_per_account=per_naive,
     )
 
 

@@ -1,6 +1,7 @@
 """Events per second through the streaming pipeline: Tansu -> engine (both stages) -> chDB + Kafka.
 
     .venv/bin/python -m bench.pipeline [--scenario demo] [--partitions 8] [--baseline-events 20000]
+    .venv/bin/python -m bench.pipeline --all      # and every other target of the engine: ~20 min
 
 The scenario's messages are produced first (a backlog), then one worker (one process, both
 stages) is started and timed until every message is read, every window scored, every row
@@ -11,17 +12,24 @@ Then, on the same broker and backlog, the naive pattern (`bench.naive`: a Faust 
 each event with the account's own River ``HalfSpaceTrees``) reads the first
 ``--baseline-events`` messages in a process of its own, and its events/s are printed beside the
 worker's (the naive pattern builds a forest per new account, so it is timed on a prefix).
+
+With ``--all`` it then runs, one after the other and each in a process of its own, the other
+benchmarks of the streaming engine's targets (`bench.scaleout` on the default scenario's 1M-event
+backlog, `bench.latency` at 10,000 and at 30,000 events/s, `bench.core`, `bench.memory`), and
+prints one table of every figure beside its baseline and target.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -63,7 +71,8 @@ def naive_rate(bootstrap: str, events: int, timeout_s: float = 600.0) -> tuple[i
     return int(result["events"]), float(result["seconds"]), int(result["skipped"])
 
 
-async def run(scenario: str, partitions: int, baseline_events: int) -> None:
+async def run(scenario: str, partitions: int, baseline_events: int) -> dict[str, Any]:
+    """Time the worker (and the naive pattern) on the scenario's backlog; print and return it."""
     messages = list(traffic_lines(simulate(SCENARIOS[scenario]), bad_line_rate=0.001))
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
         ensure_topics(broker.bootstrap, default_topics(partitions))
@@ -117,6 +126,135 @@ async def run(scenario: str, partitions: int, baseline_events: int) -> None:
             f"events/s; the worker read and "
             f"scored {len(messages) / read_s / (n / seconds):,.0f}x as fast (target >= 10x)"
         )
+    figures: dict[str, Any] = {"scenario": scenario, "events": len(messages)}
+    figures.update(read=len(messages) / read_s, written=len(messages) / total_s)
+    if naive is not None:
+        figures["naive"] = naive[0] / naive[1]
+    return figures
+
+
+# The other benchmarks of the engine's targets (`--all`): name, module and arguments.
+OTHERS = [
+    ("scaleout", "bench.scaleout", ["--scenario", "default"]),
+    ("latency", "bench.latency", ["--rate", "10000", "--seconds", "240"]),
+    ("fed", "bench.latency", ["--rate", "30000", "--seconds", "60"]),
+    ("core", "bench.core", []),
+    ("memory", "bench.memory", ["--baseline-accounts", "200"]),
+]
+
+
+def others(partitions: int) -> dict[str, dict[str, Any]]:
+    """Run each of `OTHERS` in a process of its own (its output passes through); their figures."""
+    found: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, module, args in OTHERS:
+            out = Path(tmp, f"{name}.json")
+            cmd = [sys.executable, "-m", module, *args, "--summary", str(out)]
+            if module != "bench.core":
+                cmd += ["--partitions", str(partitions)]
+            print(f"\n== {' '.join(cmd[1:-2])}", flush=True)
+            done = subprocess.run(cmd, check=False)
+            if done.returncode != 0 or not out.exists():
+                print(f"   {module} failed (exit {done.returncode}): its row is left out")
+                continue
+            found[name] = orjson.loads(out.read_bytes())
+    return found
+
+
+def table(worker: dict[str, Any], found: dict[str, dict[str, Any]]) -> list[str]:
+    """One row per target of the engine: what was measured, its baseline in the same run, the
+    target and whether it is met. A benchmark that failed leaves its rows out."""
+    rows: list[tuple[str, str, str, str, bool]] = []
+    naive = worker.get("naive")
+    naive_s = f"naive pattern {naive:,.0f} events/s" if naive else "-"
+    if s := found.get("scaleout"):
+        rows.append(
+            (
+                f"one worker, backlog of {s['events']:,} events (default scenario)",
+                f"{s['one']:,.0f} events/s",
+                naive_s,
+                ">= 50,000 events/s",
+                s["one"] >= 50_000,
+            )
+        )
+    if naive:
+        ratio = worker["read"] / naive
+        rows.append(
+            (
+                f"one worker against the naive pattern ({worker['scenario']} backlog)",
+                f"{worker['read']:,.0f} events/s, {ratio:,.0f}x",
+                naive_s,
+                ">= 10x",
+                ratio >= 10,
+            )
+        )
+    if (f := found.get("fed")) and "lag_trend" in f:
+        rows.append(
+            (
+                f"fed at {f['rate']:,.0f} events/s for {f['seconds']:.0f} s: input lag",
+                f"trend {f['lag_trend']:+,.0f} messages/s, max {f['lag_max']:,}",
+                "-",
+                "not growing",
+                bool(f["kept_up"]),
+            )
+        )
+    if s:
+        ratio = s["two"] / s["one"]
+        once = s["missing"] == 0 and s["extra"] == 0 and s["doubled"] == 0
+        rows.append(
+            (
+                "two worker processes, same backlog",
+                f"{ratio:.2f}x ({s['two']:,.0f} events/s); windows missing {s['missing']}, "
+                f"doubled {s['doubled']}",
+                f"one worker {s['one']:,.0f} events/s",
+                ">= 1.5x, every window once",
+                ratio >= 1.5 and once,
+            )
+        )
+    if (lat := found.get("latency")) and "p99" in lat:
+        rows.append(
+            (
+                f"latency, produce to enforcement event, at {lat['rate']:,.0f} events/s",
+                f"p50 {lat['p50']:.2f} s, p99 {lat['p99']:.2f} s",
+                f"{naive_s}: cannot keep up" if naive and naive < lat["rate"] else naive_s,
+                "p99 <= 1 s",
+                lat["p99"] <= 1.0,
+            )
+        )
+    if c := found.get("core"):
+        river = f"River per account {c['river_steady']:,.0f} events/s"
+        rows.append(
+            (
+                "scoring core, one core",
+                f"{c['core']:,.0f} events/s",
+                river,
+                ">= 200,000",
+                c["core"] >= 200_000,
+            )
+        )
+        rows.append(
+            (
+                "validation + scoring core, one core",
+                f"{c['validation_core']:,.0f} events/s",
+                river,
+                ">= 100,000",
+                c["validation_core"] >= 100_000,
+            )
+        )
+    if m := found.get("memory"):
+        rows.append(
+            (
+                f"resident memory per tracked entity, {m['accounts']:,} accounts, worker process",
+                f"{m['per_entity']:,.0f} B",
+                f"River per account {m['naive_per_account']:,.0f} B",
+                "<= 1,024 B",
+                m["per_entity"] <= 1024,
+            )
+        )
+    head = ("figure", "measured", "baseline, same run", "target", "met")
+    cells = [head] + [(a, b, c, d, "yes" if ok else "no") for a, b, c, d, ok in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(5)]
+    return [" | ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
 
 
 def main() -> None:
@@ -129,8 +267,17 @@ def main() -> None:
         default=20_000,
         help="events the naive pattern reads on the same broker (0: not run)",
     )
+    ap.add_argument(
+        "--all",
+        action="store_true",
+        help="then run the other benchmarks of the engine's targets and print one table",
+    )
     args = ap.parse_args()
-    asyncio.run(run(args.scenario, args.partitions, args.baseline_events))
+    worker = asyncio.run(run(args.scenario, args.partitions, args.baseline_events))
+    if args.all:
+        found = others(args.partitions)
+        print(f"\nthe streaming engine's targets, one worker process, {os.cpu_count()} cores:")
+        print("\n".join(table(worker, found)))
 
 
 if __name__ == "__main__":

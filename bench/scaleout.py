@@ -30,6 +30,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import summary
 from bench.soak import metric
 from infra.broker import EmbeddedBroker, ensure_topics, free_port
 from schemas.topics import USAGE_EVENTS, default_topics
@@ -149,6 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scenario", default="demo", choices=sorted(SCENARIOS))
     ap.add_argument("--partitions", type=int, default=8)
+    summary.add_argument(ap)
     args = ap.parse_args(argv)
     messages = list(traffic_lines(simulate(SCENARIOS[args.scenario]), bad_line_rate=0.001))
     valid = sum(not isinstance(parse_event(v), Rejection) for _, v in messages)
@@ -173,6 +175,16 @@ def main(argv: list[str] | None = None) -> None:
         f"({', '.join(f'{len(k):,}' for k in two.keys)} per process), scored by both: "
         f"{len(both):,}, missing against one process: {len(reference - union):,}, "
         f"extra: {len(union - reference):,}"
+    )
+    summary.write(
+        args.summary,
+        events=len(messages),
+        one=one.events / one.seconds,
+        two=two.events / two.seconds,
+        windows=len(reference),
+        missing=len(reference - union),
+        extra=len(union - reference),
+        doubled=len(both),
     )
 
 
