@@ -28,7 +28,7 @@ import numpy.typing as npt
 
 from models.events import UsageEvent
 from models.events import subnet as _subnet
-from models.keys import pack, unpack
+from models.keys import pack, stable_hashes, unpack
 
 __all__ = ["CHUNK", "Chunk", "ClosedWindow"]
 
@@ -143,7 +143,7 @@ class Chunk:
             blocks=blocks,
             model=model,
             models=models,
-            ip_hash=np.fromiter((hash(ip) for ip in c["ip"]), dtype=np.int64, count=n),
+            ip_hash=stable_hashes(c["ip"]),
             subnet=subnet,
             subnets=subnets,
             input_tokens=np.fromiter(c["input_tokens"], dtype=np.float64, count=n),
@@ -165,8 +165,10 @@ class ClosedWindow:
 
     ``account``, ``block``, ``subnet`` and ``model`` are codes into ``accounts``, ``blocks``,
     ``subnets`` and ``models`` (a subnet is `models.events.subnet`: the /24 of IPv4, the /64 of
-    IPv6). ``ip_hash`` only supports distinct counts within the window; ``payment_hash`` is a
-    stable hash of the payment fingerprint (0 = none).
+    IPv6). ``ip_hash`` (`models.keys.stable_hashes` of the address, the same in every process,
+    so a window restored from a checkpoint by another worker counts an address once) supports
+    distinct counts within the window; ``payment_hash`` is a stable hash of the payment
+    fingerprint (0 = none).
     ``created_ms`` is -1 where the producer did not send ``account_created_at``.
     """
 

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Keys", "pack", "unpack"]
+__all__ = ["Keys", "pack", "stable_hashes", "unpack"]
 
 I64 = npt.NDArray[np.int64]
 Rows = npt.NDArray[np.intp]
@@ -60,6 +60,43 @@ def _encoded(ids: Sequence[str]) -> tuple[npt.NDArray[np.uint8], I64]:
     parts = [s.encode("utf-8", "surrogatepass") for s in ids]
     sizes = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
     return np.frombuffer(b"".join(parts), dtype=np.uint8), sizes
+
+
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
+
+
+def stable_hashes(ids: Sequence[str]) -> I64:
+    """64-bit FNV-1a of each id's UTF-8 bytes, as int64: the same in every process, where
+    ``hash`` is salted per process. Computed one byte position at a time over all ids at once
+    (ids ordered by length, so each step works on the ids still that long): about 0.1 us an id.
+
+    A column that outlives its process (an open window pickled in a checkpoint, read again by
+    the worker that restores it) must hash this way: two processes' ``hash`` of one address
+    differ, and a window restored in another process would count it as two addresses.
+
+    >>> h = stable_hashes(["a", "10.0.0.1", "a"]).tolist()
+    >>> h[0] == h[2] != h[1], h[0] == stable_hashes(["a"]).tolist()[0]
+    (True, True)
+    >>> hex(int(stable_hashes(["a"]).view(np.uint64)[0]))   # FNV-1a 64 of b"a"
+    '0xaf63dc4c8601ec8c'
+    >>> stable_hashes([]).tolist()
+    []
+    """
+    data, sizes = _encoded(ids)
+    h = np.full(sizes.size, _FNV_OFFSET, dtype=np.uint64)
+    if not sizes.size:
+        return h.view(np.int64)
+    order = np.argsort(-sizes, kind="stable")  # longest first
+    starts = (np.cumsum(sizes) - sizes)[order]
+    # longer[j]: how many ids are longer than j bytes, the first that many of ``order``
+    longer = np.cumsum(np.bincount(sizes)[::-1])[::-1][1:]
+    by_length = h.copy()
+    for j, k in enumerate(longer.tolist()):
+        by_length[:k] ^= data[starts[:k] + j]
+        by_length[:k] *= _FNV_PRIME
+    h[order] = by_length
+    return h.view(np.int64)
 
 
 def pack(ids: Sequence[str]) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int32]]:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.keys import Keys
+from models.keys import Keys, stable_hashes
 
 
 class Reference:
@@ -130,3 +130,16 @@ def test_any_python_string_is_an_id_lone_surrogates_included() -> None:
     odd = ["\ud800", "a\udfffb", "\x00", "\u4e2d"]
     keys = pickle.loads(pickle.dumps(Keys.from_rows(odd)))
     assert keys.ids(range(4)) == odd and keys.find(odd).tolist() == [0, 1, 2, 3]
+
+
+def fnv1a64(text: str) -> int:
+    h = 0xCBF29CE484222325
+    for b in text.encode("utf-8", "surrogatepass"):
+        h = ((h ^ b) * 0x100000001B3) % 2**64
+    return h - 2**64 if h >= 2**63 else h
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(max_size=45), max_size=60))
+def test_stable_hashes_are_fnv1a_of_the_utf8_bytes(ids: list[str]) -> None:
+    assert stable_hashes(ids).tolist() == [fnv1a64(i) for i in ids]

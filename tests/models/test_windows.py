@@ -203,3 +203,40 @@ def test_chunks_and_windows_pickled_before_they_moved_to_models_columns_still_lo
         back = pickle.loads(old)
         assert type(back) is type(now)
         assert back.ts.tolist() == now.ts.tolist() and back.account.tolist() == now.account.tolist()
+
+
+RESTORE_ELSEWHERE = """
+import pickle, sys
+import numpy as np
+from models.events import UsageEvent, ip_block
+w = pickle.loads(sys.stdin.buffer.read())
+for i in range(100):
+    ip = f"10.0.0.{i % 5}"
+    w.add(UsageEvent(f"later{i}", 30_000 + i, "acct", ip, ip_block(ip), "m", 10, 20))
+(window,) = w.flush()
+print(len(np.unique(window.ip_hash)))
+"""
+
+
+def test_a_window_restored_by_another_process_counts_each_address_once() -> None:
+    """An open window is checkpointed with its first events already in columns (a chunk); a
+    worker restored from it in another process (another ``hash`` salt) adds the rest. Hashed with
+    ``hash``, the same five addresses before and after counted as ten distinct ones."""
+    import os
+    import subprocess
+    import sys
+
+    w = Windower(window_ms=60_000, allowed_lateness_ms=0, external_watermark=True)
+    for i in range(CHUNK + 10):  # the first CHUNK events become a chunk
+        ip = f"10.0.0.{i % 5}"
+        w.add(UsageEvent(f"e{i}", i % 30_000, "acct", ip, ip_block(ip), "m", 10, 20))
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    done = subprocess.run(
+        [sys.executable, "-c", RESTORE_ELSEWHERE],
+        input=pickle.dumps(w),
+        env=env,
+        capture_output=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert int(done.stdout) == 5
