@@ -101,7 +101,12 @@ async def run(scenario: str, partitions: int, baseline_events: int) -> dict[str,
         await engine.stop()
         m = engine.metrics
         sink = engine.sink.stats
-        naive = naive_rate(broker.bootstrap, baseline_events) if baseline_events else None
+        naive = None
+        if baseline_events:
+            try:
+                naive = naive_rate(broker.bootstrap, baseline_events)
+            except RuntimeError as exc:  # the worker's figures stand without it
+                print(f"naive pattern: not measured: {exc}")
     print(f"scenario {scenario}: {len(messages):,} messages, {partitions} partitions, one worker")
     print(f"producer (kafka-python, acks=all):   {len(messages) / produce_s:>9,.0f} messages/s")
     print(
@@ -143,8 +148,9 @@ OTHERS = [
 ]
 
 
-def others(partitions: int) -> dict[str, dict[str, Any]]:
-    """Run each of `OTHERS` in a process of its own (its output passes through); their figures."""
+def others(partitions: int, timeout_s: float = 3600.0) -> dict[str, dict[str, Any]]:
+    """Run each of `OTHERS` in a process of its own (its output passes through); their figures.
+    One that fails, or runs longer than ``timeout_s``, is said so and left out."""
     found: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, module, args in OTHERS:
@@ -152,10 +158,15 @@ def others(partitions: int) -> dict[str, dict[str, Any]]:
             cmd = [sys.executable, "-m", module, *args, "--summary", str(out)]
             if module != "bench.core":
                 cmd += ["--partitions", str(partitions)]
-            print(f"\n== {' '.join(cmd[1:-2])}", flush=True)
-            done = subprocess.run(cmd, check=False)
-            if done.returncode != 0 or not out.exists():
-                print(f"   {module} failed (exit {done.returncode}): its row is left out")
+            print(f"\n== {' '.join(a for a in cmd[1:] if a not in ('--summary', str(out)))}")
+            sys.stdout.flush()
+            try:
+                code = subprocess.run(cmd, check=False, timeout=timeout_s).returncode
+            except subprocess.TimeoutExpired:
+                code = None
+            if code != 0 or not out.exists():
+                why = f"exit {code}" if code is not None else f"over {timeout_s:.0f} s"
+                print(f"   {module} failed ({why}): its rows are left out")
                 continue
             found[name] = orjson.loads(out.read_bytes())
     return found
@@ -163,16 +174,19 @@ def others(partitions: int) -> dict[str, dict[str, Any]]:
 
 def table(worker: dict[str, Any], found: dict[str, dict[str, Any]]) -> list[str]:
     """One row per target of the engine: what was measured, its baseline in the same run, the
-    target and whether it is met. A benchmark that failed leaves its rows out."""
+    target and whether it is met. A benchmark that failed leaves its rows out; one that ran but
+    could not measure a figure (no enforcement event in time, a run too short to fit a trend)
+    says so, and the target is not met."""
     rows: list[tuple[str, str, str, str, bool]] = []
     naive = worker.get("naive")
     naive_s = f"naive pattern {naive:,.0f} events/s" if naive else "-"
+    naive_on = f"{naive_s} ({worker['scenario']} backlog)" if naive else "-"
     if s := found.get("scaleout"):
         rows.append(
             (
                 f"one worker, backlog of {s['events']:,} events (default scenario)",
                 f"{s['one']:,.0f} events/s",
-                naive_s,
+                naive_on,
                 ">= 50,000 events/s",
                 s["one"] >= 50_000,
             )
@@ -188,14 +202,16 @@ def table(worker: dict[str, Any], found: dict[str, dict[str, Any]]) -> list[str]
                 ratio >= 10,
             )
         )
-    if (f := found.get("fed")) and "lag_trend" in f:
+    if f := found.get("fed"):
         rows.append(
             (
                 f"fed at {f['rate']:,.0f} events/s for {f['seconds']:.0f} s: input lag",
-                f"trend {f['lag_trend']:+,.0f} messages/s, max {f['lag_max']:,}",
+                f"trend {f['lag_trend']:+,.0f} messages/s, max {f['lag_max']:,}"
+                if "lag_trend" in f
+                else "no trend: the run was too short",
                 "-",
                 "not growing",
-                bool(f["kept_up"]),
+                bool(f.get("kept_up", False)),
             )
         )
     if s:
@@ -211,14 +227,16 @@ def table(worker: dict[str, Any], found: dict[str, dict[str, Any]]) -> list[str]
                 ratio >= 1.5 and once,
             )
         )
-    if (lat := found.get("latency")) and "p99" in lat:
+    if lat := found.get("latency"):
         rows.append(
             (
                 f"latency, produce to enforcement event, at {lat['rate']:,.0f} events/s",
-                f"p50 {lat['p50']:.2f} s, p99 {lat['p99']:.2f} s",
+                f"p50 {lat['p50']:.2f} s, p99 {lat['p99']:.2f} s"
+                if "p99" in lat
+                else "no enforcement event arrived in time",
                 f"{naive_s}: cannot keep up" if naive and naive < lat["rate"] else naive_s,
                 "p99 <= 1 s",
-                lat["p99"] <= 1.0,
+                lat.get("p99", float("inf")) <= 1.0,
             )
         )
     if c := found.get("core"):
@@ -245,7 +263,7 @@ def table(worker: dict[str, Any], found: dict[str, dict[str, Any]]) -> list[str]
         rows.append(
             (
                 f"resident memory per tracked entity, {m['accounts']:,} accounts, worker process",
-                f"{m['per_entity']:,.0f} B",
+                f"{m['per_entity']:,.0f} B ({m['per_account']:,.0f} B per account with its blocks)",
                 f"River per account {m['naive_per_account']:,.0f} B",
                 "<= 1,024 B",
                 m["per_entity"] <= 1024,

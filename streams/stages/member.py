@@ -3,8 +3,8 @@
 A batch is *in hand* from the moment it is read until everything it produced is published
 (`streams.delivery.Delivery.publish`). While one is, the stage's state is ahead of what was
 written, so it is never checkpointed and its offsets are never committed. A checkpoint saves the
-state first and commits its offsets after (`Delivery.checkpoint`), and is skipped when nothing
-changed since the last one.
+state first and commits its offsets after (`Delivery.checkpoint`); a periodic one is skipped
+when nothing changed since the last one saved (a revocation's always saves).
 """
 
 from __future__ import annotations
