@@ -169,7 +169,9 @@ class TemplateIndex:
     def _reindex(self) -> None:
         codes = self._codes(self.centroid).ravel()
         slots = np.repeat(np.arange(self.ids.size, dtype=np.int64), self.tables)
-        order = np.argsort(codes)
+        # Stable: the slots under one code keep their order on every machine (numpy's default
+        # argsort is not stable, and picks its algorithm by the CPU), and so do the matches.
+        order = lexsort((codes,))
         self._keys, self._slot_of_key = codes[order], slots[order]
         self._start = None
 
@@ -273,7 +275,7 @@ class TemplateIndex:
             if rest.size:
                 fresh = np.arange(self.ids.size - new_count, self.ids.size, dtype=np.int64)
                 codes = self._codes(self.centroid[fresh]).ravel()
-                order = np.argsort(codes)
+                order = lexsort((codes,))
                 local_index = (codes[order], np.repeat(fresh, self.tables)[order])
                 slots[rest] = self._match(fps[rest], local_index)
         assigned = slots >= 0
