@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError, UnsupportedCodecError
 from aiokafka.structs import OffsetAndMetadata
 
-from streams.clickhouse import pack_state
+from streams.clickhouse import one_line, pack_state
 from streams.config import EngineConfig
 from streams.delivery import Delivery
 from streams.metrics import Metrics
@@ -102,12 +102,21 @@ class Member(ConsumerRebalanceListener):  # type: ignore[misc]
         return True
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        # The run loop raises what is set in ``delivery.fatal``: raised here, aiokafka would only
+        # log it, and the partitions would stay assigned and unread, the stage silently stuck.
         try:
             await self._assign(assigned)
         except Abandoned:
             pass  # the worker stops: nothing is taken
         except OutputsUnavailable as exc:
-            self.delivery.fatal = exc  # the run loop raises it (aiokafka would only log it)
+            self.delivery.fatal = exc
+        except Exception as exc:  # a checkpoint that loads but cannot be restored
+            self.delivery.fatal = OutputsUnavailable(
+                f"{self.name}: a checkpoint in detector_state cannot be restored: "
+                f"{one_line(exc)}; if a newer distillguard wrote it, run that version; to start "
+                f"the stage afresh from its committed offsets, delete its rows "
+                f"(stage = '{self.name}') from detector_state"
+            )
 
     @abc.abstractmethod
     async def _assign(self, assigned: list[TopicPartition]) -> None:

@@ -35,11 +35,14 @@ class FailingLoads:
         raise self.exc
 
 
-def take(stage_of: type[Member], exc: Exception) -> tuple[FailingLoads, Member, Exception | None]:
-    """Assign partition 0 to a fresh stage whose loads fail; then run its loop briefly."""
+def take(
+    stage_of: type[Member], exc: Exception, loads: FailingLoads | None = None
+) -> tuple[FailingLoads, Member, Exception | None]:
+    """Assign partition 0 to a fresh stage whose loads fail (or are ``loads``); then run its
+    loop briefly."""
 
     async def run() -> tuple[FailingLoads, Member, Exception | None]:
-        delivery = FailingLoads(exc)
+        delivery = loads or FailingLoads(exc)
         config = EngineConfig("127.0.0.1:1")  # never contacted: the loop stops before a fetch
         if stage_of is CampaignStage:
             stage: Member = CampaignStage(config, delivery, Metrics(), lambda: {0})  # type: ignore[arg-type]
@@ -80,6 +83,31 @@ def test_a_checkpoint_that_cannot_be_loaded_stops_the_stage_with_the_cause(stage
 def test_a_stop_while_loading_a_checkpoint_takes_no_partition_and_is_not_fatal(stage_of) -> None:
     delivery, stage, raised = take(stage_of, Abandoned("accounts checkpoint"))
     assert delivery.fatal is None and raised is None
+    if isinstance(stage, AccountStage):
+        assert stage.parts == {}
+    else:
+        assert isinstance(stage, CampaignStage) and not stage.owned
+
+
+class UnreadableCheckpoint(FailingLoads):
+    """A delivery whose checkpoint loads, but holds what this version cannot restore (written
+    by a newer one, or damaged)."""
+
+    async def load(self, stage: str, partition: int) -> tuple[int, bytes] | None:
+        self.loads += 1
+        return 5, b"not a checkpoint of this version"
+
+
+@pytest.mark.parametrize("stage_of", [AccountStage, CampaignStage])
+def test_a_checkpoint_that_cannot_be_restored_stops_the_stage_instead_of_stalling(stage_of) -> None:
+    """Raised in the rebalance callback, aiokafka would only log it: the partition would stay
+    assigned, never read, its lag growing with nothing to say why."""
+    loads = UnreadableCheckpoint(RuntimeError("unused"))
+    delivery, stage, raised = take(stage_of, RuntimeError("unused"), loads)
+    assert raised is not None and raised is delivery.fatal
+    message = str(raised)
+    assert message.startswith(f"{stage.name}: a checkpoint in detector_state cannot be restored")
+    assert f"stage = '{stage.name}'" in message and "\n" not in message
     if isinstance(stage, AccountStage):
         assert stage.parts == {}
     else:
