@@ -1,9 +1,10 @@
 """The three stages of a worker, each a consumer group over one topic.
 
-- `streams.stages.stage`: what every stage's loop does (the consumer, partition assignment,
-  watermark alignment, idle flush, checkpoints);
+- `streams.stages.stage`: what every stage's loop does (the consumer, the backlog check,
+  watermark alignment, idle flush, when to checkpoint);
 - `streams.stages.progress`: the loop's decisions (which windows may be scored, which
   partitions pause or flush), pure functions of what it knows of each partition;
+- `streams.stages.partitions`: what a stage's partitions hold, restore and checkpoint;
 - `streams.stages.member`: when a stage may checkpoint and commit;
 - `streams.stages.accounts`, `streams.stages.blocks`, `streams.stages.campaigns`: the stages.
 

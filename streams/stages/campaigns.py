@@ -81,7 +81,7 @@ class CampaignStage(Member):
             self.linking = CampaignLinking.restored(pickle.loads(blob), self.config.detector)
             self.consumer.seek(TopicPartition(self.topic, 0), offset)
             self.next_offset = offset
-            self.changed()  # saved, perhaps not committed: see Stage._assign
+            self.changed()  # saved, perhaps not committed: see `Partitioned._assign`
         self.owned = True
         log.info("campaigns: partition 0 assigned (%s)", "restored" if saved else "fresh")
 
@@ -123,7 +123,7 @@ class CampaignStage(Member):
 
     async def checkpoint(self) -> None:
         """Save the stage's state with its next offset, then commit that offset (never while a
-        batch is in hand, see `Stage.checkpoint`)."""
+        batch is in hand, see `Partitioned.checkpoint`)."""
         self._last_checkpoint = time.monotonic()
         if not self.owned or self.next_offset is None or self.in_hand or not self.unsaved:
             return

@@ -1,11 +1,12 @@
 """What every partitioned stage's loop does: read, score in order, align, flush, checkpoint.
 
-A `Stage` is a consumer group over one topic. Its loop owns the consumer, the assignment of
-partitions (each restored from its checkpoint before any is read), the backlog check and the
-decisions it feeds (`streams.stages.progress`: which window ends may be scored, which partitions
-pause or flush), and when to checkpoint (`streams.stages.member.Member`). What it does with the
-records it reads is in `streams.processors` (no I/O); it hands what a batch produced, and its
-checkpoints, to `streams.delivery.Delivery`, which writes them in order and retries what fails.
+A `Stage` is a consumer group over one topic. Its loop owns the consumer, the backlog check and
+the decisions it feeds (`streams.stages.progress`: which window ends may be scored, which
+partitions pause or flush), and when to checkpoint. What its partitions hold, restore and save
+is `streams.stages.partitions.Partitioned`; when it may commit, `streams.stages.member.Member`.
+What it does with the records it reads is in `streams.processors` (no I/O); it hands what a
+batch produced, and its checkpoints, to `streams.delivery.Delivery`, which writes them in order
+and retries what fails.
 A stage is given its collaborators (the configuration, the `Delivery`, the metrics; the block
 stage also the account partitions and the suspect table), never the engine that composes them.
 
@@ -22,104 +23,31 @@ import abc
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.errors import IllegalStateError
 
-from models.detector import Detector, DetectorOutput, MemberScores, Population, score_in_order
-from models.features import EntityKind
+from models.detector import Detector, DetectorOutput, MemberScores, score_in_order
 from streams.config import EngineConfig
-from streams.delivery import POPULATION, Delivery
+from streams.delivery import Delivery
 from streams.metrics import Metrics
 from streams.processors import Produced
 from streams.stages import progress
-from streams.stages.member import Member, consumer
+from streams.stages.partitions import Partitioned
 
 __all__ = ["Stage"]
 
 log = logging.getLogger("distillguard.engine")
 
 
-class Stage(Member):
-    name = ""
-    role = ""  # which of the engine's topics it reads (an attribute of `Topics`)
-    kinds: tuple[EntityKind, ...] = ()
+class Stage(Partitioned):
+    """A partitioned stage's loop (see the module docstring)."""
 
     def __init__(self, config: EngineConfig, delivery: Delivery, metrics: Metrics) -> None:
         super().__init__(config, delivery, metrics)
-        self.topic = getattr(config.topics, self.role)
-        self.population = Population(config.detector)
-        # Whether the population models were restored from a checkpoint (None: not looked yet).
-        self.population_loaded: bool | None = None
         # The input has ended (`Engine.request_flush`).
         self.flush_requested = False
-        self.parts: dict[int, Detector] = {}
-        self.next_offset: dict[int, int] = {}
-        # Per partition, the consumer's position: past next_offset when the log ends in records
-        # a consumer never returns (transaction markers) or starts after them (expired data).
-        self.position: dict[int, int] = {}
-        self.last_seen: dict[int, float] = {}
-        self.consumer = consumer(config, self.name, 8 * 1024 * 1024)
-        self._last_checkpoint = time.monotonic()
-
-    # -- partition ownership -------------------------------------------------------------------
-    def _detector(self) -> Detector:
-        return Detector(self.config.detector, kinds=self.kinds, population=self.population)
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        mine = [tp.partition for tp in revoked if tp.partition in self.parts]
-        if mine and await self._settle():
-            await self.checkpoint(mine)
-        for p in mine:
-            self.parts.pop(p, None)
-            self.next_offset.pop(p, None)
-            self.position.pop(p, None)
-
-    async def _assign(self, assigned: list[TopicPartition]) -> None:
-        if self.population_loaded is None:
-            saved = await self.delivery.load(self.name, POPULATION)
-            if saved is not None:
-                self.population = Population.restore(saved[1])
-                for det in self.parts.values():
-                    det.population = self.population
-            self.population_loaded = saved is not None
-        # Every partition is loaded before any is handed to the run loop, which keeps fetching
-        # meanwhile: one partition scored ahead of the others would teach the shared population
-        # its windows first (see _score_closed).
-        loaded: list[tuple[TopicPartition, Detector, tuple[int, bytes] | None]] = []
-        for tp in assigned:
-            if tp.partition in self.parts:
-                continue
-            det = self._detector()
-            saved = await self.delivery.load(self.name, tp.partition)
-            if saved is not None:
-                self.restore_partition(tp.partition, det, saved[1])
-            loaded.append((tp, det, saved))
-        for tp, det, saved in loaded:
-            if saved is not None:
-                self.consumer.seek(tp, saved[0])
-                self.next_offset[tp.partition] = saved[0]
-                # Saved, but perhaps not committed (a crash between the two): the next periodic
-                # checkpoint commits it, idle or not.
-                self.changed()
-            self.parts[tp.partition] = det
-            self.last_seen[tp.partition] = time.monotonic()
-            log.info(
-                "%s: partition %d assigned (%s)",
-                self.name,
-                tp.partition,
-                "restored" if saved else "fresh",
-            )
-
-    # -- processing ----------------------------------------------------------------------------
-    def partition_blob(self, partition: int) -> bytes:
-        return self.parts[partition].partition_state()
-
-    def restore_partition(self, partition: int, det: Detector, blob: bytes) -> None:
-        det.load_partition_state(blob)
 
     @abc.abstractmethod
     def handle(self, partition: int, det: Detector, records: list[Any], batch: Produced) -> None:
@@ -267,23 +195,3 @@ class Stage(Member):
                 pos = max(self.next_offset.get(p, 0), self.position.get(p, 0))
                 lag += max(0, high - pos)
         self.metrics.lag[self.name] = lag
-
-    async def checkpoint(self, partitions: list[int] | None = None) -> None:
-        """Save detector state with offsets, then commit those offsets (in that order).
-
-        Never while a batch is in hand: its partitions' state is ahead of what was published,
-        and committing its offsets would skip outputs that were never written.
-        """
-        self._last_checkpoint = time.monotonic()
-        if self.in_hand or (partitions is None and not self.unsaved):
-            return
-        parts = [p for p in (partitions or list(self.parts)) if p in self.next_offset]
-        if not parts:
-            return
-        # State and offsets taken together, before anything else can run.
-        offsets = {p: self.next_offset[p] for p in parts}
-        changes = self._changes if partitions is None else -1
-        states: list[tuple[int, int, Callable[[], bytes]]]
-        states = [(p, offsets[p], partial(self.partition_blob, p)) for p in parts]
-        states.append((POPULATION, 0, self.population.snapshot))
-        await self._save(states, offsets, changes)
