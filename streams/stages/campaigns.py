@@ -66,10 +66,12 @@ class CampaignStage(Member):
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         if self.owned and any(tp.partition == 0 for tp in revoked):
-            if await self._settle():
-                await self.checkpoint()
-            self.owned = False
-            self.next_offset = None
+            try:
+                if await self._settle():
+                    await self.checkpoint()
+            finally:  # whatever the checkpoint did (see `Partitioned.on_partitions_revoked`)
+                self.owned = False
+                self.next_offset = None
 
     async def _assign(self, assigned: list[TopicPartition]) -> None:
         if not any(tp.partition == 0 for tp in assigned) or self.owned:

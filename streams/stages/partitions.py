@@ -58,12 +58,17 @@ class Partitioned(Member):
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         mine = [tp.partition for tp in revoked if tp.partition in self.parts]
-        if mine and await self._settle():
-            await self.checkpoint(mine)
-        for p in mine:
-            self.parts.pop(p, None)
-            self.next_offset.pop(p, None)
-            self.position.pop(p, None)
+        try:
+            if mine and await self._settle():
+                await self.checkpoint(mine)
+        finally:
+            # Let go of them whatever the checkpoint did (their next owner restores the last one
+            # saved): a revoked partition kept here is never read again, and every later window
+            # end would wait for it (`progress.frontier`), stalling the stage.
+            for p in mine:
+                self.parts.pop(p, None)
+                self.next_offset.pop(p, None)
+                self.position.pop(p, None)
 
     async def _assign(self, assigned: list[TopicPartition]) -> None:
         if self.population_loaded is None:

@@ -249,3 +249,46 @@ def test_a_restored_partition_is_checkpointed_once_so_its_offset_is_committed() 
             await stage.consumer.stop()
 
     asyncio.run(run())
+
+
+class BrokenState(AccountStage):
+    def partition_blob(self, partition: int) -> bytes:
+        raise RuntimeError("cannot pickle this state")
+
+
+class BrokenLinking(CampaignStage):
+    def _blob(self) -> bytes:
+        raise RuntimeError("cannot pickle this state")
+
+
+@pytest.mark.parametrize("stage_of", [BrokenState, BrokenLinking])
+def test_a_revoked_partition_is_let_go_even_when_its_checkpoint_fails(stage_of) -> None:
+    """aiokafka logs what a revocation callback raises and goes on. A revoked partition kept in
+    the stage would never be read again, and every later window end would wait for it."""
+
+    async def run() -> None:
+        delivery = SavingCheckpoints()
+        config = EngineConfig("127.0.0.1:1")  # never contacted
+        if stage_of is BrokenLinking:
+            stage: Member = BrokenLinking(config, delivery, Metrics(), lambda: {0})  # type: ignore[arg-type]
+        else:
+            stage = BrokenState(config, delivery, Metrics())  # type: ignore[arg-type]
+        await stage.on_partitions_assigned([TopicPartition(stage.topic, p) for p in (0, 1)])
+        if isinstance(stage, AccountStage):
+            stage.next_offset.update({0: 5, 1: 7})
+        else:
+            stage.next_offset = 5  # type: ignore[attr-defined]
+        stage.changed()
+        try:
+            with pytest.raises(RuntimeError, match="cannot pickle"):
+                await stage.on_partitions_revoked([TopicPartition(stage.topic, 0)])
+            assert delivery.saved == []  # nothing half-saved
+            if isinstance(stage, AccountStage):
+                assert list(stage.parts) == [1] and list(stage.next_offset) == [1]
+            else:
+                assert isinstance(stage, CampaignStage)
+                assert not stage.owned and stage.next_offset is None
+        finally:
+            await stage.consumer.stop()
+
+    asyncio.run(run())
