@@ -40,6 +40,7 @@ __all__ = [
     "MAX_ROWS",
     "QUERY_SECONDS",
     "ROWS_PER_INSERT",
+    "CheckpointUnreadable",
     "ClickHouseError",
     "ClickHouseSink",
     "ClickHouseUnavailable",
@@ -419,6 +420,11 @@ def _columns(*names: str) -> dict[str, list[Any]]:
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
+class CheckpointUnreadable(Exception):
+    """A checkpoint was read but cannot be restored: damaged, or written by a version this one
+    cannot read. Not an outage: retrying cannot mend it."""
+
+
 def pack_state(state: bytes) -> bytes:
     """A checkpoint's state as `StateStore` stores it: zstd-compressed (level 1), once.
 
@@ -481,7 +487,12 @@ class StateStore:
             return None
         offset, state = result.result_rows[0]
         if bytes(state[:4]) == _ZSTD_MAGIC:
-            return int(offset), bytes(cramjam.zstd.decompress(state))
+            try:
+                return int(offset), bytes(cramjam.zstd.decompress(state))
+            except cramjam.DecompressionError as exc:
+                raise CheckpointUnreadable(
+                    f"the compressed state of {stage} partition {partition} is damaged ({exc})"
+                ) from exc
         return int(offset), bytes(state)  # written before checkpoints were compressed
 
 

@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from streams.clickhouse import one_line
+from streams.clickhouse import CheckpointUnreadable, one_line
 from streams.metrics import Metrics
 from streams.publish import OutputError, OutputsUnavailable
 
@@ -102,6 +102,8 @@ class Retries:
         while True:
             try:
                 result = await attempt()
+            except CheckpointUnreadable:
+                raise  # not an outage: retrying cannot mend it
             except Exception as exc:
                 failed, cause = (
                     (exc.what, exc.cause) if isinstance(exc, OutputError) else (what, exc)

@@ -23,7 +23,7 @@ from streams.config import EngineConfig
 from streams.delivery import Delivery
 from streams.metrics import Metrics
 from streams.processors import CampaignLinking, Produced
-from streams.stages.member import Member, consumer
+from streams.stages.member import Member, consumer, restored
 
 __all__ = ["CampaignStage"]
 
@@ -80,7 +80,10 @@ class CampaignStage(Member):
         self.linking = CampaignLinking(self.config.detector)
         if saved is not None:
             offset, blob = saved
-            self.linking = CampaignLinking.restored(pickle.loads(blob), self.config.detector)
+            self.linking = restored(
+                f"{self.name} partition 0",
+                lambda: CampaignLinking.restored(pickle.loads(blob), self.config.detector),
+            )
             self.consumer.seek(TopicPartition(self.topic, 0), offset)
             self.next_offset = offset
             self.changed()  # saved, perhaps not committed: see `Partitioned._assign`

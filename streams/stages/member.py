@@ -13,13 +13,13 @@ import abc
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError, UnsupportedCodecError
 from aiokafka.structs import OffsetAndMetadata
 
-from streams.clickhouse import one_line, pack_state
+from streams.clickhouse import CheckpointUnreadable, one_line, pack_state
 from streams.config import EngineConfig
 from streams.delivery import Delivery
 from streams.metrics import Metrics
@@ -27,9 +27,10 @@ from streams.processors import Produced
 from streams.publish import OutputsUnavailable
 from streams.retries import Abandoned
 
-__all__ = ["Member", "consumer"]
+__all__ = ["Member", "consumer", "restored"]
 
 log = logging.getLogger("distillguard.engine")
+T = TypeVar("T")
 
 
 def consumer(cfg: EngineConfig, name: str, fetch_bytes: int) -> AIOKafkaConsumer:
@@ -48,6 +49,24 @@ def consumer(cfg: EngineConfig, name: str, fetch_bytes: int) -> AIOKafkaConsumer
         max_poll_interval_ms=cfg.max_poll_interval_ms,
         **cfg.kafka_auth.client_kwargs(),
     )
+
+
+def restored(what: str, restore: Callable[[], T]) -> T:
+    """``restore()``: what it raises (but running out of memory) as `CheckpointUnreadable`,
+    since a state that does not restore is not mended by trying again.
+
+    >>> import pickle
+    >>> restored("accounts partition 3", lambda: pickle.loads(b"not a pickle"))
+    Traceback (most recent call last):
+    ...
+    streams.clickhouse.CheckpointUnreadable: accounts partition 3: UnpicklingError: ...
+    """
+    try:
+        return restore()
+    except MemoryError:
+        raise
+    except Exception as exc:
+        raise CheckpointUnreadable(f"{what}: {type(exc).__name__}: {one_line(exc)}") from exc
 
 
 class Member(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -110,12 +129,17 @@ class Member(ConsumerRebalanceListener):  # type: ignore[misc]
             pass  # the worker stops: nothing is taken
         except OutputsUnavailable as exc:
             self.delivery.fatal = exc
-        except Exception as exc:  # a checkpoint that loads but cannot be restored
+        except CheckpointUnreadable as exc:
             self.delivery.fatal = OutputsUnavailable(
-                f"{self.name}: a checkpoint in detector_state cannot be restored: "
-                f"{one_line(exc)}; if a newer distillguard wrote it, run that version; to start "
-                f"the stage afresh from its committed offsets, delete its rows "
-                f"(stage = '{self.name}') from detector_state"
+                f"{self.name}: a checkpoint in detector_state cannot be restored ({exc}); if a "
+                f"newer distillguard wrote it, run that version; to start the stage afresh from "
+                f"its committed offsets, delete its rows (stage = '{self.name}') from "
+                "detector_state"
+            )
+        except Exception as exc:  # anything else: stop loudly, rather than stall
+            self.delivery.fatal = OutputsUnavailable(
+                f"{self.name}: taking partitions failed: {type(exc).__name__}: {one_line(exc)}; "
+                "the worker exits for its supervisor to restart it from its checkpoints"
             )
 
     @abc.abstractmethod

@@ -22,7 +22,7 @@ from models.features import EntityKind
 from streams.config import EngineConfig
 from streams.delivery import POPULATION, Delivery
 from streams.metrics import Metrics
-from streams.stages.member import Member, consumer
+from streams.stages.member import Member, consumer, restored
 
 __all__ = ["Partitioned"]
 
@@ -74,7 +74,8 @@ class Partitioned(Member):
         if self.population_loaded is None:
             saved = await self.delivery.load(self.name, POPULATION)
             if saved is not None:
-                self.population = Population.restore(saved[1])
+                blob = partial(Population.restore, saved[1])
+                self.population = restored(f"{self.name} population", blob)
                 for det in self.parts.values():
                     det.population = self.population
             self.population_loaded = saved is not None
@@ -88,7 +89,8 @@ class Partitioned(Member):
             det = self._detector()
             saved = await self.delivery.load(self.name, tp.partition)
             if saved is not None:
-                self.restore_partition(tp.partition, det, saved[1])
+                restore = partial(self.restore_partition, tp.partition, det, saved[1])
+                restored(f"{self.name} partition {tp.partition}", restore)
             loaded.append((tp, det, saved))
         for tp, det, saved in loaded:
             if saved is not None:

@@ -17,12 +17,14 @@ from schemas.topics import Topics
 from simulator.traffic import write_traffic
 from streams.cli import main
 from streams.clickhouse import (
+    CheckpointUnreadable,
     ClickHouseSink,
     Investigation,
     MigrationEdited,
     StateStore,
     connect,
     migrate,
+    pack_state,
 )
 from streams.processors import Produced
 from streams.publish import OutputError, Outputs
@@ -266,3 +268,12 @@ def test_checkpoints_are_stored_compressed_and_older_ones_still_load(chdb_url, d
         column_names=["stage", "partition", "next_offset", "taken_at", "detector_version", "state"],
     )
     assert store.load("accounts", 4) == (99, older)
+
+    # a compressed checkpoint cut short: read, but it cannot be decoded
+    client.insert(
+        f"{database}.detector_state",
+        [["accounts", 5, 7, datetime.now(UTC), "v1", pack_state(state)[:40]]],
+        column_names=["stage", "partition", "next_offset", "taken_at", "detector_version", "state"],
+    )
+    with pytest.raises(CheckpointUnreadable, match="accounts partition 5 is damaged"):
+        store.load("accounts", 5)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from schemas.dead_letters import DeadLetter
 from schemas.topics import Topics
 from schemas.validation import Rejection
+from streams.clickhouse import CheckpointUnreadable
 from streams.delivery import ClickHouseCalls, Delivery
 from streams.metrics import Metrics
 from streams.processors import Produced, SuspectTable
@@ -282,3 +284,25 @@ def test_the_suspect_table_keeps_each_accounts_latest_window() -> None:
     assert len(table) == 2
     assert member_scores(table.latest, ["a"], 360_000, 60_000).tolist() == [0.99]
     assert member_scores(table.latest, ["a"], 420_000, 60_000).tolist() == [0.0]
+
+
+class DamagedStore(Store):
+    """A store whose checkpoint of partition 0 reads back but does not decode."""
+
+    def load(self, stage: str, partition: int) -> tuple[int, bytes] | None:
+        raise CheckpointUnreadable("the compressed state of accounts partition 0 is damaged")
+
+
+def test_a_damaged_checkpoint_is_not_retried_as_if_clickhouse_were_down() -> None:
+    """Retrying cannot mend it: waiting out `give_up_seconds` (300 s by default) before every
+    restart, and then blaming ClickHouse, would hide the cause."""
+
+    async def run() -> tuple[float, int, str | None]:
+        d, retries, metrics = delivery(DamagedStore(), give_up=30.0)
+        started = time.monotonic()
+        with pytest.raises(CheckpointUnreadable, match="damaged"):
+            await d.load("accounts", 0)
+        return time.monotonic() - started, metrics.output_errors, retries.degraded()
+
+    took, errors, degraded = asyncio.run(run())
+    assert took < 1.0 and errors == 0 and degraded is None

@@ -9,7 +9,7 @@ import time
 import pytest
 from aiokafka import TopicPartition
 
-from models.detector import Detector
+from models.detector import Detector, Population
 from models.events import UsageEvent
 from streams.config import EngineConfig
 from streams.metrics import Metrics
@@ -47,7 +47,7 @@ def take(
         if stage_of is CampaignStage:
             stage: Member = CampaignStage(config, delivery, Metrics(), lambda: {0})  # type: ignore[arg-type]
         else:
-            stage = AccountStage(config, delivery, Metrics())  # type: ignore[arg-type]
+            stage = stage_of(config, delivery, Metrics())  # type: ignore[arg-type]
         await stage.on_partitions_assigned([TopicPartition(stage.topic, 0)])
         stopping = asyncio.Event()
         if delivery.fatal is None:
@@ -292,3 +292,30 @@ def test_a_revoked_partition_is_let_go_even_when_its_checkpoint_fails(stage_of) 
             await stage.consumer.stop()
 
     asyncio.run(run())
+
+
+class RestoreRunsOutOfMemory(AccountStage):
+    def restore_partition(self, partition: int, det, blob: bytes) -> None:
+        raise MemoryError
+
+
+class GoodPopulationLoads(FailingLoads):
+    """A delivery whose population checkpoint restores and whose partition 0 has a state."""
+
+    async def load(self, stage: str, partition: int) -> tuple[int, bytes] | None:
+        self.loads += 1
+        if partition == -1:
+            return 0, Population(EngineConfig("127.0.0.1:1").detector).snapshot()
+        return 5, b"a state"
+
+
+def test_a_failure_that_is_not_the_checkpoints_stops_the_stage_without_blaming_it() -> None:
+    """Running out of memory while restoring is not a damaged checkpoint: the worker stops, but
+    is not told to delete a good one."""
+    loads = GoodPopulationLoads(RuntimeError("unused"))
+    delivery, stage, raised = take(RestoreRunsOutOfMemory, RuntimeError("unused"), loads)
+    assert raised is not None and raised is delivery.fatal
+    message = str(raised)
+    assert message.startswith("accounts: taking partitions failed: MemoryError")
+    assert "detector_state" not in message
+    assert isinstance(stage, AccountStage) and stage.parts == {}
