@@ -13,6 +13,8 @@ import pickle
 from collections.abc import Callable
 from typing import Any
 
+from aiokafka import TopicPartition
+
 from models.detector import Detector, MemberScores
 from models.features import EntityKind
 from streams.config import EngineConfig
@@ -53,6 +55,16 @@ class BlockStage(Stage):
             population=self.population,
             external_watermark=True,
         )
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        try:
+            await super().on_partitions_revoked(revoked)  # checkpointed with their progress
+        finally:
+            # A partition assigned again with no checkpoint starts its progress from nothing:
+            # kept, the old times would close its windows before the replayed events arrive,
+            # and they would be counted late.
+            for tp in revoked:
+                self.upstream.pop(tp.partition, None)
 
     def members(self) -> MemberScores:
         return self.suspects.latest

@@ -13,10 +13,10 @@ from models.detector import Detector, Population
 from models.events import UsageEvent
 from streams.config import EngineConfig
 from streams.metrics import Metrics
-from streams.processors import Produced
+from streams.processors import Produced, SuspectTable
 from streams.publish import OutputsUnavailable
 from streams.retries import Abandoned
-from streams.stages import AccountStage, CampaignStage, Member
+from streams.stages import AccountStage, BlockStage, CampaignStage, Member
 
 GAVE_UP = "accounts checkpoint: loading a checkpoint from ClickHouse has failed for 300 s"
 
@@ -319,3 +319,33 @@ def test_a_failure_that_is_not_the_checkpoints_stops_the_stage_without_blaming_i
     assert message.startswith("accounts: taking partitions failed: MemoryError")
     assert "detector_state" not in message
     assert isinstance(stage, AccountStage) and stage.parts == {}
+
+
+def test_a_revoked_block_partition_takes_its_upstream_progress_with_it() -> None:
+    """Saved with the partition's checkpoint, then let go: assigned again with no checkpoint, the
+    partition must not close its windows on the progress it had heard before (the replayed
+    events would then be counted late)."""
+
+    async def run() -> None:
+        delivery = SavingCheckpoints()
+        stage = BlockStage(
+            EngineConfig("127.0.0.1:1"),
+            delivery,  # type: ignore[arg-type]
+            Metrics(),
+            lambda: {0, 1},
+            SuspectTable(),
+        )
+        await stage.on_partitions_assigned([TopicPartition(stage.topic, p) for p in (0, 1)])
+        stage.upstream.update({0: {0: 120_000, 1: 60_000}, 1: {0: 120_000}})
+        stage.next_offset.update({0: 5, 1: 7})
+        stage.changed()
+        try:
+            await stage.on_partitions_revoked([TopicPartition(stage.topic, 0)])
+            assert [row[1] for row in delivery.saved[-1]] == [0, -1]  # saved with its progress
+            assert list(stage.upstream) == [1]
+            await stage.on_partitions_assigned([TopicPartition(stage.topic, 0)])  # no checkpoint
+            assert 0 in stage.parts and 0 not in stage.upstream
+        finally:
+            await stage.consumer.stop()
+
+    asyncio.run(run())
