@@ -126,7 +126,7 @@ class Member(ConsumerRebalanceListener):  # type: ignore[misc]
         try:
             await self._assign(assigned)
         except Abandoned:
-            pass  # the worker stops: nothing is taken
+            return  # the worker stops: nothing is taken
         except OutputsUnavailable as exc:
             self.delivery.fatal = exc
         except CheckpointUnreadable as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
@@ -35,6 +36,15 @@ class FailingLoads:
         raise self.exc
 
 
+def make(stage_of: type[Member], delivery: Any) -> Member:
+    """A fresh stage of kind ``stage_of`` writing through ``delivery``; its broker address is
+    never contacted."""
+    config = EngineConfig("127.0.0.1:1")
+    if issubclass(stage_of, CampaignStage):
+        return stage_of(config, delivery, Metrics(), lambda: {0})
+    return stage_of(config, delivery, Metrics())  # type: ignore[call-arg]
+
+
 def take(
     stage_of: type[Member], exc: Exception, loads: FailingLoads | None = None
 ) -> tuple[FailingLoads, Member, Exception | None]:
@@ -43,11 +53,7 @@ def take(
 
     async def run() -> tuple[FailingLoads, Member, Exception | None]:
         delivery = loads or FailingLoads(exc)
-        config = EngineConfig("127.0.0.1:1")  # never contacted: the loop stops before a fetch
-        if stage_of is CampaignStage:
-            stage: Member = CampaignStage(config, delivery, Metrics(), lambda: {0})  # type: ignore[arg-type]
-        else:
-            stage = stage_of(config, delivery, Metrics())  # type: ignore[arg-type]
+        stage = make(stage_of, delivery)  # the loop stops before a fetch
         await stage.on_partitions_assigned([TopicPartition(stage.topic, 0)])
         stopping = asyncio.Event()
         if delivery.fatal is None:
@@ -139,11 +145,7 @@ def test_a_periodic_checkpoint_saves_only_a_state_that_changed(stage_of) -> None
 
     async def run() -> None:
         delivery = SavingCheckpoints()
-        config = EngineConfig("127.0.0.1:1")  # never contacted
-        if stage_of is CampaignStage:
-            stage: Member = CampaignStage(config, delivery, Metrics(), lambda: {0})  # type: ignore[arg-type]
-        else:
-            stage = AccountStage(config, delivery, Metrics())  # type: ignore[arg-type]
+        stage = make(stage_of, delivery)
         await stage.on_partitions_assigned([TopicPartition(stage.topic, p) for p in (0, 1)])
         if isinstance(stage, AccountStage):
             stage.next_offset.update({0: 5, 1: 7})  # as reading records sets them
@@ -268,11 +270,7 @@ def test_a_revoked_partition_is_let_go_even_when_its_checkpoint_fails(stage_of) 
 
     async def run() -> None:
         delivery = SavingCheckpoints()
-        config = EngineConfig("127.0.0.1:1")  # never contacted
-        if stage_of is BrokenLinking:
-            stage: Member = BrokenLinking(config, delivery, Metrics(), lambda: {0})  # type: ignore[arg-type]
-        else:
-            stage = BrokenState(config, delivery, Metrics())  # type: ignore[arg-type]
+        stage = make(stage_of, delivery)
         await stage.on_partitions_assigned([TopicPartition(stage.topic, p) for p in (0, 1)])
         if isinstance(stage, AccountStage):
             stage.next_offset.update({0: 5, 1: 7})
