@@ -25,9 +25,9 @@ from river import anomaly, compose, preprocessing
 
 from bench import summary
 from bench.naive import features
+from bench.validation import parsed
 from models.detector import Detector
 from models.events import UsageEvent
-from schemas.validation import parse_event
 from simulator.traffic import Scenario, simulate
 
 
@@ -117,7 +117,7 @@ def main() -> None:
     )
     lines = [orjson.dumps(e) for e in traffic.events]
     t = time.perf_counter()
-    events = [parse_event(x) for x in lines]
+    events = parsed(lines)
     validate_rate = len(lines) / (time.perf_counter() - t)
     assert all(isinstance(e, UsageEvent) for e in events)
     events.sort(key=lambda e: e.ts_ms)  # type: ignore[union-attr]

@@ -55,26 +55,21 @@ def _factorize(values: tuple[str, ...] | list[str]) -> tuple[npt.NDArray[np.int3
     return codes, pack(list(index))
 
 
-_PAYMENT_CACHE: dict[str, int] = {}
-# The instruments of the last few seconds' busy accounts, not every one ever seen (see
-# `models.events`' address cache).
-_PAYMENT_CACHE_MAX = 1 << 16
-
-
 def _payment_hashes(values: tuple[str | None, ...]) -> I64:
     """Stable 63-bit hashes of payment fingerprints (0 = none): the same in every process, so
-    campaign links built from them survive a restart and agree between workers."""
-    cache = _PAYMENT_CACHE
-    if len(cache) > _PAYMENT_CACHE_MAX:
-        cache.clear()
+    campaign links built from them survive a restart and agree between workers. Each distinct
+    fingerprint of the chunk is hashed once; nothing is kept past the call (a cache across
+    chunks holds objects made amid each batch's short-lived ones, whose memory they then keep
+    from going back to the system)."""
+    hashed: dict[str, int] = {}
     out = np.zeros(len(values), dtype=np.int64)
     for i, p in enumerate(values):
         if p is None:
             continue
-        h = cache.get(p)
+        h = hashed.get(p)
         if h is None:
             digest = hashlib.blake2b(p.encode(), digest_size=8).digest()
-            h = cache[p] = (int.from_bytes(digest, "little") >> 1) or 1
+            h = hashed[p] = (int.from_bytes(digest, "little") >> 1) or 1
         out[i] = h
     return out
 
@@ -131,8 +126,12 @@ class Chunk:
         account, accounts = _factorize(c["account_id"])
         block, blocks = _factorize(c["ip_block"])
         model, models = _factorize(c["model"])
+        nets: dict[str, str] = {}  # the chunk's IPv6 addresses -> their /64, each parsed once
         subnet, subnets = _factorize(
-            [_subnet(ip, b) for ip, b in zip(c["ip"], c["ip_block"], strict=True)]
+            [
+                b if b and ":" not in b else nets.get(ip) or nets.setdefault(ip, _subnet(ip, b))
+                for ip, b in zip(c["ip"], c["ip_block"], strict=True)
+            ]
         )
         fps = c["prompt_fingerprint"]
         return cls(

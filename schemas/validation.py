@@ -331,12 +331,15 @@ def _path_name(path: list[str | int]) -> str:
     return out
 
 
-def _event(m: UsageEventMessage) -> UsageEvent:
+def _event(m: UsageEventMessage, blocks: dict[str, str] | None = None) -> UsageEvent:
     """A decoded, contract-valid message to the detector's event; raises `_Invalid` for the one
-    rule the decoder cannot check (the address must parse)."""
+    rule the decoder cannot check (the address must parse). ``blocks``: see `parse_event`."""
     ip = m.ip
     try:
-        block = ip_block(ip)
+        if blocks is None:
+            block = ip_block(ip)
+        else:
+            block = blocks.get(ip) or blocks.setdefault(ip, ip_block(ip))
     except ValueError:
         raise _Invalid("ip", f"not an IPv4 or IPv6 address: {ip[:70]!r}") from None
     ts = m.ts
@@ -401,8 +404,13 @@ def validate_event(d: object) -> UsageEvent | Rejection:
         return Rejection("$", "nested too deeply")
 
 
-def parse_event(raw: bytes | str) -> UsageEvent | Rejection:
+def parse_event(raw: bytes | str, blocks: dict[str, str] | None = None) -> UsageEvent | Rejection:
     """Message bytes (one JSON object) to a `UsageEvent`, or why not.
+
+    ``blocks``: a dict the caller keeps for one batch of messages, so that an address seen again
+    in the batch has its block looked up, not worked out (~0.3 us for IPv4, ~2 us for IPv6).
+    Dropped with the batch: a cache kept longer would hold entries made amid each batch's
+    short-lived objects, which keep that memory from going back to the system.
 
     Examples
     --------
@@ -417,7 +425,7 @@ def parse_event(raw: bytes | str) -> UsageEvent | Rejection:
     try:
         if type(raw) is bytes and not raw.isascii():
             raw.decode()  # all of it UTF-8, the fields the decoder skips unread included
-        return _event(_EVENTS.decode(raw))
+        return _event(_EVENTS.decode(raw), blocks)
     except _Invalid as bad:
         return bad.rejection
     except (msgspec.DecodeError, UnicodeError, RecursionError):

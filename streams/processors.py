@@ -170,6 +170,7 @@ def read_usage(
     stats = det.stats
     before = stats.duplicates, stats.late
     late = stats.late
+    blocks: dict[str, str] = {}  # addresses of this batch -> their blocks
     for r in records:
         if r.value is None:
             dead.append(DeadLetter(received_ms, topic, partition, r.offset, TOMBSTONE, b""))
@@ -180,7 +181,7 @@ def read_usage(
             why = Rejection("$", size)
             dead.append(DeadLetter.by_reference(received_ms, topic, partition, r.offset, why, raw))
             continue
-        parsed = parse_event(raw)
+        parsed = parse_event(raw, blocks)
         if isinstance(parsed, Rejection):
             dead.append(DeadLetter(received_ms, topic, partition, r.offset, parsed, raw))
             continue

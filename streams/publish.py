@@ -15,8 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from aiokafka.partitioner import murmur2
-
+from models.keys import murmur2
 from schemas.topics import BY_BLOCK, Topics
 from streams.clickhouse import ClickHouseSink, one_line
 from streams.processors import Produced
@@ -65,7 +64,6 @@ class Message:
 
 # A forwarded message holds at most this many bytes of events (and always at least one event).
 FORWARD_CHUNK_BYTES = 256 * 1024
-_HASHES: dict[bytes, int] = {}  # IP block -> its murmur2 hash, as Kafka's default partitioner
 
 
 def forwarded(
@@ -91,15 +89,15 @@ def forwarded(
     [(3, 0, 60000, ['e1']), (1, 0, 60000, ['e2']), (3, 1, 0, ['e3'])]
     """
     groups: dict[tuple[int, int, int], list[bytes]] = {}
-    n = len(partitions)
-    if len(_HASHES) > 1 << 20:  # bounded: a block's hash is recomputed after a clear
-        _HASHES.clear()
-    for key, source, closed_before, event in forwards:
-        h = _HASHES.get(key)
-        if h is None:
-            h = _HASHES[key] = murmur2(key) & 0x7FFFFFFF  # pure Python: ~4% of a worker's time
-        dest = partitions[h % n]
-        groups.setdefault((dest, source, closed_before), []).append(event)
+    # Each block hashed once per call, all at once: no cache of hashes outlives the batch (its
+    # entries, made amid the batch's short-lived objects, would keep their memory from going
+    # back to the system once the batch is gone).
+    blocks: dict[bytes, int] = {}
+    codes = [blocks.setdefault(f[0], len(blocks)) for f in forwards]
+    hashes = (murmur2(list(blocks)) & 0x7FFFFFFF) % len(partitions)
+    dests = [partitions[h] for h in hashes.tolist()]
+    for code, (_, source, closed_before, event) in zip(codes, forwards, strict=True):
+        groups.setdefault((dests[code], source, closed_before), []).append(event)
     out: list[Message] = []
     for (dest, source, closed_before), events in groups.items():
         head = forwarded_head(source, closed_before)

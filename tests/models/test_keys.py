@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.keys import Keys, stable_hashes
+from models.keys import Keys, murmur2, stable_hashes
 
 
 class Reference:
@@ -143,3 +143,13 @@ def fnv1a64(text: str) -> int:
 @given(st.lists(st.text(max_size=45), max_size=60))
 def test_stable_hashes_are_fnv1a_of_the_utf8_bytes(ids: list[str]) -> None:
     assert stable_hashes(ids).tolist() == [fnv1a64(i) for i in ids]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=40), max_size=30))
+def test_murmur2_is_kafkas_for_every_key_length(keys: list[bytes]) -> None:
+    """Every length modulo 4, empty keys and NUL bytes included: a block goes to the partition
+    Kafka's default partitioner gives it, as before forwarding was batched."""
+    from aiokafka.partitioner import murmur2 as kafka_murmur2
+
+    assert murmur2(keys).tolist() == [kafka_murmur2(k) for k in keys]
