@@ -6,7 +6,7 @@ The default simulated scenario's events, written as gateways write them (half wi
 timestamps, half with epoch milliseconds, optional fields present), are turned from bytes into
 `UsageEvent`s by `schemas.validation.parse_event` (msgspec decoding into the contract's Struct,
 then normalisation), a batch of ``max_records`` at a time as a worker reads them (an address
-seen again within a batch has its block looked up, not worked out again). Baseline, same bytes,
+or timestamp seen again within a batch is looked up, not worked out again). Baseline, same bytes,
 same run: what a producer-side check usually does, ``orjson.loads`` and jsonschema's Draft
 2020-12 validator over the published schema (with the ipv4/ipv6 formats), which validates but
 does not normalise. Also timed: ``orjson.loads`` alone, the floor of any Python-side decoding.
@@ -28,7 +28,7 @@ import orjson
 
 from models.events import UsageEvent
 from models.outputs import rfc3339
-from schemas.validation import Rejection, parse_event
+from schemas.validation import Memo, Rejection, parse_event
 from simulator.traffic import Scenario, simulate
 from streams.config import EngineConfig
 
@@ -37,10 +37,10 @@ def parse_batches(
     lines: list[bytes], batch: int = EngineConfig.max_records
 ) -> Iterator[list[UsageEvent | Rejection]]:
     """``parse_event`` over ``lines`` as a worker's accounts stage calls it, batch by batch: a
-    dict of addresses to blocks for each batch of ``batch`` messages, dropped with the batch."""
+    `Memo` for each batch of ``batch`` messages, dropped with the batch."""
     for i in range(0, len(lines), batch):
-        blocks: dict[str, str] = {}
-        yield [parse_event(x, blocks) for x in lines[i : i + batch]]
+        memo = Memo()
+        yield [parse_event(x, memo) for x in lines[i : i + batch]]
 
 
 def parsed(lines: list[bytes]) -> list[UsageEvent | Rejection]:
@@ -52,9 +52,9 @@ def _parse_only(lines: list[bytes], batch: int = EngineConfig.max_records) -> No
     """As `parse_batches`, each event dropped once parsed (as before batches, so that rates
     compare): keeping them is the garbage collector's cost, not parsing's."""
     for i in range(0, len(lines), batch):
-        blocks: dict[str, str] = {}
+        memo = Memo()
         for x in lines[i : i + batch]:
-            parse_event(x, blocks)
+            parse_event(x, memo)
 
 
 def gateway_lines(n: int) -> list[bytes]:

@@ -15,6 +15,7 @@ from the same definition (`schemas.contract.field_type`), so they cannot drift f
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import math
 import re
 from datetime import datetime
@@ -44,6 +45,7 @@ __all__ = [
     "EPOCH_MS_MIN",
     "MAX_LENGTH",
     "TOKENS_MAX",
+    "Memo",
     "Rejection",
     "parse_enforcement",
     "parse_event",
@@ -62,11 +64,27 @@ _RFC3339_PARTS = re.compile(
 ).fullmatch
 _RFC3339_FORM = "YYYY-MM-DDThh:mm:ss[.fff] with Z or +hh:mm"
 _EVENTS = msgspec.json.Decoder(UsageEventMessage)
-# Timestamp string -> epoch ms: account_created_at repeats on every event of an account, and a
-# gateway writes many events per millisecond; a dict hit costs ~15 times less than parsing.
-# Cleared when full rather than made LRU, like models.events' IP block cache.
-_TS_MS: dict[str, int] = {}
-_TS_MS_MAX = 1 << 16
+
+
+@dataclasses.dataclass(slots=True)
+class Memo:
+    """What parsing one batch of messages has worked out, for that batch alone: each address's
+    IP block, and each timestamp string's epoch milliseconds (``account_created_at`` repeats on
+    every event of an account, and a gateway writes many events per millisecond; a dict hit
+    costs a fraction of working either out). Pass one to `parse_event` for each batch and drop
+    it with the batch: kept longer, its entries, made amid each batch's short-lived objects,
+    would keep that memory from going back to the system once the batch is gone.
+
+    >>> memo = Memo()
+    >>> e = parse_event(b'{"event_id": "r1", "ts": "2026-11-22T14:41:27Z", "account_id": "a",'
+    ...                 b' "ip": "10.1.2.3", "model": "m", "input_tokens": 5, "output_tokens": 7}',
+    ...                 memo)
+    >>> memo.blocks, memo.times
+    ({'10.1.2.3': '10.1.2.0/24'}, {'2026-11-22T14:41:27Z': 1795358487000})
+    """
+
+    blocks: dict[str, str] = dataclasses.field(default_factory=dict)
+    times: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 class Rejection(NamedTuple):
@@ -120,19 +138,20 @@ def parse_timestamp(value: object, field: str = "ts") -> int:
     )
 
 
-def _epoch_ms(value: str) -> int:
-    """Epoch milliseconds of a timestamp string the contract's pattern has accepted."""
-    ms = _TS_MS.get(value)
-    if ms is not None:
-        return ms
+def _epoch_ms(value: str, times: dict[str, int] | None = None) -> int:
+    """Epoch milliseconds of a timestamp string the contract's pattern has accepted (``times``:
+    a `Memo`'s)."""
+    if times is not None:
+        ms = times.get(value)
+        if ms is not None:
+            return ms
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:  # fromisoformat refuses RFC 3339's lowercase "t" and "z"
         parsed = datetime.fromisoformat(value.upper())
     ms = round(parsed.timestamp() * 1000)
-    if len(_TS_MS) >= _TS_MS_MAX:
-        _TS_MS.clear()
-    _TS_MS[value] = ms
+    if times is not None:
+        times[value] = ms
     return ms
 
 
@@ -331,14 +350,16 @@ def _path_name(path: list[str | int]) -> str:
     return out
 
 
-def _event(m: UsageEventMessage, blocks: dict[str, str] | None = None) -> UsageEvent:
+def _event(m: UsageEventMessage, memo: Memo | None = None) -> UsageEvent:
     """A decoded, contract-valid message to the detector's event; raises `_Invalid` for the one
-    rule the decoder cannot check (the address must parse). ``blocks``: see `parse_event`."""
+    rule the decoder cannot check (the address must parse)."""
     ip = m.ip
+    times = None
     try:
-        if blocks is None:
+        if memo is None:
             block = ip_block(ip)
         else:
+            blocks, times = memo.blocks, memo.times
             block = blocks.get(ip) or blocks.setdefault(ip, ip_block(ip))
     except ValueError:
         raise _Invalid("ip", f"not an IPv4 or IPv6 address: {ip[:70]!r}") from None
@@ -347,7 +368,7 @@ def _event(m: UsageEventMessage, blocks: dict[str, str] | None = None) -> UsageE
     fingerprint = m.prompt_fingerprint
     return UsageEvent(
         m.event_id,
-        ts if isinstance(ts, int) else _epoch_ms(ts),
+        ts if isinstance(ts, int) else _epoch_ms(ts, times),
         m.account_id,
         ip,
         block,
@@ -359,7 +380,7 @@ def _event(m: UsageEventMessage, blocks: dict[str, str] | None = None) -> UsageE
         None if fingerprint is None else int(fingerprint, 16),
         m.cot_score,
         m.payment_fingerprint,
-        created if created is None or isinstance(created, int) else _epoch_ms(created),
+        created if created is None or isinstance(created, int) else _epoch_ms(created, times),
         m.org_id,
         m.api_key_id,
         m.user_agent,
@@ -404,13 +425,10 @@ def validate_event(d: object) -> UsageEvent | Rejection:
         return Rejection("$", "nested too deeply")
 
 
-def parse_event(raw: bytes | str, blocks: dict[str, str] | None = None) -> UsageEvent | Rejection:
-    """Message bytes (one JSON object) to a `UsageEvent`, or why not.
-
-    ``blocks``: a dict the caller keeps for one batch of messages, so that an address seen again
-    in the batch has its block looked up, not worked out (~0.3 us for IPv4, ~2 us for IPv6).
-    Dropped with the batch: a cache kept longer would hold entries made amid each batch's
-    short-lived objects, which keep that memory from going back to the system.
+def parse_event(raw: bytes | str, memo: Memo | None = None) -> UsageEvent | Rejection:
+    """Message bytes (one JSON object) to a `UsageEvent`, or why not. ``memo``: the batch's
+    `Memo`, so that an address or a timestamp seen again in the batch is looked up, not worked
+    out again.
 
     Examples
     --------
@@ -425,7 +443,7 @@ def parse_event(raw: bytes | str, blocks: dict[str, str] | None = None) -> Usage
     try:
         if type(raw) is bytes and not raw.isascii():
             raw.decode()  # all of it UTF-8, the fields the decoder skips unread included
-        return _event(_EVENTS.decode(raw), blocks)
+        return _event(_EVENTS.decode(raw), memo)
     except _Invalid as bad:
         return bad.rejection
     except (msgspec.DecodeError, UnicodeError, RecursionError):

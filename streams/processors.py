@@ -31,7 +31,7 @@ from models.config import DetectorConfig
 from models.detector import Detector
 from models.outputs import DetectorOutput, LinkInput
 from schemas.dead_letters import DeadLetter
-from schemas.validation import Rejection, parse_event
+from schemas.validation import Memo, Rejection, parse_event
 from streams import wire
 from streams.metrics import Metrics
 
@@ -170,7 +170,7 @@ def read_usage(
     stats = det.stats
     before = stats.duplicates, stats.late
     late = stats.late
-    blocks: dict[str, str] = {}  # addresses of this batch -> their blocks
+    memo = Memo()  # addresses and timestamps this batch has worked out
     for r in records:
         if r.value is None:
             dead.append(DeadLetter(received_ms, topic, partition, r.offset, TOMBSTONE, b""))
@@ -181,7 +181,7 @@ def read_usage(
             why = Rejection("$", size)
             dead.append(DeadLetter.by_reference(received_ms, topic, partition, r.offset, why, raw))
             continue
-        parsed = parse_event(raw, blocks)
+        parsed = parse_event(raw, memo)
         if isinstance(parsed, Rejection):
             dead.append(DeadLetter(received_ms, topic, partition, r.offset, parsed, raw))
             continue
