@@ -105,7 +105,8 @@ _M = np.uint32(0x5BD1E995)
 def murmur2(keys: Sequence[bytes]) -> npt.NDArray[np.uint32]:
     """Kafka's murmur2 of each key (what its default partitioner hashes a message key with,
     before ``& 0x7FFFFFFF``), computed over all keys at once: a 4-byte word position at a time,
-    without a Python loop per key or a cache of hashes that outlives the call.
+    without a Python loop per key or a cache of hashes that outlives the call. Every key is
+    padded to the longest one's length (fine for IP blocks; not for a few very long keys).
 
     >>> h = murmur2([b"21", b"foobar", b"abc", b""])    # Kafka's own test vectors, as int32
     >>> [int(x) - (1 << 32) * (x >> 31) for x in h.tolist()]
