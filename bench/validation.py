@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from importlib import resources
 from typing import Any
@@ -33,24 +33,21 @@ from simulator.traffic import Scenario, simulate
 from streams.config import EngineConfig
 
 
-def parse_batches(
+def parsed(
     lines: list[bytes], batch: int = EngineConfig.max_records
-) -> Iterator[list[UsageEvent | Rejection]]:
-    """``parse_event`` over ``lines`` as a worker's accounts stage calls it, batch by batch: a
-    `Memo` for each batch of ``batch`` messages, dropped with the batch."""
+) -> list[UsageEvent | Rejection]:
+    """``parse_event`` over ``lines`` as a worker's accounts stage calls it: a `Memo` for each
+    batch of ``batch`` messages, dropped with the batch."""
+    out: list[UsageEvent | Rejection] = []
     for i in range(0, len(lines), batch):
         memo = Memo()
-        yield [parse_event(x, memo) for x in lines[i : i + batch]]
-
-
-def parsed(lines: list[bytes]) -> list[UsageEvent | Rejection]:
-    """Every line parsed, as `parse_batches` does."""
-    return [e for batch in parse_batches(lines) for e in batch]
+        out += [parse_event(x, memo) for x in lines[i : i + batch]]
+    return out
 
 
 def _parse_only(lines: list[bytes], batch: int = EngineConfig.max_records) -> None:
-    """As `parse_batches`, each event dropped once parsed (as before batches, so that rates
-    compare): keeping them is the garbage collector's cost, not parsing's."""
+    """As `parsed`, each event dropped once parsed (as before batches, so that rates compare):
+    keeping them is the garbage collector's cost, not parsing's."""
     for i in range(0, len(lines), batch):
         memo = Memo()
         for x in lines[i : i + batch]:
