@@ -11,6 +11,11 @@ same run: what a producer-side check usually does, ``orjson.loads`` and jsonsche
 2020-12 validator over the published schema (with the ipv4/ipv6 formats), which validates but
 does not normalise. Also timed: ``orjson.loads`` alone, the floor of any Python-side decoding.
 Best of ``--repeat`` runs, one core.
+
+Rejected messages are timed too (a poisoned producer can send nothing else): the same events
+spoilt in five ways (a field out of range, one missing, an address that is not one, a wrong
+type, bytes that are not JSON), each turned into the `Rejection` that its dead letter carries,
+against the baseline's error for the same bytes.
 """
 
 from __future__ import annotations
@@ -65,6 +70,23 @@ def gateway_lines(n: int) -> list[bytes]:
     return lines
 
 
+def spoilt(lines: list[bytes]) -> list[bytes]:
+    """``lines`` each made invalid, in turn in one of five ways."""
+    ways = (
+        lambda e: {**e, "input_tokens": -5},
+        lambda e: {k: v for k, v in e.items() if k != "account_id"},
+        lambda e: {**e, "ip": "10.0.0.300"},
+        lambda e: {**e, "output_tokens": "many"},
+    )
+    out = []
+    for i, line in enumerate(lines):
+        if i % 5 == 4:
+            out.append(line[: len(line) // 2])
+        else:
+            out.append(orjson.dumps(ways[i % 5](orjson.loads(line))))
+    return out
+
+
 def rate(fn: Callable[[bytes], Any], lines: list[bytes], repeat: int) -> float:
     return batch_rate(lambda batch: [fn(line) for line in batch], lines, repeat)
 
@@ -100,12 +122,26 @@ def main() -> None:
     ours = batch_rate(_parse_only, lines, args.repeat)
     floor = rate(orjson.loads, lines, args.repeat)
     base = rate(baseline, lines[: max(len(lines) // 10, 1)], 1)
+    bad = spoilt(lines[: max(len(lines) // 10, 1)])
+    assert all(isinstance(e, Rejection) for e in parsed(bad)), "spoilt events must be rejected"
+
+    def baseline_rejects(line: bytes) -> None:
+        try:
+            generic.validate(orjson.loads(line))
+        except (jsonschema.ValidationError, orjson.JSONDecodeError):
+            return
+        raise AssertionError("the baseline accepted a spoilt event")
+
+    ours_bad = batch_rate(_parse_only, bad, args.repeat)
+    base_bad = rate(baseline_rejects, bad[: max(len(bad) // 10, 1)], 1)
     size = sum(map(len, lines)) / len(lines)
     print(f"{len(lines):,} events, {size:.0f} B each on average, best of {args.repeat}")
     print(f"parse_event (bytes -> UsageEvent):            {ours:>10,.0f} events/s")
     print(f"orjson.loads alone (no checks):               {floor:>10,.0f} events/s")
     print(f"baseline: orjson.loads + jsonschema 2020-12:  {base:>10,.0f} events/s")
     print(f"ratio: {ours / base:.0f}x the baseline")
+    print(f"rejected messages, parse_event (-> Rejection):  {ours_bad:>10,.0f} messages/s")
+    print(f"rejected messages, baseline:                    {base_bad:>10,.0f} messages/s")
 
 
 if __name__ == "__main__":
