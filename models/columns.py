@@ -1,6 +1,7 @@
 """A window's events as numpy columns: the slices an open window buffers, and a closed window.
 
-An open window turns its buffered rows into a `Chunk` of columns every `CHUNK` events; when it
+A window's events are turned into `Chunk`s of columns a batch at a time (at most `CHUNK`
+events each; `models.windows`), or arrive as chunks (the IP-block stage); when a window
 closes, its chunks are concatenated into one `ClosedWindow`, with the string columns (accounts,
 IP blocks, models, subnets) factorised over the whole window, so the features of every entity
 in it are computed in one vectorised pass (`models.features`).
@@ -156,6 +157,176 @@ class Chunk:
             created_ms=_optional_ints(c["account_created_ms"], -1),
             payment_hash=_payment_hashes(c["payment_fingerprint"]),
         )
+
+    def __len__(self) -> int:
+        return int(self.ts.shape[0])
+
+    def names(self, column: str) -> list[str]:
+        """The names a code column refers to: ``accounts``, ``blocks``, ``models``, ``subnets``."""
+        if column not in _NAME_COLUMNS:
+            raise ValueError(f"{column!r} is not a names column: {', '.join(_NAME_COLUMNS)}")
+        return _names(getattr(self, column))
+
+    def take(self, rows: npt.NDArray[np.intp]) -> Chunk:
+        """The chunk of ``rows`` (positions, in the order given), its names only those they use.
+
+        >>> rows = [UsageEvent(f"e{i}", i, f"acct-{i % 3}", "10.0.0.1", "10.0.0.0/24", "m", 1, 2)
+        ...         for i in range(6)]
+        >>> part = Chunk.from_rows(rows).take(np.array([4, 1, 5]))
+        >>> part.ts.tolist(), _names(part.accounts), part.account.tolist()
+        ([4, 1, 5], ['acct-1', 'acct-2'], [0, 0, 1])
+        """
+
+        def names(codes: npt.NDArray[np.int32], table: Names) -> tuple[Any, Names]:
+            # names in the order the rows first use them, as `from_rows` of those rows codes them
+            used, first, inverse = np.unique(codes[rows], return_index=True, return_inverse=True)
+            order = np.argsort(first, kind="stable")
+            rank = np.empty(order.size, dtype=np.int32)
+            rank[order] = np.arange(order.size, dtype=np.int32)
+            code = rank[inverse.reshape(-1)]
+            used = used[order]
+            if isinstance(table, list):
+                return code, pack([table[u] for u in used.tolist()])
+            # the used names' bytes gathered at once, without a string each
+            data, sizes = table
+            starts = (np.cumsum(sizes, dtype=np.int64) - sizes)[used]
+            kept = sizes[used].astype(np.int64)
+            ends = np.cumsum(kept)
+            at = np.arange(int(ends[-1]) if ends.size else 0, dtype=np.int64)
+            at += np.repeat(starts - (ends - kept), kept)
+            return code, (data[at], kept.astype(np.int32))
+
+        account, accounts = names(self.account, self.accounts)
+        block, blocks = names(self.block, self.blocks)
+        model, models = names(self.model, self.models)
+        subnet, subnets = names(self.subnet, self.subnets)
+        return Chunk(
+            ts=self.ts[rows],
+            account=account,
+            accounts=accounts,
+            block=block,
+            blocks=blocks,
+            model=model,
+            models=models,
+            ip_hash=self.ip_hash[rows],
+            input_tokens=self.input_tokens[rows],
+            output_tokens=self.output_tokens[rows],
+            error=self.error[rows],
+            fingerprint=self.fingerprint[rows],
+            has_fingerprint=self.has_fingerprint[rows],
+            cot=self.cot[rows],
+            created_ms=self.created_ms[rows],
+            payment_hash=self.payment_hash[rows],
+            subnet=subnet,
+            subnets=subnets,
+        )
+
+    @classmethod
+    def concat(cls, chunks: list[Chunk]) -> Chunk:
+        """One chunk of the rows of ``chunks``, in order.
+
+        >>> rows = [UsageEvent(f"e{i}", i, f"acct-{i % 2}", "10.0.0.1", "10.0.0.0/24", "m", 1, 2)
+        ...         for i in range(3)]
+        >>> both = Chunk.concat([Chunk.from_rows(rows[:2]), Chunk.from_rows(rows[2:])])
+        >>> both.ts.tolist(), both.names("accounts"), both.account.tolist()
+        ([0, 1, 2], ['acct-0', 'acct-1'], [0, 1, 0])
+        """
+        if len(chunks) == 1:
+            return chunks[0]
+
+        def merged(codes: str, names: str) -> tuple[npt.NDArray[np.int32], Names]:
+            index: dict[str, int] = {}
+            parts = []
+            for c in chunks:
+                mine = c.names(names)
+                remap = np.fromiter(
+                    (index.setdefault(v, len(index)) for v in mine), dtype=np.int32, count=len(mine)
+                )
+                parts.append(remap[getattr(c, codes)])
+            return np.concatenate(parts).astype(np.int32), pack(list(index))
+
+        cols: dict[str, Any] = {
+            name: np.concatenate([getattr(c, name) for c in chunks])
+            for name in _COLUMNS
+            if name not in _CODED
+        }
+        for codes, names in _CODED.items():
+            cols[codes], cols[names] = merged(codes, names)
+        return cls(**cols)
+
+    def to_buffers(self) -> dict[str, bytes]:
+        """Each column's bytes (little-endian), names as their packed bytes and lengths: what
+        `from_buffers` reads back, and what travels between a worker's stages.
+
+        >>> rows = [UsageEvent("e1", 7, "a", "10.0.0.1", "10.0.0.0/24", "m", 1, 2, cot_score=0.5)]
+        >>> back = Chunk.from_buffers(Chunk.from_rows(rows).to_buffers())
+        >>> back.ts.tolist(), _names(back.accounts), back.cot.tolist()
+        ([7], ['a'], [0.5])
+        """
+        out: dict[str, bytes] = {}
+        for name, dtype in _COLUMNS.items():
+            out[name] = np.ascontiguousarray(getattr(self, name), dtype=dtype).tobytes()
+        for name in _NAME_COLUMNS:
+            names = getattr(self, name)
+            data, sizes = pack(names) if isinstance(names, list) else names
+            out[name] = np.ascontiguousarray(data, dtype=np.uint8).tobytes()
+            out[name + "_sizes"] = np.ascontiguousarray(sizes, dtype="<i4").tobytes()
+        return out
+
+    @classmethod
+    def from_buffers(cls, buffers: dict[str, bytes]) -> Chunk:
+        """The chunk `to_buffers` wrote; raises ValueError if its columns disagree in length
+        or a code points past its names."""
+        missing = [n for n in (*_COLUMNS, *_NAME_COLUMNS) if n not in buffers]
+        if missing:
+            raise ValueError(f"columns missing: {', '.join(missing)}")
+        cols: dict[str, Any] = {
+            name: np.frombuffer(buffers[name], dtype=dtype).astype(dtype.lstrip("<"), copy=False)
+            for name, dtype in _COLUMNS.items()
+        }
+        for name in _NAME_COLUMNS:
+            data = np.frombuffer(buffers[name], dtype=np.uint8)
+            sizes = np.frombuffer(buffers.get(name + "_sizes", b""), "<i4").astype(np.int32)
+            if sizes.size and (int(sizes.min()) < 0 or int(sizes.sum()) != data.size):
+                raise ValueError(f"column {name}: lengths do not add up to its bytes")
+            try:  # refused here, not when its window closes
+                unpack(data, sizes)
+            except UnicodeError:
+                raise ValueError(f"column {name}: a name that is not UTF-8") from None
+            cols[name] = (data, sizes)
+        n = cols["ts"].size
+        for name in ("error", "has_fingerprint"):
+            if cols[name].size and int(cols[name].view(np.uint8).max()) > 1:
+                raise ValueError(f"column {name}: a flag that is neither 0 nor 1")
+        for name in _COLUMNS:
+            if cols[name].size != n:
+                raise ValueError(f"column {name} has {cols[name].size} rows, ts has {n}")
+        for codes, names in _CODED.items():
+            c = cols[codes]
+            if c.size and (int(c.min()) < 0 or int(c.max()) >= cols[names][1].size):
+                raise ValueError(f"column {codes} refers past its {cols[names][1].size} names")
+        return cls(**cols)
+
+
+# A chunk's columns as they travel (`Chunk.to_buffers`), and the names each code refers to.
+_COLUMNS = {
+    "ts": "<i8",
+    "account": "<i4",
+    "block": "<i4",
+    "model": "<i4",
+    "subnet": "<i4",
+    "ip_hash": "<i8",
+    "input_tokens": "<f8",
+    "output_tokens": "<f8",
+    "error": "?",
+    "fingerprint": "<u8",
+    "has_fingerprint": "?",
+    "cot": "<f8",
+    "created_ms": "<i8",
+    "payment_hash": "<i8",
+}
+_CODED = {"account": "accounts", "block": "blocks", "model": "models", "subnet": "subnets"}
+_NAME_COLUMNS = tuple(_CODED.values())
 
 
 @dataclass(slots=True)

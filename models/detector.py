@@ -43,6 +43,7 @@ from river import drift
 from models.calibration import TailCalibrator
 from models.campaign_scoring import CampaignScorer, LinkInput, merge
 from models.campaigns import summarize
+from models.columns import Chunk
 from models.config import DetectorConfig
 from models.events import UsageEvent
 from models.evidence import (
@@ -387,6 +388,20 @@ class Detector:
     def add(self, event: UsageEvent) -> bool:
         """Buffer an event; False if it was a duplicate or arrived after its window closed."""
         return self.windower.add(event)
+
+    def collect_added(self) -> None:
+        """Keep the columns of the events added from now on, for `take_added`."""
+        self.windower.collect_added()
+
+    def take_added(self) -> list[Chunk]:
+        """The events added since `collect_added`, in order, as the chunks the windows hold
+        (`models.windows.Windower.take_added`)."""
+        return self.windower.take_added()
+
+    def add_chunk(self, chunk: Chunk) -> int:
+        """Buffer a chunk of deduplicated events (a detector closed by an external watermark:
+        `models.windows.Windower.add_chunk`); how many were on time."""
+        return self.windower.add_chunk(chunk)
 
     def process(self, events: Any, members: MemberScores | None = None) -> DetectorOutput:
         """Add a batch of events, then close and score every window the watermark passed

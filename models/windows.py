@@ -34,13 +34,40 @@ class _OpenWindow:
     chunks: list[Chunk] = field(default_factory=list)
     # The window's event ids, for duplicates: without a string per event (`models.seen`).
     ids: SeenIds = field(default_factory=SeenIds)
+    # Events buffered a chunk at a time (`Windower.add_chunk`), without their ids.
+    taken: int = 0
 
     def __setstate__(self, state: tuple[Any, dict[str, Any]]) -> None:
+        object.__setattr__(self, "taken", 0)  # a window pickled before chunks were added whole
         for name, value in state[1].items():
             # A window pickled before `SeenIds` holds its event ids in a set.
             object.__setattr__(
                 self, name, SeenIds.of(value) if name == "ids" and isinstance(value, set) else value
             )
+        # A window pickled while events were kept as rows: they come before any added since.
+        if self.rows:
+            self.chunks.append(Chunk.from_rows(self.rows))
+            self.rows = []
+
+
+#: A window's chunks of fewer events than this are merged once `SMALL_RUN` of them follow one
+#: another: a worker reading a few events a batch would otherwise keep a chunk (a dozen arrays)
+#: for every few events of the window.
+SMALL = CHUNK // 16
+SMALL_RUN = 32
+
+
+def _append(win: _OpenWindow, chunk: Chunk) -> None:
+    """Add ``chunk`` to the window; a run of small chunks at its end becomes one."""
+    chunks = win.chunks
+    chunks.append(chunk)
+    if len(chunk) >= SMALL or len(chunks) < SMALL_RUN:
+        return
+    run = 0
+    while run < len(chunks) and len(chunks[-1 - run]) < SMALL:
+        run += 1
+    if run >= SMALL_RUN:
+        chunks[-run:] = [Chunk.concat(chunks[-run:])]
 
 
 @dataclass(slots=True)
@@ -107,6 +134,20 @@ class Windower:
         self._open: dict[int, _OpenWindow] = {}
         self._ready: list[ClosedWindow] = []  # closed by the watermark, not yet handed over
         self._next_end = np.iinfo(np.int64).max  # end of the oldest open window
+        # Events added and not yet in a window's columns, with their windows' starts: turned
+        # into one chunk (`_settle`) at `CHUNK` events, before a window closes, and when the
+        # events added are handed over (`take_added`).
+        self._pending: list[UsageEvent] = []
+        self._pending_start: list[int] = []
+        self._added: list[Chunk] | None = None  # collecting what `take_added` hands over
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A windower pickled before events were settled a chunk at a time has none pending.
+        self.__dict__.update({"_pending": [], "_pending_start": [], **state, "_added": None})
+
+    def __getstate__(self) -> dict[str, Any]:
+        self._settle()  # a checkpoint holds columns, not the events as objects
+        return {**self.__dict__, "_added": None}
 
     @property
     def watermark_ms(self) -> int:
@@ -132,21 +173,106 @@ class Windower:
         if not win.ids.add(event.event_id):
             self.stats.duplicates += 1
             return False
-        win.rows.append(event)
-        if len(win.rows) >= CHUNK:
-            win.chunks.append(Chunk.from_rows(win.rows))
-            win.rows = []
+        self._pending.append(event)
+        self._pending_start.append(start)
+        if len(self._pending) >= CHUNK:
+            self._settle()
         if ts > self.max_event_ms:
             self.max_event_ms = ts
             if ts - self.allowed_lateness_ms >= self._next_end and not self.external_watermark:
                 self._ready.extend(self._close_until(ts - self.allowed_lateness_ms))
         return True
 
+    def collect_added(self) -> None:
+        """Keep, from now until `take_added`, the columns of every event added."""
+        self._settle()
+        self._added = []
+
+    def take_added(self) -> list[Chunk]:
+        """The events added since `collect_added`, in the order they were added, as chunks
+        (the same columns the windows hold); collecting stops.
+
+        >>> from models.events import UsageEvent
+        >>> w = Windower(window_ms=60_000, allowed_lateness_ms=0)
+        >>> def ev(i, t):
+        ...     return UsageEvent(f"e{i}", t, "acct", "10.0.0.1", "10.0.0.0/24", "m", 10, 20)
+        >>> w.collect_added()
+        >>> [w.add(ev(i, t)) for i, t in enumerate([1_000, 2_000, 61_000, 1_500, 62_000])]
+        [True, True, True, False, True]
+        >>> [c.ts.tolist() for c in w.take_added()]   # cut where the first window closed
+        [[1000, 2000, 61000], [62000]]
+        >>> [(c.start_ms, c.ts.tolist()) for c in w.advance()]
+        [(0, [1000, 2000])]
+        """
+        self._settle()
+        added, self._added = self._added or [], None
+        return added
+
+    def _settle(self) -> None:
+        """The pending events into their windows' columns: one chunk, cut by window."""
+        if not self._pending:
+            return
+        chunk = Chunk.from_rows(self._pending)
+        starts = np.array(self._pending_start, dtype=np.int64)
+        self._pending, self._pending_start = [], []
+        if self._added is not None:
+            self._added.append(chunk)
+        first, last = int(starts.min()), int(starts.max())
+        if first == last:
+            _append(self._open[first], chunk)
+            return
+        for start in np.unique(starts).tolist():
+            _append(self._open[start], chunk.take(np.flatnonzero(starts == start)))
+
+    def add_chunk(self, chunk: Chunk) -> int:
+        """Buffer a chunk of events at once; how many were taken (the others are counted late).
+
+        For a windower fed by an external watermark (its windows close only through
+        `close_through`), whose events come deduplicated already: an event whose window has
+        closed is counted late, every other is buffered, without an id check.
+
+        >>> from models.events import UsageEvent
+        >>> w = Windower(window_ms=60_000, external_watermark=True)
+        >>> rows = [UsageEvent(f"e{i}", t, "a", "10.0.0.1", "10.0.0.0/24", "m", 1, 2)
+        ...         for i, t in enumerate([1_000, 61_000, 2_000])]
+        >>> w.add_chunk(Chunk.from_rows(rows)), w.open_windows(), w.buffered_events()
+        (3, [0, 60000], 3)
+        >>> w.close_through(60_000)
+        >>> w.add_chunk(Chunk.from_rows(rows[:1])), w.stats.late
+        (0, 1)
+        >>> [(c.start_ms, c.n_events) for c in w.advance()]
+        [(0, 2)]
+        """
+        if not self.external_watermark:
+            raise ValueError("add_chunk is for windows closed by an external watermark")
+        n = len(chunk)
+        self.stats.events += n
+        if not n:
+            return 0
+        starts = chunk.ts - chunk.ts % self.window_ms
+        on_time = starts >= self.closed_before_ms
+        taken = int(np.count_nonzero(on_time))
+        self.stats.late += n - taken
+        if not taken:
+            return 0
+        kept = starts[on_time]
+        whole = taken == n and int(kept.min()) == int(kept.max())
+        for start in np.unique(kept).tolist():  # the windows its events fall in, not all between
+            win = self._open.get(start)
+            if win is None:
+                win = self._open[start] = _OpenWindow()
+                self._next_end = min(self._next_end, start + self.window_ms)
+            part = chunk if whole else chunk.take(np.flatnonzero(on_time & (starts == start)))
+            _append(win, part)
+            win.taken += len(part)
+        self.max_event_ms = max(self.max_event_ms, int(chunk.ts[on_time].max()))
+        return taken
+
     def open_windows(self) -> list[int]:
         return sorted(self._open)
 
     def buffered_events(self) -> int:
-        return sum(len(w.ids) for w in self._open.values())
+        return sum(len(w.ids) + w.taken for w in self._open.values())
 
     @property
     def next_ready_end_ms(self) -> int | None:
@@ -184,6 +310,7 @@ class Windower:
         return self.advance()
 
     def _close_until(self, watermark_ms: int) -> list[ClosedWindow]:
+        self._settle()
         closed = []
         for start in sorted(self._open):
             end = start + self.window_ms

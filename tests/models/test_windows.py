@@ -240,3 +240,51 @@ def test_a_window_restored_by_another_process_counts_each_address_once() -> None
     )
     assert done.returncode == 0, done.stderr.decode()
     assert int(done.stdout) == 5
+
+
+_NAMES = st.sampled_from(["a", "bé", "ccc", "", "dddd€", "10.0.0.0/24", "2001:db8::/48"])
+
+
+@st.composite
+def _rows_and_picks(draw: st.DrawFn) -> tuple[list[UsageEvent], list[int]]:
+    n = draw(st.integers(1, 40))
+    rows = [
+        UsageEvent(
+            f"e{i}",
+            draw(st.integers(0, 10**6)),
+            draw(_NAMES),
+            "10.0.0.1",
+            draw(_NAMES),
+            draw(_NAMES),
+            i,
+            2,
+            payment_fingerprint=draw(st.sampled_from([None, "c1", "c2"])),
+        )
+        for i in range(n)
+    ]
+    picks = draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=n, unique=True))
+    return rows, picks
+
+
+@given(_rows_and_picks(), st.booleans())
+@settings(max_examples=300, deadline=None)
+def test_a_chunk_taken_from_is_the_chunk_of_those_rows(
+    case: tuple[list[UsageEvent], list[int]], names_as_list: bool
+) -> None:
+    rows, picks = case
+    chunk = Chunk.from_rows(rows)
+    if names_as_list:  # chunks pickled before names were packed
+        chunk.accounts, chunk.blocks = chunk.names("accounts"), chunk.names("blocks")
+    taken = chunk.take(np.array(picks))
+    made = Chunk.from_rows([rows[i] for i in picks])
+    for codes, names in (("account", "accounts"), ("block", "blocks"), ("model", "models")):
+        used = taken.names(names)
+        assert used == made.names(names)  # only those its rows use, in the order they use them
+        assert [used[c] for c in getattr(taken, codes)] == [
+            made.names(names)[c] for c in getattr(made, codes)
+        ]
+    for column in ("ts", "ip_hash", "payment_hash", "input_tokens", "created_ms"):
+        assert getattr(taken, column).tolist() == getattr(made, column).tolist()
+    back = Chunk.from_buffers(taken.to_buffers())
+    assert back.names("accounts") == taken.names("accounts")
+    assert back.account.tolist() == taken.account.tolist() and back.ts.tolist() == taken.ts.tolist()
