@@ -89,6 +89,7 @@ async def run(scenario: str, partitions: int, baseline_events: int) -> dict[str,
             StateStore(client, "bench"),
         )
         t = time.perf_counter()
+        cpu = time.process_time()
         await engine.start()
         settle_heap()  # as the worker command does
         while engine.metrics.events_in < len(messages):
@@ -98,6 +99,9 @@ async def run(scenario: str, partitions: int, baseline_events: int) -> dict[str,
         while not Engine.drained(engine):
             await asyncio.sleep(0.2)
         total_s = time.perf_counter() - t
+        # CPU of this process (the worker, chDB's threads included; not the broker's): what the
+        # worker costs per event, steadier on a shared machine than its wall-clock rate
+        cpu_s = time.process_time() - cpu
         await engine.stop()
         m = engine.metrics
         sink = engine.sink.stats
@@ -118,6 +122,10 @@ async def run(scenario: str, partitions: int, baseline_events: int) -> dict[str,
         f"({total_s:.1f} s)"
     )
     print(
+        f"worker CPU (its process, chDB included): {cpu_s:.1f} s, "
+        f"{cpu_s / len(messages) * 1e6:.1f} us per event"
+    )
+    print(
         f"windows {sum(m.windows_scored.values()):,}, actions {sum(m.actions.values()):,}, "
         f"dead letters {m.dead_letters:,}; ClickHouse: {sink.rows:,} rows in {sink.inserts:,} "
         f"inserts, {sink.total_insert_seconds:.1f} s inserting"
@@ -132,7 +140,11 @@ async def run(scenario: str, partitions: int, baseline_events: int) -> dict[str,
             f"scored {len(messages) / read_s / (n / seconds):,.0f}x as fast (target >= 10x)"
         )
     figures: dict[str, Any] = {"scenario": scenario, "events": len(messages)}
-    figures.update(read=len(messages) / read_s, written=len(messages) / total_s)
+    figures.update(
+        read=len(messages) / read_s,
+        written=len(messages) / total_s,
+        cpu_us=cpu_s / len(messages) * 1e6,
+    )
     if naive is not None:
         figures["naive"] = naive[0] / naive[1]
     return figures

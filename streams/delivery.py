@@ -107,7 +107,7 @@ class Delivery:
         for a in batch.out.actions:
             m.actions[a.action] = m.actions.get(a.action, 0) + 1
         m.summaries_out += len(batch.summaries)
-        m.forwarded += len(batch.forwards)
+        m.forwarded += sum(len(f) for f in batch.forwards)
         m.dead_letters += len(batch.dead)
         for sw in batch.out.scored:
             m.windows_scored[sw.kind] = m.windows_scored.get(sw.kind, 0) + len(sw)

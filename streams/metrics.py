@@ -69,10 +69,13 @@ class Metrics:
     events_in: int = 0
     forwarded: int = 0
     block_events_in: int = 0
-    # Forwarded events the block stage found after their block window had closed: forwarded
-    # again by an account partition replaying after a restart (already counted once), or put
-    # behind a later message's progress by a Kafka send retried after a failure (lost to it).
+    # Forwarded events the block stage found after their block window had closed: put behind
+    # a later message's progress by a Kafka send retried after a failure (lost to it), or sent
+    # again as rows by a worker from before columns replaying after a restart.
     block_late: int = 0
+    # Forwarded events at offsets of their account partition the block stage had added already:
+    # sent again by a partition replaying after a restart.
+    block_duplicates: int = 0
     summaries_out: int = 0
     summaries_in: int = 0
     dead_letters: int = 0
@@ -145,8 +148,13 @@ class WorkerCollector(Collector):
         yield counter(
             "distillguard_block_late_events_total",
             "Forwarded events that reached the IP-block stage after their block window closed "
-            "(replays after a restart, or sends retried out of order).",
+            "(sends retried out of order).",
             m.block_late,
+        )
+        yield counter(
+            "distillguard_block_duplicate_events_total",
+            "Forwarded events the IP-block stage had added already (sent again by a replay).",
+            m.block_duplicates,
         )
         yield labelled(
             CounterMetricFamily(

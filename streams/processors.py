@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import orjson
+import numpy as np
+import numpy.typing as npt
 
 from models.campaign_scoring import CampaignScorer, merge
+from models.columns import Chunk
 from models.config import DetectorConfig
 from models.detector import Detector
 from models.outputs import DetectorOutput, LinkInput
@@ -39,6 +41,7 @@ __all__ = [
     "LATE",
     "TOMBSTONE",
     "CampaignLinking",
+    "Forward",
     "Limits",
     "Produced",
     "Record",
@@ -63,15 +66,38 @@ class Record(Protocol):
     def value(self) -> bytes | None: ...
 
 
+@dataclass(frozen=True)
+class Forward:
+    """The events account partition ``source`` accepted in one batch, for the block stage: in
+    order, as the chunks its windows hold, with each event's offset and the partition's
+    progress once it was added (every later event belongs to a window ending after it)."""
+
+    source: int
+    chunks: list[Chunk]
+    offsets: npt.NDArray[np.int64]
+    progress: npt.NDArray[np.int64]
+
+    def __post_init__(self) -> None:
+        rows = sum(len(c) for c in self.chunks)
+        if rows != self.offsets.size or rows != self.progress.size:
+            raise ValueError(
+                f"{rows} events forwarded with {self.offsets.size} offsets and "
+                f"{self.progress.size} progress marks"
+            )
+
+    def __len__(self) -> int:
+        return int(self.offsets.size)
+
+
 @dataclass
 class Produced:
     """What one batch of a stage produced, to be published before anything is checkpointed."""
 
     out: DetectorOutput = field(default_factory=DetectorOutput)
     dead: list[DeadLetter] = field(default_factory=list)
-    # Accepted events for the block stage: (IP block, source partition, its closed_before,
-    # the event encoded); grouped into one message per block partition at publish time.
-    forwards: list[tuple[bytes, int, int, bytes]] = field(default_factory=list)
+    # Accepted events for the block stage, per account partition; sent as columns, one message
+    # per block partition and account partition, at publish time (`streams.publish.forwarded`).
+    forwards: list[Forward] = field(default_factory=list)
     heartbeats: list[bytes] = field(default_factory=list)
     suspects: list[tuple[bytes, bytes]] = field(default_factory=list)
     summaries: list[bytes] = field(default_factory=list)
@@ -154,8 +180,8 @@ def read_usage(
     ...            received_ms=1_795_392_001_000, metrics=m)
     >>> m.events_in, m.duplicates, [d.source_offset for d in produced.dead]
     (4, 1, [2, 3])
-    >>> [(block, source) for block, source, _, _ in produced.forwards]
-    [(b'10.0.0.0/24', 0)]
+    >>> [(f.source, f.offsets.tolist(), f.chunks[0].names("blocks")) for f in produced.forwards]
+    [(0, [0], ['10.0.0.0/24'])]
     """
     max_bytes = limits.max_message_bytes
     newest = (
@@ -171,6 +197,9 @@ def read_usage(
     before = stats.duplicates, stats.late
     late = stats.late
     memo = Memo()  # addresses and timestamps this batch has worked out
+    offsets: list[int] = []  # of the events accepted, and the partition's progress after each
+    progress: list[int] = []
+    det.collect_added()
     for r in records:
         if r.value is None:
             dead.append(DeadLetter(received_ms, topic, partition, r.offset, TOMBSTONE, b""))
@@ -191,20 +220,23 @@ def read_usage(
             continue
         if add(parsed):
             # Tagged with this partition's progress: every later event from it belongs to a
-            # window ending after closed_before_ms (what the block stage's watermark needs).
-            # At most the message plus a few hundred bytes (the fields re-encoded, unknown
-            # ones dropped, the block added), so one fits in a forwarded message.
-            forwards.append(
-                (
-                    parsed.ip_block.encode(),
-                    partition,
-                    det.closed_before_ms,
-                    orjson.dumps(tuple(parsed)),
-                )
-            )
+            # window ending after closed_before_ms (what the block stage's watermark needs),
+            # and with its offset, by which the block stage knows an event sent again.
+            offsets.append(r.offset)
+            progress.append(det.closed_before_ms)
         elif stats.late != late:  # its window had closed (else: a duplicate, counted once)
             late = stats.late
             dead.append(DeadLetter(received_ms, topic, partition, r.offset, LATE, raw))
+    chunks = det.take_added()
+    if offsets:
+        forwards.append(
+            Forward(
+                partition,
+                chunks,
+                np.array(offsets, dtype=np.int64),
+                np.array(progress, dtype=np.int64),
+            )
+        )
     metrics.events_in += len(records)
     metrics.duplicates += stats.duplicates - before[0]
     metrics.late += stats.late - before[1]
@@ -216,18 +248,23 @@ def read_forwards(
     upstream: dict[int, int],
     sources: Iterable[int] | None,
     metrics: Metrics,
+    added: dict[int, int] | None = None,
 ) -> None:
     """Forwarded events into a block partition's detector, and each account partition's
     progress into ``upstream``; the partition's windows close at the slowest of ``sources`` (the
     account partitions), so however unevenly they progress, no event arrives late here.
 
-    Messages: forwarded events and progress (`streams.wire`).
+    Messages: forwarded events (as columns or rows) and progress (`streams.wire`). Events sent
+    as columns carry their offsets in their account partition: ``added`` keeps, per account
+    partition, the highest offset added, and an event at or below it is one sent again by a
+    replay of that partition (dropped, counted as a duplicate). An account partition forwards
+    its events in the order of their offsets, and a replay forwards the same events again.
 
     Examples
     --------
     >>> from types import SimpleNamespace as Rec
     >>> e = b'["e1", 1000, "a", "10.0.0.1", "10.0.0.0/24", "m", 5, 9]'
-    >>> records = [Rec(offset=0, value=wire.forwarded_head(0, 0) + e + wire.FORWARDED_TAIL),
+    >>> records = [Rec(offset=0, value=b'{"v":2,"source":0,"closed_before":0,"events":[%s]}' % e),
     ...            Rec(offset=1, value=wire.progress(1, 60_000))]
     >>> det = Detector(kinds=("ip_block",), external_watermark=True)
     >>> upstream, m = {}, Metrics()
@@ -241,15 +278,27 @@ def read_forwards(
     add = det.add
     events = 0
     late_before = det.stats.late
+    added = {} if added is None else added
     for r in records:
         if r.value is None:
             continue
-        source, closed_before, forwarded = wire.read_forwarded(r.value)
+        source, closed_before, forwarded, columns = wire.read_by_block(r.value)
         if closed_before > upstream.get(source, -1):
             upstream[source] = closed_before
         for e in forwarded:
             add(e)
         events += len(forwarded)
+        if columns is not None:
+            offsets, chunk = columns
+            events += len(chunk)
+            through = added.get(source, -1)
+            new = offsets > through
+            if not new.all():
+                metrics.block_duplicates += len(chunk) - int(np.count_nonzero(new))
+                chunk = chunk.take(np.flatnonzero(new))
+            if len(chunk):
+                det.add_chunk(chunk)
+                added[source] = max(through, int(offsets.max()))
     metrics.block_events_in += events
     metrics.block_late += det.stats.late - late_before
     if sources:

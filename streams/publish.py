@@ -15,15 +15,19 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
+import numpy.typing as npt
+
+from models.columns import Chunk
 from models.keys import murmur2
 from schemas.topics import BY_BLOCK, Topics
 from streams.clickhouse import ClickHouseSink, one_line
-from streams.processors import Produced
-from streams.wire import FORWARDED_TAIL, forwarded_head
+from streams.processors import Forward, Produced
+from streams.wire import forwarded_columns
 
 __all__ = [
     "DEAD_LETTER_MAX_BYTES",
-    "FORWARD_CHUNK_BYTES",
+    "FORWARD_MAX_BYTES",
     "MAX_REQUEST_BYTES",
     "Message",
     "OutputError",
@@ -60,57 +64,89 @@ class Message:
     value: bytes
     key: bytes | None = None
     partition: int | None = None
+    # Of a forwarded message cut in parts, which part: part k is sent only once part k - 1 is
+    # acknowledged, so a retried part never lands behind the next one (the block stage would
+    # take its events for ones sent again, by their offsets).
+    part: int = 0
 
 
-# A forwarded message holds at most this many bytes of events (and always at least one event).
-FORWARD_CHUNK_BYTES = 256 * 1024
+#: The largest forwarded message: the broker's default limit (``message.max.bytes``, 1 MiB),
+#: less headroom for the record batch around it.
+FORWARD_MAX_BYTES = 1024 * 1024 - 64 * 1024
 
 
 def forwarded(
-    forwards: list[tuple[bytes, int, int, bytes]], partitions: list[int], topic: str = BY_BLOCK
+    forwards: list[Forward],
+    partitions: list[int],
+    topic: str = BY_BLOCK,
+    max_bytes: int | None = None,
 ) -> list[Message]:
-    """Accepted events for the block stage, one message per block partition and source partition
-    (split at `FORWARD_CHUNK_BYTES`) instead of one per event (`streams.wire`: source,
-    closed_before, events), in the order the events came. An IP block goes to the partition
-    Kafka's default partitioner would give its key (murmur2), as when each event was its own
-    message.
+    """Accepted events for the block stage as columns (`streams.wire.ForwardedColumns`): one
+    message per block partition and account partition, the events in the order they came, each
+    with its offset. An IP block goes to the partition Kafka's default partitioner would give
+    its key (murmur2), as when each event was its own message. A message is cut in parts only
+    past ``max_bytes`` (`FORWARD_MAX_BYTES`; 5,000 events of the longest account ids allowed
+    make ~1.1 MB); a part's progress is the one after its last event, and its `Message.part`
+    says which part it is.
 
     Examples
     --------
-    >>> def row(i, block):   # an accepted event, as the accounts stage serialises it
-    ...     return b'["e%d",1000,"a","10.0.0.1","%s","m",5,7]' % (i, block)
-    >>> fw = [(b"10.0.0.0/24", 0, 60_000, row(1, b"10.0.0.0/24")),
-    ...       (b"10.0.1.0/24", 0, 60_000, row(2, b"10.0.1.0/24")),
-    ...       (b"10.0.0.0/24", 1, 0, row(3, b"10.0.0.0/24"))]
-    >>> from streams.wire import read_forwarded
-    >>> [(m.partition, source, after, [e.event_id for e in events])
-    ...  for m in forwarded(fw, [0, 1, 2, 3])
-    ...  for source, after, events in [read_forwarded(m.value)]]
-    [(3, 0, 60000, ['e1']), (1, 0, 60000, ['e2']), (3, 1, 0, ['e3'])]
+    >>> import numpy as np
+    >>> from models.events import UsageEvent
+    >>> from streams.processors import Forward
+    >>> def ev(i, block):
+    ...     return UsageEvent(f"e{i}", 1000, "a", "10.0.0.1", block, "m", 5, 7)
+    >>> def fw(source, events, offsets, progress):
+    ...     return Forward(source, [Chunk.from_rows(events)], np.array(offsets), np.array(progress))
+    >>> batch = [fw(0, [ev(1, "10.0.0.0/24"), ev(2, "10.0.1.0/24")], [10, 11], [60_000] * 2),
+    ...          fw(1, [ev(3, "10.0.0.0/24")], [7], [0])]
+    >>> from streams.wire import read_by_block
+    >>> [(m.partition, source, after, cols.offsets.tolist(), len(cols.chunk))
+    ...  for m in forwarded(batch, [0, 1, 2, 3])
+    ...  for source, after, _, cols in [read_by_block(m.value)]]
+    [(3, 0, 60000, [10], 1), (1, 0, 60000, [11], 1), (3, 1, 0, [7], 1)]
     """
-    groups: dict[tuple[int, int, int], list[bytes]] = {}
-    # Each block hashed once per call, all at once: no cache of hashes outlives the batch (its
-    # entries, made amid the batch's short-lived objects, would keep their memory from going
-    # back to the system once the batch is gone).
-    blocks: dict[bytes, int] = {}
-    codes = [blocks.setdefault(f[0], len(blocks)) for f in forwards]
-    hashes = (murmur2(list(blocks)) & 0x7FFFFFFF) % len(partitions)
-    dests = [partitions[h] for h in hashes.tolist()]
-    for code, (_, source, closed_before, event) in zip(codes, forwards, strict=True):
-        groups.setdefault((dests[code], source, closed_before), []).append(event)
     out: list[Message] = []
-    for (dest, source, closed_before), events in groups.items():
-        head = forwarded_head(source, closed_before)
-        chunk: list[bytes] = []
-        size = 0
-        for event in events:
-            if chunk and size + len(event) > FORWARD_CHUNK_BYTES:
-                out.append(Message(topic, head + b",".join(chunk) + FORWARDED_TAIL, None, dest))
-                chunk, size = [], 0
-            chunk.append(event)
-            size += len(event) + 1
-        out.append(Message(topic, head + b",".join(chunk) + FORWARDED_TAIL, None, dest))
+    limit = FORWARD_MAX_BYTES if max_bytes is None else max_bytes
+    for f in forwards:
+        if not len(f):
+            continue
+        chunk = Chunk.concat(f.chunks)
+        # The chunk's blocks hashed all at once: no cache of hashes outlives the batch (its
+        # entries, made amid the batch's short-lived objects, would keep their memory from
+        # going back to the system once the batch is gone).
+        blocks = [b.encode() for b in chunk.names("blocks")]
+        hashes = (murmur2(blocks) & 0x7FFFFFFF) % len(partitions)
+        dest = np.asarray(partitions, dtype=np.int64)[hashes.astype(np.intp)][chunk.block]
+        for d in dict.fromkeys(dest.tolist()):
+            rows = np.flatnonzero(dest == d)
+            out += [
+                Message(topic, value, None, int(d), part)
+                for part, value in enumerate(
+                    _parts(f.source, rows, chunk, f.offsets, f.progress, limit)
+                )
+            ]
     return out
+
+
+def _parts(
+    source: int,
+    rows: npt.NDArray[np.intp],
+    chunk: Chunk,
+    offsets: npt.NDArray[np.int64],
+    progress: npt.NDArray[np.int64],
+    max_bytes: int,
+) -> list[bytes]:
+    """``rows`` of ``chunk`` as one message, or as parts of at most ``max_bytes`` each (a lone
+    event always goes)."""
+    part = chunk if rows.size == len(chunk) else chunk.take(rows)
+    value = forwarded_columns(source, int(progress[rows[-1]]), offsets[rows], part)
+    if len(value) <= max_bytes or rows.size == 1:
+        return [value]
+    half = rows.size // 2
+    return _parts(source, rows[:half], chunk, offsets, progress, max_bytes) + _parts(
+        source, rows[half:], chunk, offsets, progress, max_bytes
+    )
 
 
 class _Producer(Protocol):
@@ -151,7 +187,8 @@ class Outputs:
         msgs += [Message(t.summaries, value, None, 0) for value in batch.summaries]
         msgs += [Message(t.suspects, value, key) for key, value in batch.suspects]
         self.messages = msgs
-        self.forwards: list[tuple[bytes, int, int, bytes]] | None = batch.forwards or None
+        self.forwards: list[Forward] | None = batch.forwards or None
+        self.later_parts: list[list[Message]] = []  # forwarded parts 1, 2...: one wave each
         self.heartbeats = list(batch.heartbeats)
         self.progress: list[Message] | None = None  # the heartbeats, once partitions are known
         self.inserts: list[tuple[str, Callable[[], None]]] = []
@@ -173,7 +210,13 @@ class Outputs:
         work: list[Awaitable[None]] = []
         if self.forwards is not None:  # grouped once, then retried like any message
             parts = await self._block_partitions()
-            self.messages += forwarded(self.forwards, parts, self.topics.by_block)
+            for m in forwarded(self.forwards, parts, self.topics.by_block):
+                if m.part == 0:
+                    self.messages.append(m)
+                    continue
+                while len(self.later_parts) < m.part:
+                    self.later_parts.append([])
+                self.later_parts[m.part - 1].append(m)
             self.forwards = None
         if self.messages:
             work.append(self._send(self.messages))
@@ -182,6 +225,9 @@ class Outputs:
         for result in await asyncio.gather(*work, return_exceptions=True):
             if isinstance(result, BaseException):
                 raise result
+        while self.later_parts:  # each wave once the one before is acknowledged
+            await self._send(self.later_parts[0])
+            del self.later_parts[0]
         if self.progress is None and self.heartbeats:
             block_parts = await self._block_partitions()
             self.progress = []

@@ -2,18 +2,25 @@
 
 Each message is defined once, as a msgspec Struct whose tag ``"v"`` is the wire version: readers
 decode bytes straight into it (events into `UsageEvent`s, checked field by field in C), and
-writers encode it, or, for the busiest message, build its bytes by hand in the same shape (a test
-checks the two agree). A reader accepts its own version and the unversioned arrays written
+writers encode it. A reader accepts its own version and the unversioned arrays written
 before versions existed; a message of another version stops the stage with a line that says so,
 instead of being misread. Workers from before versions cannot read these objects: upgrade every
 worker of a group together from those.
 
 - `Forwarded` (``distillguard.events-by-block``): ``{"v": 2, "source": p, "closed_before": t,
-  "events": [event, ...]}``, each event the fields of `UsageEvent` in order. ``closed_before``:
+  "events": [event, ...]}``, each event the fields of `UsageEvent` in order (what workers before
+  `ForwardedColumns` wrote; still read). ``closed_before``:
   every later event from account partition ``p`` belongs to a window ending after ``t``.
   Without ``events`` it is a **progress** message (on ``events-by-block`` and
   ``account-summaries``): every window of partition ``p`` ending at or before ``t`` is closed
   (forwarded) and scored (its summaries sent).
+- `ForwardedColumns` (``distillguard.events-by-block``, MessagePack): ``{"v": 3, "source": p,
+  "closed_before": t, "offsets": ..., "columns": {...}}``, the accepted events of one batch of
+  account partition ``p`` for one block partition as the columns of a `models.columns.Chunk`
+  (`Chunk.to_buffers`), with each event's offset in ``p``. What the accounts stage writes: the
+  block stage adds the columns as they are, and drops the events at offsets of ``p`` it has
+  added already (a replay after a restart sends them again), instead of parsing, windowing and
+  checking the id of each event a second time.
 - `Suspect` (``distillguard.suspects``): ``{"v": 2, "account": id, "end": t, "score": s}``.
 - **Account summaries** keep their own versioned body, derived from the fields of
   `models.campaigns.AccountSummaries` (`models.campaign_scoring.encode`).
@@ -21,7 +28,8 @@ worker of a group together from those.
 Examples
 --------
 >>> row = b'["e1",60000,"a","10.0.0.1","10.0.0.0/24","m",5,7]'
->>> read_forwarded(forwarded_head(3, 60_000) + row + FORWARDED_TAIL)[2][0].account_id
+>>> rows = b'{"v":2,"source":3,"closed_before":60000,"events":[' + row + b']}'
+>>> read_forwarded(rows)[2][0].account_id      # rows, as workers before columns wrote them
 'a'
 >>> read_forwarded(progress(3, 120_000))
 (3, 120000, [])
@@ -38,22 +46,28 @@ internal message of wire version 9
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 import orjson
 
 from models.campaign_scoring import LinkInput, decode_message, encode, split
+from models.columns import Chunk
 from models.events import UsageEvent
 
 __all__ = [
-    "FORWARDED_TAIL",
+    "COLUMNS_VERSION",
     "WIRE_VERSION",
+    "Columns",
     "Forwarded",
+    "ForwardedColumns",
     "Suspect",
     "WireVersionError",
-    "forwarded_head",
+    "forwarded_columns",
     "progress",
+    "read_by_block",
     "read_forwarded",
     "read_summaries_topic",
     "read_suspect",
@@ -62,7 +76,8 @@ __all__ = [
 ]
 
 WIRE_VERSION = 2
-FORWARDED_TAIL = b"]}"
+#: The version of `ForwardedColumns`, the one MessagePack message.
+COLUMNS_VERSION = 3
 #: The largest account summaries message: a partition's summaries of a busy window are sent in
 #: as many messages as it takes (the producer and the broker refuse messages past their limits).
 SUMMARIES_MAX_BYTES = 1024 * 1024
@@ -77,6 +92,25 @@ class Forwarded(msgspec.Struct, tag_field="v", tag=WIRE_VERSION, omit_defaults=T
     events: list[UsageEvent] = []
 
 
+class ForwardedColumns(msgspec.Struct, tag_field="v", tag=COLUMNS_VERSION):
+    """Accepted events of account partition ``source`` for one block partition, as columns:
+    ``offsets`` (int64, little-endian) are their offsets in ``source``, ``columns`` a
+    `models.columns.Chunk`'s buffers; every later event of ``source`` belongs to a window
+    ending after ``closed_before``."""
+
+    source: int
+    closed_before: int
+    offsets: bytes
+    columns: dict[str, bytes]
+
+
+class Columns(NamedTuple):
+    """Forwarded events as read: each one's offset in its account partition, and the events."""
+
+    offsets: npt.NDArray[np.int64]
+    chunk: Chunk
+
+
 class Suspect(msgspec.Struct, tag_field="v", tag=WIRE_VERSION):
     """An account that scored over the member threshold in the window ending at ``end``."""
 
@@ -89,6 +123,8 @@ class Suspect(msgspec.Struct, tag_field="v", tag=WIRE_VERSION):
 _FORWARDED = msgspec.json.Decoder(Forwarded | list[Any])
 _SUSPECT = msgspec.json.Decoder(Suspect | list[Any])
 _ENCODE = msgspec.json.Encoder()
+_COLUMNS = msgspec.msgpack.Decoder(ForwardedColumns)
+_PACK = msgspec.msgpack.Encoder()
 
 
 class WireVersionError(ValueError):
@@ -96,8 +132,9 @@ class WireVersionError(ValueError):
 
     def __init__(self, version: Any) -> None:
         super().__init__(
-            f"internal message of wire version {version!r} (this worker reads version "
-            f"{WIRE_VERSION} and the unversioned arrays before it): another version of the "
+            f"internal message of wire version {version!r} (this worker reads versions "
+            f"{WIRE_VERSION} and {COLUMNS_VERSION} and the unversioned arrays before them): "
+            "another version of the "
             "worker wrote it; run one version of the worker"
         )
 
@@ -118,20 +155,53 @@ def _decode(decoder: msgspec.json.Decoder[Any], value: bytes) -> Any:
         raise
 
 
-def forwarded_head(source: int, closed_before: int) -> bytes:
-    """The start of a `Forwarded` message; events (`UsageEvent`s as JSON arrays) joined by
-    commas and `FORWARDED_TAIL` complete it (built as bytes: this is the worker's busiest
-    message, and the events are already serialised when it is assembled)."""
-    return b'{"v":%d,"source":%d,"closed_before":%d,"events":[' % (
-        WIRE_VERSION,
-        source,
-        closed_before,
-    )
-
-
 def progress(source: int, closed_before: int) -> bytes:
     """A progress message of account partition ``source``."""
     return _ENCODE.encode(Forwarded(source, closed_before))
+
+
+def forwarded_columns(
+    source: int, closed_before: int, offsets: npt.NDArray[np.int64], chunk: Chunk
+) -> bytes:
+    """A `ForwardedColumns` message: ``chunk``'s events, at ``offsets`` of account partition
+    ``source``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> e = UsageEvent("e1", 60_000, "a", "10.0.0.1", "10.0.0.0/24", "m", 5, 7)
+    >>> msg = forwarded_columns(3, 60_000, np.array([41]), Chunk.from_rows([e]))
+    >>> source, after, events, columns = read_by_block(msg)
+    >>> source, after, events, columns.offsets.tolist(), columns.chunk.ts.tolist()
+    (3, 60000, [], [41], [60000])
+    """
+    body = ForwardedColumns(
+        source, closed_before, np.ascontiguousarray(offsets, "<i8").tobytes(), chunk.to_buffers()
+    )
+    return _PACK.encode(body)
+
+
+def read_by_block(value: bytes) -> tuple[int, int, list[UsageEvent], Columns | None]:
+    """(source partition, its progress, events as rows, events as columns) of a message of
+    ``events-by-block``: `ForwardedColumns`, or what `read_forwarded` reads.
+
+    A message that claims to be columns and is not (columns of unequal length, codes past their
+    names, offsets not one per event) raises ValueError, as a malformed row does.
+    """
+    if not value[:1] or value[0] < 0x80:  # JSON: an object or an array
+        return (*read_forwarded(value), None)
+    try:
+        msg = _COLUMNS.decode(value)
+    except msgspec.ValidationError:
+        other = msgspec.msgpack.decode(value)
+        if isinstance(other, dict) and other.get("v") != COLUMNS_VERSION:
+            raise WireVersionError(other.get("v")) from None
+        raise
+    chunk = Chunk.from_buffers(msg.columns)
+    offsets = np.frombuffer(msg.offsets, dtype="<i8").astype(np.int64)
+    if offsets.size != len(chunk):
+        raise ValueError(f"{offsets.size} offsets for {len(chunk)} forwarded events")
+    return msg.source, msg.closed_before, [], Columns(offsets, chunk)
 
 
 def read_forwarded(value: bytes) -> tuple[int, int, list[UsageEvent]]:

@@ -47,6 +47,9 @@ class BlockStage(Stage):
         # its windows are closed. Block windows close at the minimum over upstream partitions,
         # so however unevenly the account partitions progress, no event arrives late here.
         self.upstream: dict[int, dict[int, int]] = {}
+        # Per block partition: per account partition, the highest of its offsets whose event
+        # was added (an event forwarded again by a replay of that partition is not added twice).
+        self.added: dict[int, dict[int, int]] = {}
 
     def _detector(self) -> Detector:
         return Detector(
@@ -65,6 +68,7 @@ class BlockStage(Stage):
             # and they would be counted late.
             for tp in revoked:
                 self.upstream.pop(tp.partition, None)
+                self.added.pop(tp.partition, None)
 
     def members(self) -> MemberScores:
         return self.suspects.latest
@@ -74,13 +78,22 @@ class BlockStage(Stage):
         them (after its own flush, an account partition's heartbeat says so)."""
 
     def partition_blob(self, partition: int) -> bytes:
-        state = (self.parts[partition].partition_state(), self.upstream.get(partition, {}))
+        state = (
+            self.parts[partition].partition_state(),
+            self.upstream.get(partition, {}),
+            self.added.get(partition, {}),
+        )
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
     def restore_partition(self, partition: int, det: Detector, blob: bytes) -> None:
-        det_state, self.upstream[partition] = pickle.loads(blob)
+        # A checkpoint from before offsets were kept has two parts (events came as rows, whose
+        # ids its open windows checked; events sent again as columns are not checked against
+        # them: stop the old workers gracefully before upgrading).
+        det_state, self.upstream[partition], *added = pickle.loads(blob)
+        self.added[partition] = dict(added[0]) if added else {}
         det.load_partition_state(det_state)
 
     def handle(self, partition: int, det: Detector, records: list[Any], batch: Produced) -> None:
         upstream = self.upstream.setdefault(partition, {})
-        read_forwards(records, det, upstream, self.sources(), self.metrics)
+        added = self.added.setdefault(partition, {})
+        read_forwards(records, det, upstream, self.sources(), self.metrics, added)

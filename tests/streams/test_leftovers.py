@@ -11,12 +11,15 @@ import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import orjson
 
 from models import columns, events, keys
+from models.events import UsageEvent
 from schemas import validation
 from schemas.validation import Memo, parse_event
 from streams import publish
+from streams.processors import Forward
 
 HASH_OF_CARD_1 = 8_693_530_135_333_032_444
 
@@ -120,7 +123,12 @@ def test_payment_hashes_leave_nothing_behind_and_stay_the_same() -> None:
 
 def test_forwarding_a_batch_leaves_nothing_behind() -> None:
     def batch(b: int) -> Any:
-        fw = [(f"198.{b}.{i % 256}.{i // 256}/24".encode(), 0, 0, b'["e"]') for i in range(5000)]
-        return publish.forwarded(fw, list(range(8)))
+        rows = [
+            UsageEvent(f"e{i}", 0, "a", "198.0.0.1", f"198.{b}.{i % 256}.0/24", "m", 1, 1)
+            for i in range(5000)
+        ]
+        ints = np.arange(5000, dtype=np.int64)
+        fw = Forward(0, [columns.Chunk.from_rows(rows)], ints, ints)
+        return publish.forwarded([fw], list(range(8)))
 
     assert _left_behind(batch, publish, keys) < ALLOWANCE

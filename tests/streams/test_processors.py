@@ -84,8 +84,10 @@ def test_every_message_is_scored_a_duplicate_or_dead_lettered_with_its_reason() 
     assert all(d.source_partition == 3 and d.source == "usage" for d in produced.dead)
     assert (metrics.events_in, metrics.duplicates, metrics.late) == (8, 1, 1)
     # the accepted events, forwarded by IP block with this partition's progress
-    assert [(b, s) for b, s, _, _ in produced.forwards] == [(b"10.0.0.0/24", 3)] * 2
-    assert produced.forwards[1][2] == NOW - 60_000  # the first window had closed by then
+    (fw,) = produced.forwards
+    assert (fw.source, fw.offsets.tolist()) == (3, [0, 6])
+    assert [c.names("blocks")[b] for c in fw.chunks for b in c.block] == ["10.0.0.0/24"] * 2
+    assert fw.progress.tolist()[1] == NOW - 60_000  # the first window had closed by then
     # nothing is scored here: the stage scores all its partitions' windows in one order
     assert not produced.out.scored and det.pending_end_ms == NOW - 60_000
 

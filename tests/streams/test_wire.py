@@ -20,12 +20,13 @@ EVENTS = [
 ]  # fmt: skip
 
 
-def test_hand_built_forwarded_bytes_are_the_struct_encoded() -> None:
+def test_forwarded_rows_of_workers_before_columns_are_still_read() -> None:
     rows = b",".join(orjson.dumps(tuple(e)) for e in EVENTS)
-    built = wire.forwarded_head(3, 60_000) + rows + wire.FORWARDED_TAIL
+    built = b'{"v":2,"source":3,"closed_before":60000,"events":[' + rows + b"]}"
     encoded = msgspec.json.encode(wire.Forwarded(3, 60_000, EVENTS))
     assert orjson.loads(built) == orjson.loads(encoded)
     assert wire.read_forwarded(built) == (3, 60_000, EVENTS)
+    assert wire.read_by_block(built) == (3, 60_000, EVENTS, None)
     assert all(type(e) is UsageEvent for e in wire.read_forwarded(built)[2])
 
 
@@ -57,7 +58,7 @@ def test_another_version_stops_with_a_line_that_says_so(read: object) -> None:
 
 
 def test_a_malformed_event_is_refused_not_misread() -> None:
-    bad = wire.forwarded_head(0, 0) + b'["e1", "not a time", "a"]' + wire.FORWARDED_TAIL
+    bad = b'{"v":2,"source":0,"closed_before":0,"events":[["e1", "not a time", "a"]]}'
     with pytest.raises(msgspec.ValidationError, match=r"events\[0\]"):
         wire.read_forwarded(bad)
 
