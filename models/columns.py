@@ -196,30 +196,12 @@ class Chunk:
             at += np.repeat(starts - (ends - kept), kept)
             return code, (data[at], kept.astype(np.int32))
 
-        account, accounts = names(self.account, self.accounts)
-        block, blocks = names(self.block, self.blocks)
-        model, models = names(self.model, self.models)
-        subnet, subnets = names(self.subnet, self.subnets)
-        return Chunk(
-            ts=self.ts[rows],
-            account=account,
-            accounts=accounts,
-            block=block,
-            blocks=blocks,
-            model=model,
-            models=models,
-            ip_hash=self.ip_hash[rows],
-            input_tokens=self.input_tokens[rows],
-            output_tokens=self.output_tokens[rows],
-            error=self.error[rows],
-            fingerprint=self.fingerprint[rows],
-            has_fingerprint=self.has_fingerprint[rows],
-            cot=self.cot[rows],
-            created_ms=self.created_ms[rows],
-            payment_hash=self.payment_hash[rows],
-            subnet=subnet,
-            subnets=subnets,
-        )
+        cols: dict[str, Any] = {
+            name: getattr(self, name)[rows] for name in _COLUMNS if name not in _CODED
+        }
+        for codes, table in _CODED.items():
+            cols[codes], cols[table] = names(getattr(self, codes), getattr(self, table))
+        return Chunk(**cols)
 
     @classmethod
     def concat(cls, chunks: list[Chunk]) -> Chunk:
@@ -234,24 +216,14 @@ class Chunk:
         if len(chunks) == 1:
             return chunks[0]
 
-        def merged(codes: str, names: str) -> tuple[npt.NDArray[np.int32], Names]:
-            index: dict[str, int] = {}
-            parts = []
-            for c in chunks:
-                mine = c.names(names)
-                remap = np.fromiter(
-                    (index.setdefault(v, len(index)) for v in mine), dtype=np.int32, count=len(mine)
-                )
-                parts.append(remap[getattr(c, codes)])
-            return np.concatenate(parts).astype(np.int32), pack(list(index))
-
         cols: dict[str, Any] = {
             name: np.concatenate([getattr(c, name) for c in chunks])
             for name in _COLUMNS
             if name not in _CODED
         }
         for codes, names in _CODED.items():
-            cols[codes], cols[names] = merged(codes, names)
+            code, merged = _merged(chunks, codes, names)
+            cols[codes], cols[names] = code, pack(merged)
         return cls(**cols)
 
     def to_buffers(self) -> dict[str, bytes]:
@@ -306,6 +278,20 @@ class Chunk:
             if c.size and (int(c.min()) < 0 or int(c.max()) >= cols[names][1].size):
                 raise ValueError(f"column {codes} refers past its {cols[names][1].size} names")
         return cls(**cols)
+
+
+def _merged(chunks: list[Chunk], codes: str, names: str) -> tuple[npt.NDArray[np.int32], list[str]]:
+    """The code column ``codes`` of ``chunks`` end to end, coded into one list of their
+    ``names``, in the order the rows first use them."""
+    index: dict[str, int] = {}
+    parts = []
+    for c in chunks:
+        mine = _names(getattr(c, names))
+        remap = np.fromiter(
+            (index.setdefault(v, len(index)) for v in mine), dtype=np.int32, count=len(mine)
+        )
+        parts.append(remap[getattr(c, codes)])
+    return np.concatenate(parts), list(index)
 
 
 # A chunk's columns as they travel (`Chunk.to_buffers`), and the names each code refers to.
@@ -448,23 +434,10 @@ class ClosedWindow:
 
     @classmethod
     def from_chunks(cls, start_ms: int, end_ms: int, chunks: list[Chunk]) -> ClosedWindow:
-        def merged(attr: str, names_attr: str) -> tuple[npt.NDArray[np.int32], list[str]]:
-            index: dict[str, int] = {}
-            parts = []
-            for c in chunks:
-                names = _names(getattr(c, names_attr))
-                remap = np.fromiter(
-                    (index.setdefault(v, len(index)) for v in names),
-                    dtype=np.int32,
-                    count=len(names),
-                )
-                parts.append(remap[getattr(c, attr)])
-            return np.concatenate(parts), list(index)
-
-        account, accounts = merged("account", "accounts")
-        block, blocks = merged("block", "blocks")
-        model, models = merged("model", "models")
-        subnet, subnets = merged("subnet", "subnets")
+        account, accounts = _merged(chunks, "account", "accounts")
+        block, blocks = _merged(chunks, "block", "blocks")
+        model, models = _merged(chunks, "model", "models")
+        subnet, subnets = _merged(chunks, "subnet", "subnets")
 
         def cat(attr: str) -> Any:
             return np.concatenate([getattr(c, attr) for c in chunks])
