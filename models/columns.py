@@ -261,8 +261,9 @@ class Chunk:
             sizes = np.frombuffer(buffers.get(name + "_sizes", b""), "<i4").astype(np.int32)
             if sizes.size and (int(sizes.min()) < 0 or int(sizes.sum()) != data.size):
                 raise ValueError(f"column {name}: lengths do not add up to its bytes")
-            try:  # refused here, not when its window closes
-                unpack(data, sizes)
+            try:  # refused here, not when its window closes (ASCII needs no look)
+                if data.size and int(data.max()) >= 0x80:
+                    unpack(data, sizes)
             except UnicodeError:
                 raise ValueError(f"column {name}: a name that is not UTF-8") from None
             cols[name] = (data, sizes)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from models.columns import CHUNK, Chunk, ClosedWindow
 from models.events import UsageEvent
@@ -217,12 +218,23 @@ class Windower:
         self._pending, self._pending_start = [], []
         if self._added is not None:
             self._added.append(chunk)
+        self._spread(chunk, starts)
+
+    def _spread(self, chunk: Chunk, starts: npt.NDArray[np.int64], ids: bool = True) -> None:
+        """Each of ``chunk``'s rows into the window starting at its ``starts``, opened if need
+        be: the chunk as it is when all fall in one, else a part per window they fall in (never
+        a step per window between them). ``ids``: the windows hold these events' ids already
+        (added one by one), else they count them as taken without."""
         first, last = int(starts.min()), int(starts.max())
-        if first == last:
-            _append(self._open[first], chunk)
-            return
-        for start in np.unique(starts).tolist():
-            _append(self._open[start], chunk.take(np.flatnonzero(starts == start)))
+        for start in [first] if first == last else np.unique(starts).tolist():
+            win = self._open.get(start)
+            if win is None:
+                win = self._open[start] = _OpenWindow()
+                self._next_end = min(self._next_end, start + self.window_ms)
+            part = chunk if first == last else chunk.take(np.flatnonzero(starts == start))
+            _append(win, part)
+            if not ids:
+                win.taken += len(part)
 
     def add_chunk(self, chunk: Chunk) -> int:
         """Buffer a chunk of events at once; how many were taken (the others are counted late).
@@ -255,17 +267,10 @@ class Windower:
         self.stats.late += n - taken
         if not taken:
             return 0
-        kept = starts[on_time]
-        whole = taken == n and int(kept.min()) == int(kept.max())
-        for start in np.unique(kept).tolist():  # the windows its events fall in, not all between
-            win = self._open.get(start)
-            if win is None:
-                win = self._open[start] = _OpenWindow()
-                self._next_end = min(self._next_end, start + self.window_ms)
-            part = chunk if whole else chunk.take(np.flatnonzero(on_time & (starts == start)))
-            _append(win, part)
-            win.taken += len(part)
-        self.max_event_ms = max(self.max_event_ms, int(chunk.ts[on_time].max()))
+        if taken < n:
+            chunk, starts = chunk.take(np.flatnonzero(on_time)), starts[on_time]
+        self._spread(chunk, starts, ids=False)
+        self.max_event_ms = max(self.max_event_ms, int(chunk.ts.max()))
         return taken
 
     def open_windows(self) -> list[int]:

@@ -248,7 +248,7 @@ def read_forwards(
     upstream: dict[int, int],
     sources: Iterable[int] | None,
     metrics: Metrics,
-    added: dict[int, int] | None = None,
+    added: dict[int, int],
 ) -> None:
     """Forwarded events into a block partition's detector, and each account partition's
     progress into ``upstream``; the partition's windows close at the slowest of ``sources`` (the
@@ -268,17 +268,16 @@ def read_forwards(
     ...            Rec(offset=1, value=wire.progress(1, 60_000))]
     >>> det = Detector(kinds=("ip_block",), external_watermark=True)
     >>> upstream, m = {}, Metrics()
-    >>> read_forwards(records, det, upstream, {0, 1}, m)
+    >>> read_forwards(records, det, upstream, {0, 1}, m, {})
     >>> upstream, m.block_events_in, det.closed_before_ms    # partition 0 still holds it
     ({0: 0, 1: 60000}, 1, -1)
-    >>> read_forwards([Rec(offset=2, value=wire.progress(0, 60_000))], det, upstream, {0, 1}, m)
+    >>> read_forwards([Rec(offset=2, value=wire.progress(0, 60_000))], det, upstream, {0, 1}, m, {})
     >>> det.closed_before_ms, det.pending_end_ms
     (60000, 60000)
     """
     add = det.add
     events = 0
     late_before = det.stats.late
-    added = {} if added is None else added
     for r in records:
         if r.value is None:
             continue

@@ -148,7 +148,7 @@ def test_columns_make_the_windows_rows_made_and_a_replay_adds_nothing_twice() ->
     up_cols: dict[int, int] = {}
     added: dict[int, int] = {}
     rows_msg = msgspec.json.encode(wire.Forwarded(0, -1, events))  # as workers before columns
-    read_forwards([_Rec(0, rows_msg)], as_rows, up_rows, {0}, m_rows)
+    read_forwards([_Rec(0, rows_msg)], as_rows, up_rows, {0}, m_rows, {})
     # the batch in two messages, then the first again (a replay after a restart), then progress
     first = forwarded(forwards[:120], [0])
     second = forwarded(forwards[120:], [0])
@@ -157,13 +157,13 @@ def test_columns_make_the_windows_rows_made_and_a_replay_adds_nothing_twice() ->
     assert added == {0: 399} and m_cols.block_duplicates == 120
     assert m_cols.block_events_in == 420 and as_cols.windower.buffered_events() == 300
     for det, up, m in ((as_rows, up_rows, m_rows), (as_cols, up_cols, m_cols)):
-        read_forwards([_Rec(9, wire.progress(0, T0 + 180_000))], det, up, {0}, m)
+        read_forwards([_Rec(9, wire.progress(0, T0 + 180_000))], det, up, {0}, m, {})
     assert _windows(as_cols) == _windows(as_rows)  # the same windows with the same events
     # scored alike: the same windows close, with the same events
     a = Detector(kinds=("ip_block",), external_watermark=True)
     b = Detector(kinds=("ip_block",), external_watermark=True)
     read_forwards(
-        [_Rec(0, rows_msg), _Rec(1, wire.progress(0, T0 + 180_000))], a, {}, {0}, Metrics()
+        [_Rec(0, rows_msg), _Rec(1, wire.progress(0, T0 + 180_000))], a, {}, {0}, Metrics(), {}
     )
     cols = [_Rec(i, m.value) for i, m in enumerate(forwarded(forwards, [0]))]
     read_forwards([*cols, _Rec(5, wire.progress(0, T0 + 180_000))], b, {}, {0}, Metrics(), {})
@@ -175,7 +175,7 @@ def test_an_event_whose_block_window_closed_is_counted_late_not_added() -> None:
     det = Detector(kinds=("ip_block",), external_watermark=True)
     up: dict[int, int] = {}
     m = Metrics()
-    read_forwards([_Rec(0, wire.progress(0, T0 + 60_000))], det, up, {0}, m)
+    read_forwards([_Rec(0, wire.progress(0, T0 + 60_000))], det, up, {0}, m, {})
     stale = forwarded([(0, T0 + 60_000, 5, _event(1, "198.51.0.0/24", ts=T0 + 10))], [0])
     read_forwards([_Rec(1, stale[0].value)], det, up, {0}, m, {})
     assert (m.block_late, m.block_events_in, det.windower.buffered_events()) == (1, 1, 0)

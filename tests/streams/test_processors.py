@@ -98,19 +98,26 @@ def test_a_block_partition_closes_its_windows_at_the_slowest_account_partition()
     metrics = Metrics()
     e = list(parse_event(event(1, NOW + 1_000)))  # in the window [NOW, NOW + 1 min)
     batch = [orjson.dumps([0, NOW, None, [e]]), orjson.dumps([1, NOW + 120_000, None])]
-    read_forwards(records(batch), det, upstream, {0, 1}, metrics)
+    read_forwards(records(batch), det, upstream, {0, 1}, metrics, {})
     assert upstream == {0: NOW, 1: NOW + 120_000} and det.pending_end_ms is None  # 0 holds it
-    read_forwards(records([orjson.dumps([0, NOW + 60_000, None])]), det, upstream, {0, 1}, metrics)
+    read_forwards(
+        records([orjson.dumps([0, NOW + 60_000, None])]), det, upstream, {0, 1}, metrics, {}
+    )
     assert det.pending_end_ms == NOW + 60_000 and metrics.block_events_in == 1
     # an event for a window that has closed is dropped by the window, and counted
     stale = list(parse_event(event(2, NOW + 2_000)))
     read_forwards(
-        records([orjson.dumps([0, NOW + 60_000, None, [stale]])]), det, upstream, {0, 1}, metrics
+        records([orjson.dumps([0, NOW + 60_000, None, [stale]])]),
+        det,
+        upstream,
+        {0, 1},
+        metrics,
+        {},
     )
     assert metrics.block_late == 1 and metrics.block_events_in == 2
     # a source it has not heard from yet holds every window
     later = orjson.dumps([0, NOW + 180_000, None])
-    read_forwards(records([later]), det, upstream, {0, 1, 2}, metrics)
+    read_forwards(records([later]), det, upstream, {0, 1, 2}, metrics, {})
     assert det.closed_before_ms == NOW + 60_000
 
 
