@@ -50,6 +50,7 @@ from models.calibration import TailCalibrator
 from models.campaigns import (
     CAMPAIGN_FEATURES,
     COORDINATION,
+    PROMPT_SET,
     SYNCHRONIZED,
     AccountSummaries,
     CampaignLinker,
@@ -524,6 +525,17 @@ class CampaignScorer:
                     baseline=None,
                     population_baseline=None,
                     contribution=share_of(float(cw.novelty[i])),
+                )
+            )
+        prompt_set = float(cw.prompt_set[i] * PROMPT_SET[0].weight)
+        if prompt_set > 0:
+            reasons.append(
+                Reason(
+                    feature=PROMPT_SET[0].name,
+                    value=float(cw.templates[i]),
+                    baseline=2 ** PROMPT_SET[0].onset,
+                    population_baseline=None,
+                    contribution=share_of(prompt_set),
                 )
             )
         sync = float(SYNCHRONIZED.strength(cw.synchrony[i : i + 1])[0] * SYNCHRONIZED.weight)

@@ -59,11 +59,13 @@ from models.windows import ClosedWindow
 __all__ = [
     "CAMPAIGN_FEATURES",
     "COORDINATION",
+    "PROMPT_SET",
     "SYNCHRONIZED",
     "AccountSummaries",
     "CampaignConfig",
     "CampaignLinker",
     "CampaignWindows",
+    "prompt_set_strength",
     "summarize",
 ]
 
@@ -125,6 +127,40 @@ _SYNC_MIN_ACTIVE = 5
 _SYNC_MIN_SECONDS = 10  # fewer seconds covered than this: too few to read synchrony from
 _SECONDS = np.arange(60, dtype=np.uint64)
 SYNCHRONIZED = Behaviour("synchronized_timing", "excess co-activity in the same seconds", 0.1, 0.4)
+
+# A shared prompt set: many accounts drawing most of what they send from one large set of prompt
+# templates that they, and hardly anyone else, use. That is how a distillation dataset is
+# harvested by a swarm of accounts each too quiet to notice, and it is extraction, not only
+# coordination: each of three scales must be met, and the strength is the least of the three.
+# The set must be large (a class's exercises, an internal tool's system prompts or a benchmark
+# family are a handful of templates; a dataset is dozens), the accounts many (a team running an
+# eval suite is a handful of accounts), and the templates most of what they send (everyone sends
+# a popular app's prompt now and then, ordinary customers a few percent of their requests).
+PROMPT_SET: tuple[Behaviour, ...] = (
+    Behaviour("shared_prompt_set", "log2 of prompt templates the accounts share", 4.0, 6.0, 1.0),
+    Behaviour("prompt_set_accounts", "log2 of accounts drawing on them", 3.0, 5.0),
+    Behaviour("prompt_set_share", "share of the accounts' requests sent from shared templates",
+              0.2, 0.4),
+)  # fmt: skip
+
+
+def prompt_set_strength(templates: F64, accounts: F64, share: F64) -> F64:
+    """Strength of a shared prompt set: the least of its three scales (`PROMPT_SET`).
+
+    Examples
+    --------
+    >>> prompt_set_strength(np.array([150.0, 8.0, 150.0, 150.0]), np.array([500.0, 200.0, 6.0,
+    ...     500.0]), np.array([0.35, 0.6, 0.9, 0.05])).round(2).tolist()
+    [0.75, 0.0, 0.0, 0.0]
+    """
+    with np.errstate(divide="ignore"):
+        parts = [
+            PROMPT_SET[0].strength(np.log2(np.maximum(templates, 0.0))),
+            PROMPT_SET[1].strength(np.log2(np.maximum(accounts, 0.0))),
+            PROMPT_SET[2].strength(share),
+        ]
+    out: F64 = np.min(np.stack(parts), axis=0)
+    return out
 
 
 @dataclass(frozen=True)
@@ -315,6 +351,8 @@ class CampaignWindows:
     templates or payment instruments), linked to it only by circumstance (shared IP blocks,
     creation times); all of them when it has no such group. ``unlike[i]`` are the members whose
     own requests are likelier from an ordinary customer than from the campaign (`_unlike`).
+    ``prompt_set[i]`` is the strength of the prompt set its members share (`PROMPT_SET`), and
+    ``prompt_share[i]`` the share of their requests sent from templates they share.
     """
 
     end_ms: int
@@ -336,6 +374,8 @@ class CampaignWindows:
     blocks: I64
     new_accounts: F64
     pooled_requests: F64
+    prompt_set: F64
+    prompt_share: F64
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -361,7 +401,11 @@ class CampaignWindows:
         """
         j = _BEHAVIOUR["disposable_account"]
         acts = np.delete(self.strength, j, axis=1) @ np.delete(_WEIGHTS, j)
-        out: F64 = acts + SYNCHRONIZED.strength(self.synchrony) * SYNCHRONIZED.weight
+        out: F64 = (
+            acts
+            + SYNCHRONIZED.strength(self.synchrony) * SYNCHRONIZED.weight
+            + self.prompt_set * PROMPT_SET[0].weight
+        )
         return out
 
     @property
@@ -399,7 +443,10 @@ class CampaignWindows:
 
         out = []
         if self.templates[i]:
-            out.append(f"{size} accounts share {plural(int(self.templates[i]), 'prompt template')}")
+            line = f"{size} accounts share {plural(int(self.templates[i]), 'prompt template')}"
+            if self.prompt_set[i] > 0:
+                line += f", {self.prompt_share[i]:.0%} of their requests are sent from them"
+            out.append(line)
         if self.payments[i]:
             share = self.coordination_share[i, 1]
             out.append(
@@ -576,6 +623,111 @@ def _linked(n: int, acc: I64, hub: I64) -> tuple[I64, npt.NDArray[np.bool_]]:
     linked = np.zeros(n, dtype=np.bool_)
     linked[acc] = True
     return components(n, head, acc), linked
+
+
+def _in_numbers(
+    n: int,
+    acc: I64,
+    hub: I64,
+    keep: npt.NDArray[np.bool_],
+    deliberate: npt.NDArray[np.bool_],
+) -> npt.NDArray[np.bool_]:
+    """The links (``keep``, of ``acc`` on ``hub``) left when circumstance joins groups only in
+    numbers: where a circumstantial hub (a block, a creation cohort) holds accounts of two or
+    more groups linked by deliberate hubs (templates, cards) and one of the groups has two or
+    more accounts on it, an account whose group has no second account on it does not link
+    through it: it is a visitor. One of a class's students on a proxy block with two of a
+    swarm's accounts does not join the class to the swarm; two hydra accounts on a block join
+    their groups, and so does a block that many groups use one account each (infrastructure
+    they share). Accounts no deliberate hub links keep their links.
+
+    Examples
+    --------
+    Accounts 0-2 share a template (hub 0), 3-5 another (hub 1); block 2 holds accounts 0, 3, 4:
+
+    >>> acc = np.array([0, 1, 2, 3, 4, 5, 0, 3, 4])
+    >>> hub = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    >>> deliberate = hub < 2
+    >>> _in_numbers(6, acc, hub, np.ones(9, dtype=np.bool_), deliberate).tolist()[6:]
+    [False, True, True]
+
+    With one account of each group on the block, it joins them:
+
+    >>> _in_numbers(6, acc[:8], hub[:8], np.ones(8, dtype=np.bool_), deliberate[:8]).tolist()[6:]
+    [True, True]
+    """
+    circumstance = keep & ~deliberate
+    chosen = keep & deliberate
+    if not circumstance.any() or not chosen.any():
+        return keep
+    label, linked = _linked(n, acc[chosen], hub[chosen])
+    at = np.flatnonzero(circumstance)
+    grouped = linked[acc[at]]
+    at = at[grouped]
+    if at.size == 0:
+        return keep
+    h, _, inverse = _pairs(hub[at], label[acc[at]])
+    count = np.bincount(inverse, minlength=h.size)
+    groups = np.bincount(h.astype(np.intp), minlength=int(h.max()) + 1)  # groups per hub
+    most = np.zeros(groups.size, dtype=np.int64)  # the most accounts one group has on a hub
+    np.maximum.at(most, h.astype(np.intp), count)
+    out = keep.copy()
+    out[at] = (groups[hub[at]] < 2) | (count[inverse] >= 2) | (most[hub[at]] < 2)
+    return out
+
+
+def _cautious_components(n: int, acc: I64, hub: I64, big: int) -> I64:
+    """Components of ``n`` account positions joined through hubs (``acc`` on ``hub``), where a hub
+    joins a group of ``big`` or more accounts to another only when at least two of its accounts
+    are in each: one account that sends from two sets (a swarm's account that also sends a popular
+    prompt a class sends) does not make them one. Hubs are taken largest first (ties: the smaller
+    hub); a component label per position (the root of its group).
+
+    Examples
+    --------
+    Two groups of eight, each held by its own hub, and a hub with one account of each:
+
+    >>> acc = np.array([*range(8), *range(8, 16), 0, 8, 16])
+    >>> hub = np.array([0] * 8 + [1] * 8 + [2] * 3)
+    >>> label = _cautious_components(17, acc, hub, big=8)
+    >>> len(set(label[:8].tolist())), len(set(label[8:16].tolist())), bool(label[0] != label[8])
+    (1, 1, True)
+    >>> bool(label[16] in (label[0], label[8]))       # the third account joins one of them
+    True
+    """
+    parent = np.arange(n, dtype=np.int64)
+    size = np.ones(n, dtype=np.int64)
+
+    def find(x: int) -> int:
+        root = x
+        while parent[root] != root:
+            root = int(parent[root])
+        while parent[x] != root:
+            parent[x], x = root, int(parent[x])
+        return root
+
+    order = lexsort((acc, hub))
+    acc, hub = acc[order], hub[order]
+    starts = np.flatnonzero(np.r_[True, hub[1:] != hub[:-1]])
+    ends = np.r_[starts[1:], hub.size]
+    for k in np.lexsort((hub[starts], -(ends - starts))).tolist():
+        roots: dict[int, int] = {}
+        for m in acc[starts[k] : ends[k]].tolist():
+            r = find(m)
+            roots[r] = roots.get(r, 0) + 1
+        join = [r for r, c in roots.items() if size[r] < big or c >= 2]
+        if not any(size[r] >= big for r in join):
+            bigs = [r for r in roots if size[r] >= big]
+            if bigs:
+                join.append(min(bigs, key=lambda r: (-int(size[r]), r)))
+        if len(join) < 2:
+            continue
+        head = min(join, key=lambda r: (-int(size[r]), r))
+        for r in join:
+            if r != head:
+                parent[r] = head
+                size[head] += size[r]
+    return np.array([find(i) for i in range(n)], dtype=np.int64)
 
 
 def _pooled(hits: F64, trials: F64, newness: F64, known: F64) -> tuple[F64, F64]:
@@ -757,8 +909,9 @@ class CampaignLinker:
         self.keys = self.keys.take(keep)
 
     # -- linking -------------------------------------------------------------------------------
-    def _hubs(self, alive: npt.NDArray[np.intp], now_ms: int) -> tuple[I64, I64, I64]:
-        """Incidence of alive accounts on hubs: (account position, hub, hub kind per hub)."""
+    def _hubs(self, alive: npt.NDArray[np.intp], now_ms: int) -> tuple[I64, I64, I64, I64]:
+        """Incidence of alive accounts on hubs: (account position, hub, hub kind per hub, hub key
+        per hub); hubs are sorted by kind, then key."""
         n = alive.size
         parts = []
         for hub_kind, keys, weight in (
@@ -780,9 +933,80 @@ class CampaignLinker:
         kind = np.concatenate([p[2] for p in parts])
         if acc.size == 0:
             empty = np.zeros(0, dtype=np.int64)
-            return empty, empty, empty
-        hub_kinds, _, hub = _pairs(kind.astype(np.int64), key.astype(np.int64))
-        return acc.astype(np.int64), hub.astype(np.int64), hub_kinds
+            return empty, empty, empty, empty
+        hub_kinds, hub_keys, hub = _pairs(kind.astype(np.int64), key.astype(np.int64))
+        return acc.astype(np.int64), hub.astype(np.int64), hub_kinds, hub_keys
+
+    def _shared_share(
+        self, alive: npt.NDArray[np.intp], hub: I64, hub_kind: I64, hub_keys: I64
+    ) -> F64:
+        """Per alive account, its (decayed) requests sent from templates that at least two alive
+        accounts use: the numerator of a prompt set's share (`PROMPT_SET`)."""
+        members = np.bincount(hub, minlength=hub_kind.size)
+        shared = np.sort(hub_keys[(hub_kind == _TEMPLATE) & (members >= 2)])
+        keys = self.tmpl[alive]
+        on_shared = np.zeros(keys.shape, dtype=np.bool_)
+        if shared.size:
+            at = np.minimum(np.searchsorted(shared, keys), shared.size - 1)
+            on_shared = (shared[at] == keys) & (keys != 0)
+        out: F64 = (self.tmpl_weight[alive].astype(np.float64) * on_shared).sum(axis=1)
+        return out
+
+    def _prompt_set_hubs(
+        self,
+        alive: npt.NDArray[np.intp],
+        acc: I64,
+        hub: I64,
+        hub_kind: I64,
+        shared_w: F64,
+    ) -> npt.NDArray[np.bool_]:
+        """Template hubs of a shared prompt set strong enough to link on its own.
+
+        Template hubs whose accounts send at least the onset share of their requests from shared
+        templates, at least half of them from another such template too, join their accounts
+        into communities; a community's templates, accounts and
+        pooled share are read on the `PROMPT_SET` scales, and every hub of a community whose
+        strength reaches ``campaign_evidence`` links.
+        """
+        n_hubs = hub_kind.size
+        members = np.bincount(hub, minlength=n_hubs)
+        requests = self.requests[alive].astype(np.float64)
+        sent = np.bincount(hub, shared_w[acc], minlength=n_hubs)
+        total = np.bincount(hub, requests[acc], minlength=n_hubs)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = np.where(total > 0, sent / total, 0.0)
+        dense = (hub_kind == _TEMPLATE) & (members >= 2) & (share >= PROMPT_SET[2].onset)
+        # A popular prompt (a framework's, an app's) is one of many that ordinary people send now
+        # and then: a few requests each, one of them that prompt, can pool to the onset share,
+        # and such a hub would join whole groups that have nothing else in common (a sign-up
+        # cohort to a swarm). A template belongs to a set when at least half of its accounts
+        # also send another template of it.
+        on = dense[hub]
+        several = np.bincount(acc[on], minlength=alive.size) >= 2
+        dense &= 2 * np.bincount(hub[on], several[acc[on]], minlength=n_hubs) >= members
+        on = dense[hub]
+        out = np.zeros(n_hubs, dtype=np.bool_)
+        if not on.any():
+            return out
+        big = int(2 ** PROMPT_SET[1].onset)
+        label = _cautious_components(alive.size, acc[on], hub[on], big)
+        linked = np.zeros(alive.size, dtype=np.bool_)
+        linked[acc[on]] = True
+        comps, comp = np.unique(label[linked], return_inverse=True)
+        pos = np.flatnonzero(linked)
+        accounts = np.bincount(comp, minlength=comps.size).astype(np.float64)
+        pooled = np.bincount(comp, shared_w[pos], minlength=comps.size) / np.maximum(
+            np.bincount(comp, requests[pos], minlength=comps.size), 1e-12
+        )
+        # A hub's set: the one most of its accounts are in (ties: the smaller label).
+        h_of, h_comp, inverse = _pairs(hub[on], np.searchsorted(comps, label[acc[on]]))
+        count = np.bincount(inverse, minlength=h_of.size)
+        top_hub, top_comp, _ = _top_per_group(h_of, h_comp, count, 1)
+        templates = np.bincount(top_comp, minlength=comps.size).astype(np.float64)
+        strength = prompt_set_strength(templates, accounts, pooled)
+        strong = strength * PROMPT_SET[0].weight >= self.config.campaign_evidence
+        out[top_hub] = strong[top_comp]
+        return out
 
     def _risky_hubs(
         self,
@@ -905,7 +1129,8 @@ class CampaignLinker:
         now = s.end_ms
         cfg = self.config
         alive = np.flatnonzero(self.last_ms > now - cfg.horizon_ms)
-        acc, hub, hub_kind = self._hubs(alive, now)
+        acc, hub, hub_kind, hub_keys = self._hubs(alive, now)
+        shared_w = self._shared_share(alive, hub, hub_kind, hub_keys)
         clusters: list[npt.NDArray[np.intp]] = []
         # Components over template and card links alone: which members are tied to their
         # campaign by choice (in its largest such component), not only by circumstance.
@@ -922,6 +1147,13 @@ class CampaignLinker:
             n_other = np.bincount(acc[on & ~deliberate], minlength=alive.size)
             eligible = (n_deliberate >= 1) | (n_other >= 2)
             keep = on & eligible[acc]
+            # A shared prompt set adds the accounts that behaviour does not link, through its
+            # templates alone: it never joins two groups (a swarm's accounts that share a proxy
+            # block with a class's students do not bring the class into the swarm's campaign).
+            prompt_set = self._prompt_set_hubs(alive, acc, hub, hub_kind, shared_w) & ~risky
+            if prompt_set.any():
+                keep |= prompt_set[hub] & ~eligible[acc]
+            keep = _in_numbers(alive.size, acc, hub, keep, deliberate)
             a, h = acc[keep], hub[keep]
             # Members that contradict their campaign leave it, and with them the links they made:
             # what they alone held together falls apart. Judged once, against the campaign as it
@@ -940,7 +1172,7 @@ class CampaignLinker:
         names = self._name(clusters, now)
         return self._describe(
             clusters, names, active_rows, acc, hub, hub_kind, alive, now,
-            choice_label, choice_linked, covered,
+            choice_label, choice_linked, covered, shared_w,
         )  # fmt: skip
 
     def _clusters(
@@ -1031,6 +1263,7 @@ class CampaignLinker:
         choice_label: I64,
         choice_linked: npt.NDArray[np.bool_],
         covered: int,
+        shared_w: F64,
     ) -> CampaignWindows:
         n = len(clusters)
         r = len(RATES)
@@ -1041,6 +1274,7 @@ class CampaignLinker:
         counts = np.zeros((n, 3), dtype=np.int64)  # shared templates, payments, blocks
         coord_share = np.zeros((n, len(COORDINATION)))
         new_accounts = np.full(n, np.nan)
+        prompt_share = np.zeros(n)
         is_active = np.zeros(len(self.keys), dtype=np.bool_)
         is_active[active_rows] = True
         position = np.full(len(self.keys), -1, dtype=np.int64)
@@ -1075,6 +1309,8 @@ class CampaignLinker:
             hits[c] = self.hits[rows].sum(axis=0)
             trials[c] = self.trials[rows].sum(axis=0)
             pooled_requests[c] = float(self.requests[rows].sum())
+            if pooled_requests[c] > 0:
+                prompt_share[c] = float(shared_w[position[rows]].sum()) / pooled_requests[c]
             novelty[c] = float(self.novelty[rows].mean())
             created = self.created_ms[rows]
             known = created >= 0
@@ -1112,6 +1348,11 @@ class CampaignLinker:
             if n
             else np.zeros((0, len(COORDINATION)))
         )
+        prompt_set = prompt_set_strength(
+            counts[:, _TEMPLATE].astype(np.float64),
+            np.array([r.size for r in clusters], dtype=np.float64),
+            prompt_share,
+        )
         return CampaignWindows(
             end_ms=now_ms,
             ids=names,
@@ -1122,7 +1363,9 @@ class CampaignLinker:
             active=active,
             share=share,
             strength=strength,
-            evidence=strength @ _WEIGHTS + SYNCHRONIZED.strength(synchrony) * SYNCHRONIZED.weight,
+            evidence=strength @ _WEIGHTS
+            + SYNCHRONIZED.strength(synchrony) * SYNCHRONIZED.weight
+            + prompt_set * PROMPT_SET[0].weight,
             synchrony=synchrony,
             coordination=coord_strength @ np.array([b.weight for b in COORDINATION]),
             coordination_share=coord_share,
@@ -1132,4 +1375,6 @@ class CampaignLinker:
             blocks=counts[:, _BLOCK],
             new_accounts=new_accounts,
             pooled_requests=pooled_requests,
+            prompt_set=prompt_set,
+            prompt_share=prompt_share,
         )

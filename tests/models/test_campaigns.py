@@ -1057,3 +1057,194 @@ def test_a_sign_up_burst_sharing_its_exercises_is_linked_but_not_a_campaign(rese
     assert (beyond > 0.0).any() == (resend > 1), beyond  # the trace is there when they resend
     harvested = scored_run(5, lambda minute: events(minute, harvest=True))
     assert set(students) <= set(harvested)
+
+
+# -- shared prompt sets ----------------------------------------------------------------------------
+
+
+def _swarm(
+    minute: int,
+    accounts: list[str],
+    rng: np.random.Generator,
+    prompt_set: list[int],
+    share: float = 0.8,
+    created: int | None = None,
+) -> list[UsageEvent]:
+    """Quiet accounts, each on its own address and card, long established, no reasoning, answers
+    of ordinary length; one request a minute from a third of them, mostly from the prompt set."""
+    return [
+        request(a, minute, 0, rng, f"81.{k % 250}.{k // 250}.0/24", cot=0.1, inp=400, out=350,
+                fp=(variant(prompt_set[int(rng.integers(len(prompt_set)))], rng)
+                    if rng.random() < share else int(rng.integers(2**63))),
+                card=f"card-{a}",
+                created=T0 - (60 + k % 300) * DAY if created is None else created + k * 1_000)
+        for k, a in enumerate(accounts)
+        if (k + minute) % 3 == 0
+    ]  # fmt: skip
+
+
+def test_a_quiet_swarm_drawing_on_one_large_prompt_set_is_a_campaign() -> None:
+    """Three hundred accounts, each unremarkable (a request every three minutes, no reasoning,
+    its own address and card), send most of their prompts from one set of 120 templates that
+    nobody else uses: a dataset harvested by a swarm. They share nothing else to link them by."""
+    rng = np.random.default_rng(11)
+    swarm, prompt_set = names("swarm", 300), templates(rng, 120)
+    linked: list[CampaignWindows] = []
+    actions = scored_run(
+        12, lambda m: _swarm(m, swarm, rng, prompt_set) + ordinary(m, names("p", 60), rng),
+        linked=linked,
+    )  # fmt: skip
+    last = linked[-1]
+    [i] = [j for j, m in enumerate(last.members) if set(m) & set(swarm)]
+    assert len(last.members[i]) >= 200 and set(last.members[i]) <= set(swarm)
+    assert last.prompt_set[i] >= 0.5 and last.prompt_share[i] >= 0.4
+    assert "of their requests are sent from them" in last.reasons(i)[0]["detail"]
+    acted = [a for a in swarm if a in actions]
+    assert len(acted) >= 200, len(acted)
+    # the prompt set is evidence of extraction, not only of coordination
+    assert last.evidence[i] >= 0.5 and last.beyond_newness[i] >= 0.5
+    assert any(k.startswith("campaign-") for k in actions)
+    assert not [a for a in actions if a.startswith("p-")]
+
+
+@pytest.mark.parametrize(
+    ("what", "accounts", "set_size", "share"),
+    [
+        ("an eval team running a large suite", 8, 400, 1.0),
+        ("a class on a handful of exercises", 200, 8, 0.8),
+        ("the users of popular prompts", 300, 120, 0.1),
+    ],
+)
+def test_groups_sharing_prompts_are_not_a_prompt_set(
+    what: str, accounts: int, set_size: int, share: float
+) -> None:
+    """Each scale of a prompt set has a group that meets the other two: a team of eight running
+    a suite of 400 prompts, a class of 200 new accounts on eight exercises, three hundred people
+    who send popular prompts now and then."""
+    rng = np.random.default_rng(12)
+    group, prompt_set = names("g", accounts), templates(rng, set_size)
+    created = T0 - 3_600_000 if what.startswith("a class") else None
+    linked: list[CampaignWindows] = []
+    actions = scored_run(
+        12,
+        lambda m: (
+            _swarm(m, group, rng, prompt_set, share=share, created=created)
+            + ordinary(m, names("p", 60), rng)
+        ),
+        linked=linked,
+    )
+    assert not actions, (what, sorted(actions)[:5])
+    assert all(cw.prompt_set.max(initial=0.0) < 0.5 for cw in linked), what
+
+
+def test_a_popular_prompt_does_not_join_a_class_to_a_swarm() -> None:
+    """Thirty people send a popular framework's prompt, and so do ten of a swarm's accounts and
+    ten students of a class on eight exercises: the popular prompt is no template of either set,
+    so the class stays out of the swarm's campaign."""
+    rng = np.random.default_rng(13)
+    swarm, prompt_set = names("swarm", 300), templates(rng, 120)
+    students, exercises = names("student", 200), templates(rng, 8)
+    framework = templates(rng, 1)[0]
+
+    def events(minute: int) -> list[UsageEvent]:
+        popular = [
+            request(a, minute, 1, rng, f"82.0.{k}.0/24", cot=0.1, inp=400, out=350,
+                    fp=variant(framework, rng), card=None, created=T0 - 90 * DAY)
+            for k, a in enumerate(swarm[:10] + students[:10])
+        ]  # fmt: skip
+        return (
+            _swarm(minute, swarm, rng, prompt_set)
+            + _swarm(minute, students, rng, exercises, created=T0 - 3_600_000)
+            + popular
+            + ordinary(minute, names("p", 90), rng, framework=framework)
+        )
+
+    actions = scored_run(12, events)
+    assert len([a for a in swarm if a in actions]) >= 200
+    assert not [a for a in students if a in actions], sorted(actions)[:5]
+    assert not [a for a in actions if a.startswith("p-")]
+
+
+def test_a_swarm_sharing_a_venue_block_with_a_class_does_not_bring_the_class_in() -> None:
+    """Sixty students signed up in the last hour behind the venue's address are linked by their
+    exercises and their block (new, and nothing else: never enforced). Two of a swarm's accounts
+    send from the same block: the prompt set adds them to the swarm, and joins nothing else."""
+    rng = np.random.default_rng(14)
+    swarm, prompt_set = names("swarm", 300), templates(rng, 120)
+    students, exercises = names("student", 60), templates(rng, 6)
+    venue = "203.0.113.0/24"
+
+    def events(minute: int) -> list[UsageEvent]:
+        class_ = [
+            request(
+                a,
+                minute,
+                i,
+                rng,
+                venue,
+                cot=0.1,
+                inp=400,
+                out=350,
+                fp=variant(exercises[(minute + i) % 6], rng),
+                card=None,
+                created=T0 - 3_600_000 + k * 10_000,
+            )
+            for k, a in enumerate(students)
+            for i in range(2)
+        ]
+        guests = [
+            request(a, minute, 1, rng, venue, cot=0.1, inp=400, out=350,
+                    fp=variant(prompt_set[int(rng.integers(120))], rng), card=f"card-{a}",
+                    created=T0 - 90 * DAY)
+            for a in swarm[:2]
+        ]  # fmt: skip
+        return _swarm(minute, swarm, rng, prompt_set) + class_ + guests
+
+    linked: list[CampaignWindows] = []
+    actions = scored_run(12, events, linked=linked)
+    assert len([a for a in swarm if a in actions]) >= 200
+    assert not [a for a in students if a in actions], sorted(actions)[:5]
+    swarms = [m for cw in linked for m in cw.members if len(set(m) & set(swarm)) >= 100]
+    assert swarms and not [m for m in swarms if set(m) & set(students)]
+
+
+def test_one_student_on_a_crews_block_does_not_join_the_class_to_the_crew() -> None:
+    """A class asking for reasoning on its exercises and a crew asking for it on its templates,
+    each linked by its own, alike in what they send. One student sends from a block four of the
+    crew also use. Circumstance joins groups only in numbers: the block holds one of the class,
+    so the class and the crew stay two campaigns."""
+    rng = np.random.default_rng(15)
+    crew, crew_set = names("crew", 40), templates(rng, 5)
+    students, exercises = names("student", 60), templates(rng, 6)
+    shared = "198.18.7.0/24"
+
+    def events(minute: int) -> list[UsageEvent]:
+        class_ = [
+            request(
+                a,
+                minute,
+                0,
+                rng,
+                "203.0.113.0/24" if k else shared,
+                cot=0.9,
+                inp=400,
+                out=350,
+                fp=variant(exercises[minute % 6], rng),
+                card=None,
+                created=T0 - 3_600_000 + k * 10_000,
+            )
+            for k, a in enumerate(students)
+        ]
+        crew_ = [
+            request(a, minute, i, rng, shared if k < 4 and i % 2 else f"45.{k}.3.0/24", cot=0.9,
+                    inp=400, out=350, fp=variant(crew_set[int(rng.integers(5))], rng),
+                    card=None, created=T0 - 2 * DAY)
+            for k, a in enumerate(crew)
+            for i in range(6)
+        ]  # fmt: skip
+        return crew_ + class_
+
+    linked: list[CampaignWindows] = []
+    scored_run(4, events, linked=linked)
+    crews = [m for cw in linked for m in cw.members if set(m) & set(crew)]
+    assert crews and not [m for m in crews if set(m) & set(students)]
