@@ -445,7 +445,7 @@ class CampaignWindows:
         if self.templates[i]:
             line = f"{size} accounts share {plural(int(self.templates[i]), 'prompt template')}"
             if self.prompt_set[i] > 0:
-                line += f", {self.prompt_share[i]:.0%} of their requests are sent from them"
+                line += f", at least {self.prompt_share[i]:.0%} of their requests sent from them"
             out.append(line)
         if self.payments[i]:
             share = self.coordination_share[i, 1]
@@ -680,8 +680,9 @@ def _cautious_components(n: int, acc: I64, hub: I64, big: int) -> I64:
     """Components of ``n`` account positions joined through hubs (``acc`` on ``hub``), where a hub
     joins a group of ``big`` or more accounts to another only when at least two of its accounts
     are in each: one account that sends from two sets (a swarm's account that also sends a popular
-    prompt a class sends) does not make them one. Hubs are taken largest first (ties: the smaller
-    hub); a component label per position (the root of its group).
+    prompt a class sends) does not make them one. Smaller groups on such a hub join the largest.
+    Hubs are taken largest first (ties: the smaller hub); a component label per position (the
+    root of its group).
 
     Examples
     --------
@@ -959,8 +960,9 @@ class CampaignLinker:
         hub: I64,
         hub_kind: I64,
         shared_w: F64,
-    ) -> npt.NDArray[np.bool_]:
-        """Template hubs of a shared prompt set strong enough to link on its own.
+    ) -> I64:
+        """Template hubs of a shared prompt set strong enough to link on its own: per hub, the
+        set it belongs to (a label), or -1.
 
         Template hubs whose accounts send at least the onset share of their requests from shared
         templates, at least half of them from another such template too, join their accounts
@@ -985,7 +987,7 @@ class CampaignLinker:
         several = np.bincount(acc[on], minlength=alive.size) >= 2
         dense &= 2 * np.bincount(hub[on], several[acc[on]], minlength=n_hubs) >= members
         on = dense[hub]
-        out = np.zeros(n_hubs, dtype=np.bool_)
+        out = np.full(n_hubs, -1, dtype=np.int64)
         if not on.any():
             return out
         big = int(2 ** PROMPT_SET[1].onset)
@@ -1005,7 +1007,7 @@ class CampaignLinker:
         templates = np.bincount(top_comp, minlength=comps.size).astype(np.float64)
         strength = prompt_set_strength(templates, accounts, pooled)
         strong = strength * PROMPT_SET[0].weight >= self.config.campaign_evidence
-        out[top_hub] = strong[top_comp]
+        out[top_hub] = np.where(strong[top_comp], top_comp, -1)
         return out
 
     def _risky_hubs(
@@ -1150,9 +1152,19 @@ class CampaignLinker:
             # A shared prompt set adds the accounts that behaviour does not link, through its
             # templates alone: it never joins two groups (a swarm's accounts that share a proxy
             # block with a class's students do not bring the class into the swarm's campaign).
-            prompt_set = self._prompt_set_hubs(alive, acc, hub, hub_kind, shared_w) & ~risky
-            if prompt_set.any():
-                keep |= prompt_set[hub] & ~eligible[acc]
+            prompt_set = np.where(
+                risky, -1, self._prompt_set_hubs(alive, acc, hub, hub_kind, shared_w)
+            )
+            if (prompt_set >= 0).any():
+                # ... and each account only through the set most of its templates are in (ties:
+                # the first), so one account that draws on two sets does not make them one.
+                on_set = np.flatnonzero((prompt_set[hub] >= 0) & ~eligible[acc])
+                p_acc, p_set, inverse = _pairs(acc[on_set], prompt_set[hub[on_set]])
+                count = np.bincount(inverse, minlength=p_acc.size)
+                main_acc, main_set, _ = _top_per_group(p_acc, p_set, count, 1)
+                main = np.full(alive.size, -1, dtype=np.int64)
+                main[main_acc] = main_set
+                keep[on_set] = prompt_set[hub[on_set]] == main[acc[on_set]]
             keep = _in_numbers(alive.size, acc, hub, keep, deliberate)
             a, h = acc[keep], hub[keep]
             # Members that contradict their campaign leave it, and with them the links they made:

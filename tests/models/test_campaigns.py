@@ -1098,7 +1098,7 @@ def test_a_quiet_swarm_drawing_on_one_large_prompt_set_is_a_campaign() -> None:
     [i] = [j for j, m in enumerate(last.members) if set(m) & set(swarm)]
     assert len(last.members[i]) >= 200 and set(last.members[i]) <= set(swarm)
     assert last.prompt_set[i] >= 0.5 and last.prompt_share[i] >= 0.4
-    assert "of their requests are sent from them" in last.reasons(i)[0]["detail"]
+    assert "of their requests sent from them" in last.reasons(i)[0]["detail"]
     acted = [a for a in swarm if a in actions]
     assert len(acted) >= 200, len(acted)
     # the prompt set is evidence of extraction, not only of coordination
@@ -1248,3 +1248,26 @@ def test_one_student_on_a_crews_block_does_not_join_the_class_to_the_crew() -> N
     scored_run(4, events, linked=linked)
     crews = [m for cw in linked for m in cw.members if set(m) & set(crew)]
     assert crews and not [m for m in crews if set(m) & set(students)]
+
+
+def test_an_account_drawing_on_two_prompt_sets_does_not_make_them_one() -> None:
+    """Two swarms, each on a set of 120 templates of its own, and one account that sends a
+    request from each set every minute: still two campaigns."""
+    rng = np.random.default_rng(21)
+    first, second = names("a", 300), names("b", 300)
+    set_a, set_b = templates(rng, 120), templates(rng, 120)
+    world = World()
+    for minute in range(12):
+        both = [
+            request("x", minute, i, rng, "198.51.100.0/24", cot=0.1, inp=400, out=350,
+                    fp=variant((set_a, set_b)[i][int(rng.integers(120))], rng), card="card-x",
+                    created=T0 - 90 * DAY)
+            for i in range(2)
+        ]  # fmt: skip
+        out = world.step(
+            _swarm(minute, first, rng, set_a) + _swarm(minute, second, rng, set_b) + both
+        )
+    assert len(out) == 2, [len(m) for m in out.members]
+    for members in out.members:  # each is one swarm, give or take a few early strays
+        mine = max(len(set(members) & set(first)), len(set(members) & set(second)))
+        assert mine >= 0.9 * len(members), (mine, len(members))
