@@ -1271,3 +1271,33 @@ def test_an_account_drawing_on_two_prompt_sets_does_not_make_them_one() -> None:
     for members in out.members:  # each is one swarm, give or take a few early strays
         mine = max(len(set(members) & set(first)), len(set(members) & set(second)))
         assert mine >= 0.9 * len(members), (mine, len(members))
+
+
+def test_a_crew_linked_by_behaviour_is_not_joined_to_a_prompt_set_it_also_draws_on() -> None:
+    """A crew harvesting reasoning is linked by its templates; two of its accounts also send
+    from a swarm's prompt set. A prompt set links only accounts behaviour does not, so the crew
+    and the swarm stay two campaigns (joined, the swarm is judged by the crew's reasoning and
+    falls apart)."""
+    rng = np.random.default_rng(16)
+    crew, crew_set = names("crew", 40), templates(rng, 5)
+    swarm, prompt_set = names("swarm", 300), templates(rng, 120)
+
+    def events(minute: int) -> list[UsageEvent]:
+        borrowed = [
+            request(a, minute, 9 + i, rng, "45.0.3.0/24", cot=0.1, inp=400, out=350,
+                    fp=variant(prompt_set[int(rng.integers(120))], rng), card=None,
+                    created=T0 - 2 * DAY)
+            for a in crew[:2]
+            for i in range(3)
+        ]  # fmt: skip
+        return (
+            extraction(minute, crew, rng, crew_set, card=None)
+            + borrowed
+            + _swarm(minute, swarm, rng, prompt_set)
+        )
+
+    linked: list[CampaignWindows] = []
+    scored_run(12, events, linked=linked)
+    assert any(len(set(m) & set(swarm)) >= 100 for cw in linked for m in cw.members)
+    mixed = [m for cw in linked for m in cw.members if set(m) & set(crew) and set(m) & set(swarm)]
+    assert not mixed, [(len(set(m) & set(crew)), len(set(m) & set(swarm))) for m in mixed][:3]
