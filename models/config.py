@@ -45,8 +45,20 @@ class DetectorConfig:
     max_members: int = 200
     max_campaign_members: int = 1000
     retention_ms: int = 7 * 24 * 60 * _MIN
+    # The upstream classifier's operating point: a prompt whose cot_score reaches it counts as
+    # asking for step-by-step reasoning. 0.5 is "more likely than not" for a calibrated
+    # classifier; a deployment whose classifier is calibrated otherwise sets its own.
+    reasoning_verdict: float = 0.5
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     campaigns: CampaignConfig = field(default_factory=CampaignConfig)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.reasoning_verdict < 1.0:
+            raise ValueError(
+                f"reasoning verdict {self.reasoning_verdict!r} is not between 0 and 1: set "
+                "DISTILLGUARD_REASONING_VERDICT to the cot_score your classifier means "
+                "'asks for reasoning' at, e.g. 0.5"
+            )
 
     @property
     def version(self) -> str:

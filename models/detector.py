@@ -603,6 +603,7 @@ class Detector:
             is_new_model,
             km.volume_p99,
             answers_tell_reasoning(km.kind, km.typical_share),
+            self.config.reasoning_verdict,
         )
         weight = exposure(ew.requests, table.level[rows], self.config.policy.min_requests)
         exposed = ev.absolute * weight

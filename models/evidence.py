@@ -20,10 +20,10 @@ of "behaviours at full strength".
 Account behaviours:
 
 - reasoning elicitation: prompts the upstream classifier marks as asking for step-by-step
-  reasoning (``cot_score >= 0.5``; counting them rather than averaging probabilities does not depend
-  on how confident a given classifier is); for a request without a verdict, where ordinary
-  customers rarely get long answers, an answer with the harvesting shape
-  (`answers_tell_reasoning`);
+  reasoning (``cot_score >= 0.5``, or the deployment's ``reasoning_verdict``; counting them
+  rather than averaging probabilities does not depend on how confident a given classifier is);
+  for a request without a verdict, where ordinary customers rarely get long answers, an answer
+  with the harvesting shape (`answers_tell_reasoning`);
 - templated prompts: a prompt within `TEMPLATE_BITS` of one of the entity's recent prompts
   (identical prompts excluded: reruns of a benchmark are not harvesting). Weak on its own, because
   the turns of a conversation are near duplicates too; templates shared *across* accounts are
@@ -135,8 +135,10 @@ class Behaviour:
         return s
 
 
+_REASONING = "share of prompts with cot_score >= the verdict threshold (0.5 by default)"
+
 ACCOUNT_BEHAVIOURS: tuple[Behaviour, ...] = (
-    Behaviour("reasoning_elicitation", "share of prompts with cot_score >= 0.5", 0.3, 0.7, 1.0),
+    Behaviour("reasoning_elicitation", _REASONING, 0.3, 0.7, 1.0),
     Behaviour(
         "templated_prompts", "share of prompts near one of its recent prompts", 0.5, 0.9, 0.25
     ),
@@ -165,7 +167,7 @@ ACCOUNT_BEHAVIOURS: tuple[Behaviour, ...] = (
 )
 
 BLOCK_BEHAVIOURS: tuple[Behaviour, ...] = (
-    Behaviour("reasoning_elicitation", "share of prompts with cot_score >= 0.5", 0.3, 0.7, 1.0),
+    Behaviour("reasoning_elicitation", _REASONING, 0.3, 0.7, 1.0),
     Behaviour(
         "templated_prompts", "share of prompts near a recent prompt of the block", 0.5, 0.9, 0.25
     ),
@@ -464,6 +466,7 @@ def window_evidence(
     is_new_model: npt.NDArray[np.bool_],
     volume_reference: float = float("nan"),
     answers_for_reasoning: bool = False,
+    reasoning_verdict: float = 0.5,
 ) -> WindowEvidence:
     """Update the memory of the window's entities and return their evidence.
 
@@ -471,7 +474,9 @@ def window_evidence(
     its row in the memory; ``volume_reference`` is the 99th percentile of ordinary entities'
     output tokens per window (NaN: not known yet, no volume evidence). With
     ``answers_for_reasoning``, a request without a ``cot_score`` counts as asking for reasoning
-    when its answer has the harvesting shape (see `answers_tell_reasoning`).
+    when its answer has the harvesting shape (see `answers_tell_reasoning`). A prompt asks for
+    reasoning when its ``cot_score`` is at least ``reasoning_verdict``, the classifier's
+    operating point.
 
     Examples
     --------
@@ -501,12 +506,13 @@ def window_evidence(
     trials = np.zeros((n, n_rates))
     req = np.bincount(g, minlength=n).astype(np.float64)
 
-    # A prompt asks for reasoning when the classifier says so more likely than not: counting
-    # those, rather than averaging probabilities, does not depend on how confident a given
-    # classifier is about the prompts it recognises.
+    # A prompt asks for reasoning when the classifier says so at its operating point (more
+    # likely than not, 0.5, for a calibrated one): counting those, rather than averaging
+    # probabilities, does not depend on how confident a given classifier is about the prompts it
+    # recognises.
     harvest = (w.output_tokens >= 800) & (w.output_tokens >= 3 * w.input_tokens)
     has_cot = ~np.isnan(w.cot)
-    asks = w.cot >= 0.5
+    asks = w.cot >= reasoning_verdict
     if answers_for_reasoning:
         # No classifier verdict: a long answer to a short prompt is the trace of the reasoning
         # the prompt asked for (see `answers_tell_reasoning` for when it is not).

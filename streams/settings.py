@@ -117,6 +117,8 @@ class Settings:
     throttle_budget: float = 2e-4
     suspend_budget: float = 5e-5
     min_requests: int = 3
+    # The cot_score at which the upstream classifier means "asks for step-by-step reasoning".
+    reasoning_verdict: float = 0.5
     allowlist_file: str = ""
     web_host: str = "127.0.0.1"
     web_port: int = 6066
@@ -237,6 +239,7 @@ class Settings:
             window_ms=self.window_seconds * 1000,
             allowed_lateness_ms=self.allowed_lateness_seconds * 1000,
             seed=self.seed,
+            reasoning_verdict=self.reasoning_verdict,
             policy=PolicyConfig(
                 flag_budget=self.flag_budget,
                 throttle_budget=self.throttle_budget,

@@ -49,10 +49,21 @@ def detector_options(p: argparse.ArgumentParser) -> None:
         dest="allowlist_file",
         help="file of account ids / CIDR blocks never to enforce",
     )
+    p.add_argument(
+        "--reasoning-verdict",
+        type=float,
+        help="cot_score at which your classifier means 'asks for reasoning' (default 0.5)",
+    )
 
 
 def settings_for(args: argparse.Namespace) -> Settings:
-    names = ("window_seconds", "allowed_lateness_seconds", "seed", "allowlist_file")
+    names = (
+        "window_seconds",
+        "allowed_lateness_seconds",
+        "seed",
+        "allowlist_file",
+        "reasoning_verdict",
+    )
     return Settings.from_env().with_overrides(**{n: getattr(args, n, None) for n in names})
 
 

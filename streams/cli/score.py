@@ -31,6 +31,7 @@ def register(sub: Any) -> None:
 
 def cmd_score(args: argparse.Namespace) -> int:
     settings = settings_for(args)
+    config = settings.detector_config()  # a bad setting fails before any output is touched
     if args.input != "-":
         # Fail on a missing or unreadable input before any output file is created or emptied.
         with open(args.input, "rb"):
@@ -52,9 +53,7 @@ def cmd_score(args: argparse.Namespace) -> int:
             stack.enter_context(open_output(Path(args.dead_letter))) if args.dead_letter else None
         )
         scores = stack.enter_context(open_output(Path(args.scores))) if args.scores else None
-        summary = replay(
-            Path(args.input), out, settings.detector_config(), dead, scores=scores, sink=sink
-        )
+        summary = replay(Path(args.input), out, config, dead, scores=scores, sink=sink)
     print(summary.line(), file=sys.stderr)
     if summary.rejected:
         by_field = ", ".join(f"{k} {v}" for k, v in summary.rejected_by_field.most_common())

@@ -6,6 +6,7 @@ import pickle
 from collections import defaultdict
 
 import numpy as np
+import pytest
 
 from models.detector import Detector, DetectorConfig
 from models.events import UsageEvent
@@ -461,3 +462,56 @@ def test_without_cot_scores_long_answers_count_as_reasoning_unless_everyone_gets
     evidence = run(ordinary_out=2_000)  # everyone's answers are long, harvest-shaped
     assert evidence["extractor"] == 0.5  # harvesting, read as ever; not reasoning
     assert max(v for a, v in evidence.items() if a.startswith("user-")) == 0.5
+
+
+def test_a_deployment_sets_its_classifiers_operating_point() -> None:
+    # A classifier calibrated low: it scores reasoning prompts around 0.35. An account asks for
+    # reasoning in every prompt, from a new /24 each time, harvesting long answers to short
+    # prompts. At the default verdict of 0.5 its prompts are not reasoning: rotation and
+    # harvesting (1.5) strike nothing before the models warm up. Told that this classifier
+    # means "reasoning" from 0.3, the same traffic is reasoning elicitation too (2.5), and the
+    # account is flagged in its second window with that among its reasons. The setting is part
+    # of the detector's version, so its decisions carry other enforcement ids.
+    t0 = 1_800_000_000_000
+
+    def minute(m: int) -> list[UsageEvent]:
+        start = t0 + m * 60_000
+        ordinary = [
+            UsageEvent(f"o{m}-{i}", start + i, f"user-{i}", f"192.0.2.{i + 1}", "192.0.2.0/24",
+                       "m", 400, 300, cot_score=0.05)
+            for i in range(20)
+        ]  # fmt: skip
+        asker = [
+            UsageEvent(f"x{m}-{i}", start + 1_000 * i, "asker", f"10.{m}.{i}.7",
+                       f"10.{m}.{i}.0/24", "m", 100, 2_000, cot_score=0.35)
+            for i in range(30)
+        ]  # fmt: skip
+        return ordinary + asker
+
+    results = {}
+    for verdict in (0.5, 0.3):
+        det = Detector(DetectorConfig(reasoning_verdict=verdict))
+        evidence, actions = 0.0, []
+        for m in range(6):
+            out = det.process(minute(m))
+            for sw in out.scored:
+                if sw.kind == "account" and "asker" in sw.ids:
+                    evidence = float(sw.evidence[sw.ids.index("asker")])
+            actions += [a for a in out.actions if a.entity_id == "asker"]
+        results[verdict] = (evidence, actions, det.config.version)
+    assert results[0.5][0] == pytest.approx(1.5) and not results[0.5][1]
+    assert results[0.3][0] == pytest.approx(2.5)
+    first = results[0.3][1][0]
+    assert first.action == "flag" and first.window_end_ms <= t0 + 2 * 60_000
+    assert "reasoning_elicitation" in [r["feature"] for r in first.reasons]
+    assert results[0.5][2] != results[0.3][2]
+
+
+def test_a_verdict_threshold_outside_0_1_is_refused() -> None:
+    for bad in (0.0, 1.0, 1.5, -0.1):
+        try:
+            DetectorConfig(reasoning_verdict=bad)
+        except ValueError as exc:
+            assert "DISTILLGUARD_REASONING_VERDICT" in str(exc) and "\n" not in str(exc)
+        else:
+            raise AssertionError(f"{bad} accepted")

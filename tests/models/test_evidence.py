@@ -268,6 +268,29 @@ def test_without_a_classifier_verdict_the_answer_stands_in_only_when_told() -> N
         assert (strength_of(ev, names, "a")["reasoning_elicitation"] > 0.5) == told
 
 
+def test_the_verdict_threshold_is_the_classifiers_operating_point() -> None:
+    """A classifier calibrated low scores reasoning prompts around 0.35: at the default 0.5 they
+    are not reasoning, at the deployment's own operating point of 0.3 they are; ordinary prompts
+    (0.05) are not reasoning at either, and a verdict exactly at the threshold counts."""
+    t = T0
+    events = [event(i, t + i, "a", cot=0.35) for i in range(30)]
+    events += [event(i, t + 100 + i, "b", cot=0.05) for i in range(30)]
+    events += [event(i, t + 200 + i, "c", cot=0.3) for i in range(30)]
+    for verdict, hits_a, hits_c in ((0.5, 0.0, 0.0), (0.3, 30.0, 30.0), (0.36, 0.0, 0.0)):
+        w = window(events)
+        rows = np.arange(len(w.accounts), dtype=np.intp)
+        mem = EvidenceMemory(capacity=4)
+        ev = window_evidence(
+            "account", w, w.account, rows, mem, np.zeros(len(w.models), bool),
+            reasoning_verdict=verdict,
+        )  # fmt: skip
+        a, b, c = (list(w.accounts).index(x) for x in "abc")
+        assert ev.window_hits[a, 0] == hits_a and ev.window_trials[a, 0] == 30.0
+        assert ev.window_hits[b, 0] == 0.0
+        assert ev.window_hits[c, 0] == hits_c
+        assert (ev.strength[a, ACC["reasoning_elicitation"]] > 0.5) == (hits_a > 0)
+
+
 def test_two_requests_prove_little_two_hundred_prove_a_lot() -> None:
     few, many = Accounts(), Accounts()
     _, ev_few, names = few.window(extraction_window(0, n=2))

@@ -8,6 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from models.config import DetectorConfig
 from simulator.traffic import write_traffic
 from streams.cli import main
 
@@ -81,3 +82,26 @@ def test_simulate_refuses_scenario_and_randomize_together(tmp_path, capsys) -> N
     )
     assert code == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_the_verdict_threshold_comes_from_the_settings(tmp_path, events_file, monkeypatch, capsys):
+    """``DISTILLGUARD_REASONING_VERDICT`` reaches the detector ``score`` runs (its version on every
+    action says so); a value outside (0, 1) is one line naming the variable, and nothing is
+    written."""
+    out = tmp_path / "a.jsonl"
+    monkeypatch.setenv("DISTILLGUARD_REASONING_VERDICT", "0.3")
+    assert main(["score", "--input", str(events_file), "--output", str(out)]) == 0
+    versions = {orjson.loads(x)["detector_version"] for x in out.read_bytes().splitlines()}
+    assert versions == {DetectorConfig(reasoning_verdict=0.3).version}
+    assert DetectorConfig().version not in versions
+    capsys.readouterr()
+    monkeypatch.setenv("DISTILLGUARD_REASONING_VERDICT", "50")
+    bad = tmp_path / "bad.jsonl"
+    assert main(["score", "--input", str(events_file), "--output", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "DISTILLGUARD_REASONING_VERDICT" in err and len(err.splitlines()) == 1
+    assert not bad.exists()
+    # the command-line option wins over the environment
+    assert main(["score", "--input", str(events_file), "--output", str(bad),
+                 "--reasoning-verdict", "0.3"]) == 0  # fmt: skip
+    assert bad.read_bytes() == out.read_bytes()
