@@ -27,8 +27,10 @@ def register(sub: Any) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Simulated campaigns through Kafka, the worker's engine and ClickHouse (or, with
     --replay, through the detector directly from a file)."""
+    settings = Settings.from_env()
+    settings.detector_config()  # a bad detector setting in one line, before the broker starts
     if not args.replay:
         if not getattr(args, "scenario", None):
             args.scenario = "demo"
-        return run_demo(scenario_for(args), Settings.from_env())
-    return run_replay_demo(scenario_for(args), Settings.from_env())
+        return run_demo(scenario_for(args), settings)
+    return run_replay_demo(scenario_for(args), settings)

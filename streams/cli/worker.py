@@ -30,6 +30,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = Settings.from_env().with_overrides(
         kafka_bootstrap=args.bootstrap, clickhouse_url=args.clickhouse, web_port=args.web_port
     )
+    settings.detector_config()  # a bad detector setting in one line, before anything starts
     app = create_app(settings)
     # A broker that refuses us (wrong address, untrusted certificate, no client certificate)
     # said in one line, before the clients retry it for 30 s and report a traceback.

@@ -105,3 +105,23 @@ def test_the_verdict_threshold_comes_from_the_settings(tmp_path, events_file, mo
     assert main(["score", "--input", str(events_file), "--output", str(bad),
                  "--reasoning-verdict", "0.3"]) == 0  # fmt: skip
     assert bad.read_bytes() == out.read_bytes()
+
+
+@pytest.mark.parametrize("command", [["worker"], ["demo"], ["demo", "--replay"]])
+def test_a_bad_verdict_threshold_stops_the_worker_and_the_demo_in_one_line(
+    command, monkeypatch, capsys
+):
+    """Before any broker, store or traffic is touched: the broker named here does not exist, so
+    getting past the settings would be a different error."""
+    import streams.cli.demo as demo_cli
+
+    def started(*_: object) -> int:
+        raise AssertionError("the demo started with a bad setting")
+
+    monkeypatch.setattr(demo_cli, "run_demo", started)
+    monkeypatch.setattr(demo_cli, "run_replay_demo", started)
+    monkeypatch.setenv("DISTILLGUARD_REASONING_VERDICT", "50")
+    monkeypatch.setenv("DISTILLGUARD_KAFKA_BOOTSTRAP", "127.0.0.1:1")
+    assert main(command) == 2
+    err = capsys.readouterr().err.strip()
+    assert "DISTILLGUARD_REASONING_VERDICT" in err and len(err.splitlines()) == 1
