@@ -109,6 +109,7 @@ CAMPAIGN_FEATURES: tuple[str, ...] = (
 )
 
 _TEMPLATE, _PAYMENT, _BLOCK, _COHORT = 0, 1, 2, 3
+_SHOWN = 1e-9  # a strength above 0: the pooled share's lower bound is past the onset
 # The linker's per-account arrays, one row per account in `CampaignLinker.keys`.
 _ROW_STATE = (
     "last_ms", "created_ms", "payment", "tmpl", "tmpl_weight", "blocks", "block_weight", "hits",
@@ -1071,6 +1072,76 @@ class CampaignLinker:
             ok &= ~bearing | alike
         return ok
 
+    def _cohort_blocks(
+        self,
+        alive: npt.NDArray[np.intp],
+        acc: I64,
+        hub: I64,
+        hub_kind: I64,
+        risky: npt.NDArray[np.bool_],
+        free: npt.NDArray[np.bool_],
+    ) -> npt.NDArray[np.bool_]:
+        """Which incidences (``acc`` on ``hub``) link as a block shared by risky creation
+        cohorts: an account ``free`` of deliberate links (no risky template or card) in a risky
+        cohort, whose own requests are not likelier from an ordinary customer than from its
+        cohort (`_unlike`), on a block from which at least ``min_members`` such accounts send.
+
+        A hydra that replaces its accounts every few minutes, on a residential proxy pool its
+        reseller's ordinary customers share, leaves a trail of creation cohorts whose accounts
+        all extract alike (risky), and no block on which its accounts are alone (the customers
+        make each block a mixture, not risky). Read among the accounts of risky cohorts that
+        behave like them, the pool's blocks are what the second circumstance asks for, and the
+        cohorts are joined through them. The customers on the same blocks are in no risky
+        cohort; an ordinary sign-up of the same minutes is unlike its cohort: neither is marked.
+        Accounts that templates or cards link need no such block, and do not get one: given
+        one, a crew linked by templates was joined to another crew on the same pool early on,
+        and the larger campaign was throttled later than either would have been.
+
+        Examples
+        --------
+        Accounts 0-2 share risky cohort 0 and 3-5 risky cohort 1 (hub 1); accounts 0, 3 and 4
+        send from block 2, with account 6, a customer of no risky cohort (no requests yet, so
+        no one is unlike their cohort):
+
+        >>> linker = CampaignLinker()
+        >>> linker.hits = np.zeros((7, len(RATES)), dtype=np.float32)
+        >>> linker.trials = linker.hits.copy()
+        >>> alive, acc = np.arange(7), np.array([0, 1, 2, 3, 4, 5, 0, 3, 4, 6])
+        >>> hub = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 2])
+        >>> kind = np.array([_COHORT, _COHORT, _BLOCK])
+        >>> risky, free = np.array([True, True, False]), np.ones(7, dtype=np.bool_)
+        >>> linker._cohort_blocks(alive, acc, hub, kind, risky, free).tolist()[6:]
+        [True, True, True, False]
+
+        Account 0 is linked by a template: two accounts of risky cohorts are left on the block.
+
+        >>> free[0] = False
+        >>> linker._cohort_blocks(alive, acc, hub, kind, risky, free).tolist()[6:]
+        [False, False, False, False]
+        """
+        out = np.zeros(acc.size, dtype=np.bool_)
+        on_cohort = risky[hub] & (hub_kind[hub] == _COHORT)
+        if not on_cohort.any():
+            return out
+        # Each account is in one cohort: its cohort's pooled behaviour, per account.
+        c_acc, c_hub = acc[on_cohort], hub[on_cohort]
+        rows = alive[c_acc]
+        none = np.zeros(hub_kind.size, dtype=np.float64)
+        share, strength = _pooled(
+            _group_sum(c_hub, self.hits[rows], hub_kind.size),
+            _group_sum(c_hub, self.trials[rows], hub_kind.size),
+            none,
+            none,
+        )
+        like = np.zeros(alive.size, dtype=np.bool_)
+        # every behaviour the cohort shows past its onset: a cohort is risky by the sum
+        like[c_acc] = ~self._unlike(rows, share[c_hub], strength[c_hub], least=_SHOWN)
+        sub = (hub_kind[hub] == _BLOCK) & like[acc] & free[acc] & ~risky[hub]
+        if sub.sum() >= self.config.min_members:
+            members = np.bincount(hub[sub], minlength=hub_kind.size)
+            out[sub] = members[hub[sub]] >= self.config.min_members
+        return out
+
     def _consistent(
         self, rows: npt.NDArray[np.intp], share: F64, strength: F64
     ) -> npt.NDArray[np.bool_]:
@@ -1092,27 +1163,31 @@ class CampaignLinker:
         return ok
 
     def _unlike(
-        self, rows: npt.NDArray[np.intp], share: F64, strength: F64
+        self, rows: npt.NDArray[np.intp], share: F64, strength: F64, least: float = 0.5
     ) -> npt.NDArray[np.bool_]:
         """Members (``rows``) whose own requests are likelier from an ordinary customer than from
-        the campaign whose pooled behaviour shares and strengths are ``share`` and ``strength``.
+        the campaign whose pooled behaviour shares and strengths are ``share`` and ``strength``
+        (per behaviour; or per member and behaviour, each member against its own group).
 
-        For each behaviour the campaign shows strongly, a member's hits are weighed as draws at
-        the campaign's share (at most the behaviour's full share) against draws at the
-        behaviour's onset, a share ordinary customers rarely reach (the log-likelihood ratio,
-        summed over behaviours). Address rotation is left out: every customer of a proxy pool
-        hops between its blocks. A member with no requests on those behaviours weighs nothing
-        either way and is not unlike.
+        For each behaviour the campaign shows strongly (strength ``least`` or more), a member's
+        hits are weighed as draws at the campaign's share (at most the behaviour's full share)
+        against draws at the behaviour's onset, a share ordinary customers rarely reach (the
+        log-likelihood ratio, summed over behaviours). Address rotation is left out: every
+        customer of a proxy pool hops between its blocks. A member with no requests on those
+        behaviours weighs nothing either way and is not unlike.
         """
         llr = np.zeros(rows.size)
+        share = np.broadcast_to(share, (rows.size, len(ACCOUNT_BEHAVIOURS)))
+        shown = np.broadcast_to(strength, share.shape) >= least
         for j, b in enumerate(ACCOUNT_BEHAVIOURS):
-            if b.name not in RATES or b.name == "address_rotation" or strength[j] < 0.5:
+            if b.name not in RATES or b.name == "address_rotation" or not shown[:, j].any():
                 continue
             r = RATES.index(b.name)
             # At most the behaviour's full share: a member that shows it in full is like the
             # campaign however much more of it the campaign shows (the cut between the two
-            # hypotheses stays between onset and full).
-            p = float(np.clip(share[j], 1e-6, b.full))
+            # hypotheses stays between onset and full). Where it is not shown, the onset: no
+            # weight either way.
+            p = np.where(shown[:, j], np.clip(np.nan_to_num(share[:, j]), 1e-6, b.full), b.onset)
             x = self.hits[rows, r].astype(np.float64)
             n = self.trials[rows, r].astype(np.float64)
             llr += x * np.log(p / b.onset) + (n - x) * np.log((1 - p) / (1 - b.onset))
@@ -1142,10 +1217,13 @@ class CampaignLinker:
             risky = self._risky_hubs(alive, acc, hub, hub_kind, now, covered)
             # Sharing a template or a card is deliberate; sharing a proxy block or the minutes an
             # account was created in can be circumstance. An account joins through one deliberate
-            # risky hub, or through two circumstantial ones.
+            # risky hub, or through two circumstantial ones; for the accounts no template or
+            # card links, a block counts among the accounts of risky creation cohorts that
+            # share it (`_cohort_blocks`).
             on = risky[hub]
             deliberate = (hub_kind[hub] == _TEMPLATE) | (hub_kind[hub] == _PAYMENT)
             n_deliberate = np.bincount(acc[on & deliberate], minlength=alive.size)
+            on |= self._cohort_blocks(alive, acc, hub, hub_kind, risky, n_deliberate == 0)
             n_other = np.bincount(acc[on & ~deliberate], minlength=alive.size)
             eligible = (n_deliberate >= 1) | (n_other >= 2)
             keep = on & eligible[acc]

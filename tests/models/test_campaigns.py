@@ -1301,3 +1301,70 @@ def test_a_crew_linked_by_behaviour_is_not_joined_to_a_prompt_set_it_also_draws_
     assert any(len(set(m) & set(swarm)) >= 100 for cw in linked for m in cw.members)
     mixed = [m for cw in linked for m in cw.members if set(m) & set(crew) and set(m) & set(swarm)]
     assert not mixed, [(len(set(m) & set(crew)), len(set(m) & set(swarm))) for m in mixed][:3]
+
+
+# -- a hydra that leaves only creation cohorts and shared blocks -----------------------------------
+
+
+def _churning_hydra(
+    minute: int, rng: np.random.Generator, pool: list[str], customers: list[str]
+) -> list[UsageEvent]:
+    """A hydra with no templates and no cards: every minute it signs up four accounts (created
+    that minute, so each ten minutes make a creation cohort), each harvesting reasoning for three
+    minutes from the reseller's proxy pool; the reseller's ordinary customers, old accounts,
+    hop over the same blocks."""
+    events = []
+    for born in range(max(0, minute - 2), minute + 1):
+        for j in range(4):
+            a = f"hydra-{born}-{j}"
+            created = T0 + born * MIN
+            events += [
+                request(a, minute, i, rng, pool[int(rng.integers(len(pool)))], cot=0.9, inp=150,
+                        out=1_500, fp=int(rng.integers(2**63)), card=None, created=created)
+                for i in range(3)
+            ]  # fmt: skip
+    for k, a in enumerate(customers):
+        events += ordinary(minute, [a], rng, block=pool[(k + minute) % len(pool)])
+    return events + ordinary(minute, names("p", 30), rng)
+
+
+def test_a_hydra_known_only_by_its_creation_cohorts_is_linked_through_their_blocks() -> None:
+    """Each ten minutes of its sign-ups make a risky creation cohort; no block is risky, as the
+    customers make each a mixture. Read among the accounts of risky cohorts, the blocks join the
+    cohorts into one campaign, and none of the customers."""
+    rng = np.random.default_rng(31)
+    pool = [f"45.{j}.3.0/24" for j in range(6)]
+    customers = names("vpn", 120)  # twenty a block: without the cohorts, no campaign at all
+    world = World()
+    for minute in range(25):
+        out = world.step(_churning_hydra(minute, rng, pool, customers))
+    assert len(out) == 1
+    members = set(out.members[0])
+    assert not members & set(customers)
+    assert all(m.startswith("hydra-") for m in members)
+    born = {int(m.split("-")[1]) for m in members}
+    assert min(born) < 10 <= max(born)  # accounts of two creation cohorts, one campaign
+    assert len(members) >= 20
+    assert out.blocks[0] >= 3 and out.templates[0] == 0 and out.payments[0] == 0
+
+
+def test_ordinary_sign_ups_of_the_hydras_minutes_on_its_pool_stay_out() -> None:
+    """Twenty ordinary people sign up in the hydra's first ten minutes and use the same proxy
+    pool. Their creation cohort is risky (the hydra's accounts are most of it), and three or
+    more of them share each block, but their own requests are likelier from ordinary customers
+    than from the cohort: the blocks do not link them."""
+    rng = np.random.default_rng(31)
+    pool = [f"45.{j}.3.0/24" for j in range(6)]
+    customers, newcomers = names("vpn", 120), names("newcomer", 20)
+    world = World()
+    hydra_linked = False
+    for minute in range(25):
+        events = _churning_hydra(minute, rng, pool, customers)
+        for k, a in enumerate(newcomers):
+            block = pool[(k + minute) % len(pool)]
+            events += ordinary(minute, [a], rng, block=block, created=T0 + (k % 10) * MIN)
+        out = world.step(events)
+        for members in out.members:
+            assert not set(members) & set(newcomers), minute
+            hydra_linked |= sum(m.startswith("hydra-") for m in members) >= 20
+    assert hydra_linked
