@@ -1083,8 +1083,8 @@ class CampaignLinker:
     ) -> npt.NDArray[np.bool_]:
         """Which incidences (``acc`` on ``hub``) link as a block shared by risky creation
         cohorts: an account ``free`` of deliberate links (no risky template or card) in a risky
-        cohort, whose own requests are not likelier from an ordinary customer than from its
-        cohort (`_unlike`), on a block from which at least ``min_members`` such accounts send.
+        cohort, whose own requests are likelier from its cohort than from an ordinary customer
+        (`_likelihood_ratio`), on a block from which at least ``min_members`` such accounts send.
 
         A hydra that replaces its accounts every few minutes, on a residential proxy pool its
         reseller's ordinary customers share, leaves a trail of creation cohorts whose accounts
@@ -1092,7 +1092,8 @@ class CampaignLinker:
         make each block a mixture, not risky). Read among the accounts of risky cohorts that
         behave like them, the pool's blocks are what the second circumstance asks for, and the
         cohorts are joined through them. The customers on the same blocks are in no risky
-        cohort; an ordinary sign-up of the same minutes is unlike its cohort: neither is marked.
+        cohort; an ordinary sign-up of the same minutes is not like its cohort: neither is
+        marked.
         Accounts that templates or cards link need no such block, and do not get one: given
         one, a crew linked by templates was joined to another crew on the same pool early on,
         and the larger campaign was throttled later than either would have been.
@@ -1100,12 +1101,13 @@ class CampaignLinker:
         Examples
         --------
         Accounts 0-2 share risky cohort 0 and 3-5 risky cohort 1 (hub 1); accounts 0, 3 and 4
-        send from block 2, with account 6, a customer of no risky cohort (no requests yet, so
-        no one is unlike their cohort):
+        send from block 2, with account 6, a customer of no risky cohort. Each asked for
+        reasoning in 9 of 10 requests:
 
         >>> linker = CampaignLinker()
+        >>> linker.trials = np.full((7, len(RATES)), 10.0, dtype=np.float32)
         >>> linker.hits = np.zeros((7, len(RATES)), dtype=np.float32)
-        >>> linker.trials = linker.hits.copy()
+        >>> linker.hits[:, RATES.index("reasoning_elicitation")] = 9.0
         >>> alive, acc = np.arange(7), np.array([0, 1, 2, 3, 4, 5, 0, 3, 4, 6])
         >>> hub = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 2])
         >>> kind = np.array([_COHORT, _COHORT, _BLOCK])
@@ -1134,8 +1136,10 @@ class CampaignLinker:
             none,
         )
         like = np.zeros(alive.size, dtype=np.bool_)
-        # every behaviour the cohort shows past its onset: a cohort is risky by the sum
-        like[c_acc] = ~self._unlike(rows, share[c_hub], strength[c_hub], least=_SHOWN)
+        # Every behaviour the cohort shows past its onset (a cohort is risky by the sum), and
+        # evidence for the cohort, not only none against it: an account with no requests on
+        # those behaviours (no classifier verdicts, say) proves nothing and does not count.
+        like[c_acc] = self._likelihood_ratio(rows, share[c_hub], strength[c_hub], _SHOWN) > 0
         sub = (hub_kind[hub] == _BLOCK) & like[acc] & free[acc] & ~risky[hub]
         if sub.sum() >= self.config.min_members:
             members = np.bincount(hub[sub], minlength=hub_kind.size)
@@ -1163,11 +1167,21 @@ class CampaignLinker:
         return ok
 
     def _unlike(
-        self, rows: npt.NDArray[np.intp], share: F64, strength: F64, least: float = 0.5
+        self, rows: npt.NDArray[np.intp], share: F64, strength: F64
     ) -> npt.NDArray[np.bool_]:
         """Members (``rows``) whose own requests are likelier from an ordinary customer than from
         the campaign whose pooled behaviour shares and strengths are ``share`` and ``strength``
-        (per behaviour; or per member and behaviour, each member against its own group).
+        (`_likelihood_ratio` below 0 over the behaviours the campaign shows strongly)."""
+        unlike: npt.NDArray[np.bool_] = self._likelihood_ratio(rows, share, strength, 0.5) < 0
+        return unlike
+
+    def _likelihood_ratio(
+        self, rows: npt.NDArray[np.intp], share: F64, strength: F64, least: float
+    ) -> F64:
+        """Per member (``rows``), the log-likelihood ratio of its own requests coming from the
+        campaign whose pooled behaviour shares and strengths are ``share`` and ``strength`` (per
+        behaviour; or per member and behaviour, each member against its own group) rather than
+        from an ordinary customer.
 
         For each behaviour the campaign shows strongly (strength ``least`` or more), a member's
         hits are weighed as draws at the campaign's share (at most the behaviour's full share)
@@ -1191,8 +1205,7 @@ class CampaignLinker:
             x = self.hits[rows, r].astype(np.float64)
             n = self.trials[rows, r].astype(np.float64)
             llr += x * np.log(p / b.onset) + (n - x) * np.log((1 - p) / (1 - b.onset))
-        unlike: npt.NDArray[np.bool_] = llr < 0
-        return unlike
+        return llr
 
     def update(self, s: AccountSummaries) -> CampaignWindows:
         """Take one window's account summaries; return the campaigns active in it."""
@@ -1223,10 +1236,20 @@ class CampaignLinker:
             on = risky[hub]
             deliberate = (hub_kind[hub] == _TEMPLATE) | (hub_kind[hub] == _PAYMENT)
             n_deliberate = np.bincount(acc[on & deliberate], minlength=alive.size)
+            n_plain = np.bincount(acc[on & ~deliberate], minlength=alive.size)
             on |= self._cohort_blocks(alive, acc, hub, hub_kind, risky, n_deliberate == 0)
             n_other = np.bincount(acc[on & ~deliberate], minlength=alive.size)
             eligible = (n_deliberate >= 1) | (n_other >= 2)
             keep = on & eligible[acc]
+            # Accounts only those blocks made eligible add to what links them; through their
+            # cohort they do not join groups that templates or cards link (a hydra's accounts
+            # in the minutes two crews were created in would make the crews one).
+            added = eligible & (n_deliberate == 0) & (n_plain < 2)
+            on_cohort = keep & (hub_kind[hub] == _COHORT)
+            chosen_on = np.bincount(
+                hub[on_cohort & (n_deliberate[acc] > 0)], minlength=hub_kind.size
+            )
+            keep &= ~(on_cohort & added[acc] & (chosen_on[hub] > 0))
             # A shared prompt set adds the accounts that behaviour does not link, through its
             # templates alone: it never joins two groups (a swarm's accounts that share a proxy
             # block with a class's students do not bring the class into the swarm's campaign).

@@ -1368,3 +1368,50 @@ def test_ordinary_sign_ups_of_the_hydras_minutes_on_its_pool_stay_out() -> None:
             assert not set(members) & set(newcomers), minute
             hydra_linked |= sum(m.startswith("hydra-") for m in members) >= 20
     assert hydra_linked
+
+
+def test_sign_ups_without_classifier_verdicts_are_not_taken_for_the_hydra() -> None:
+    """The same newcomers through a gateway that sends no cot_score: nothing they send speaks
+    for the cohort (no verdicts on reasoning, no long answers), and proving nothing, they do
+    not count among its accounts on the blocks."""
+    rng = np.random.default_rng(31)
+    pool = [f"45.{j}.3.0/24" for j in range(6)]
+    customers, newcomers = names("vpn", 120), names("newcomer", 20)
+    world = World()
+    hydra_linked = False
+    for minute in range(25):
+        events = _churning_hydra(minute, rng, pool, customers)
+        for k, a in enumerate(newcomers):
+            block = pool[(k + minute) % len(pool)]
+            events += [
+                request(a, minute, i, rng, block, cot=None, inp=400, out=300,
+                        fp=int(rng.integers(2**63)), card=None, created=T0 + (k % 10) * MIN)
+                for i in range(int(rng.integers(1, 4)))
+            ]  # fmt: skip
+        out = world.step(events)
+        for members in out.members:
+            assert not set(members) & set(newcomers), minute
+            hydra_linked |= sum(m.startswith("hydra-") for m in members) >= 20
+    assert hydra_linked
+
+
+def test_a_hydra_linked_by_its_cohorts_does_not_join_crews_created_in_its_minutes() -> None:
+    """Two crews, each with its own templates, card and blocks, created in the hydra's first
+    and second ten minutes: three campaigns, not one the hydra's accounts bridge."""
+    rng = np.random.default_rng(31)
+    pool = [f"45.{j}.3.0/24" for j in range(6)]
+    customers = names("vpn", 120)
+    crew_a, crew_b = names("crewA", 5), names("crewB", 5)
+    tmpl_a, tmpl_b = templates(rng), templates(rng)
+    world = World()
+    for minute in range(25):
+        events = _churning_hydra(minute, rng, pool, customers)
+        for crew, tmpl, net, born in ((crew_a, tmpl_a, 60, 2), (crew_b, tmpl_b, 61, 12)):
+            blocks = [f"{net}.1.1.0/24", f"{net}.1.2.0/24"]
+            card = f"card-{crew[0]}"
+            events += extraction(minute, crew, rng, tmpl, card, blocks, created=T0 + born * MIN)
+        out = world.step(events)
+        groups = [{m.split("-")[0] for m in ms if not m.startswith("hydra")} for ms in out.members]
+        assert all(len(g) <= 1 for g in groups), (minute, groups)
+    assert sorted(map(sorted, out.members))[0] == sorted(crew_a)
+    assert len(out) == 3
