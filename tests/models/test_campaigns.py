@@ -1348,11 +1348,14 @@ def test_a_hydra_known_only_by_its_creation_cohorts_is_linked_through_their_bloc
     assert out.blocks[0] >= 3 and out.templates[0] == 0 and out.payments[0] == 0
 
 
-def test_ordinary_sign_ups_of_the_hydras_minutes_on_its_pool_stay_out() -> None:
+@pytest.mark.parametrize("verdicts", [True, False], ids=["verdicts", "no-verdicts"])
+def test_ordinary_sign_ups_of_the_hydras_minutes_on_its_pool_stay_out(verdicts: bool) -> None:
     """Twenty ordinary people sign up in the hydra's first ten minutes and use the same proxy
     pool. Their creation cohort is risky (the hydra's accounts are most of it), and three or
-    more of them share each block, but their own requests are likelier from ordinary customers
-    than from the cohort: the blocks do not link them."""
+    more of them share each block, but the blocks do not link them: with classifier verdicts
+    their requests are likelier from ordinary customers than from the cohort; through a gateway
+    that sends none, nothing they send speaks for the cohort, and proving nothing, they do not
+    count."""
     rng = np.random.default_rng(31)
     pool = [f"45.{j}.3.0/24" for j in range(6)]
     customers, newcomers = names("vpn", 120), names("newcomer", 20)
@@ -1361,33 +1364,9 @@ def test_ordinary_sign_ups_of_the_hydras_minutes_on_its_pool_stay_out() -> None:
     for minute in range(25):
         events = _churning_hydra(minute, rng, pool, customers)
         for k, a in enumerate(newcomers):
-            block = pool[(k + minute) % len(pool)]
-            events += ordinary(minute, [a], rng, block=block, created=T0 + (k % 10) * MIN)
-        out = world.step(events)
-        for members in out.members:
-            assert not set(members) & set(newcomers), minute
-            hydra_linked |= sum(m.startswith("hydra-") for m in members) >= 20
-    assert hydra_linked
-
-
-def test_sign_ups_without_classifier_verdicts_are_not_taken_for_the_hydra() -> None:
-    """The same newcomers through a gateway that sends no cot_score: nothing they send speaks
-    for the cohort (no verdicts on reasoning, no long answers), and proving nothing, they do
-    not count among its accounts on the blocks."""
-    rng = np.random.default_rng(31)
-    pool = [f"45.{j}.3.0/24" for j in range(6)]
-    customers, newcomers = names("vpn", 120), names("newcomer", 20)
-    world = World()
-    hydra_linked = False
-    for minute in range(25):
-        events = _churning_hydra(minute, rng, pool, customers)
-        for k, a in enumerate(newcomers):
-            block = pool[(k + minute) % len(pool)]
-            events += [
-                request(a, minute, i, rng, block, cot=None, inp=400, out=300,
-                        fp=int(rng.integers(2**63)), card=None, created=T0 + (k % 10) * MIN)
-                for i in range(int(rng.integers(1, 4)))
-            ]  # fmt: skip
+            block, created = pool[(k + minute) % len(pool)], T0 + (k % 10) * MIN
+            people = ordinary(minute, [a], rng, block=block, created=created)
+            events += people if verdicts else [e._replace(cot_score=None) for e in people]
         out = world.step(events)
         for members in out.members:
             assert not set(members) & set(newcomers), minute
