@@ -196,6 +196,15 @@ def test_the_output_reference_is_what_ordinary_accounts_send_not_the_first_minut
     assert 0.8 * p99 <= reference <= 1.2 * p99, (reference, p99)
 
 
+def _twenty_users(m: int, start: int, cot: float) -> list[UsageEvent]:
+    """Minute ``m`` of twenty ordinary accounts behind one /24, a request each."""
+    return [
+        UsageEvent(f"o{m}-{i}", start + i, f"user-{i}", f"192.0.2.{i + 1}", "192.0.2.0/24",
+                   "m", 400, 300, cot_score=cot)
+        for i in range(20)
+    ]  # fmt: skip
+
+
 def test_extraction_running_at_start_up_is_flagged_before_the_models_warm_up() -> None:
     # The detector starts on traffic where an extractor is already at full speed: reasoning
     # prompts from a new /24 every request, long answers to short prompts, a day-old account.
@@ -207,11 +216,7 @@ def test_extraction_running_at_start_up_is_flagged_before_the_models_warm_up() -
 
     def minute(m: int) -> list[UsageEvent]:
         start = t0 + m * 60_000
-        ordinary = [
-            UsageEvent(f"o{m}-{i}", start + i, f"user-{i}", f"192.0.2.{i + 1}", "192.0.2.0/24",
-                       "m", 400, 300, cot_score=0.1)
-            for i in range(20)
-        ]  # fmt: skip
+        ordinary = _twenty_users(m, start, cot=0.1)
         extractor = [
             UsageEvent(f"x{m}-{i}", start + 1_000 * i, "extractor", f"10.{m}.{i}.7",
                        f"10.{m}.{i}.0/24", "m", 100, 2_000, cot_score=0.9,
@@ -476,11 +481,7 @@ def test_a_deployment_sets_its_classifiers_operating_point() -> None:
 
     def minute(m: int) -> list[UsageEvent]:
         start = t0 + m * 60_000
-        ordinary = [
-            UsageEvent(f"o{m}-{i}", start + i, f"user-{i}", f"192.0.2.{i + 1}", "192.0.2.0/24",
-                       "m", 400, 300, cot_score=0.05)
-            for i in range(20)
-        ]  # fmt: skip
+        ordinary = _twenty_users(m, start, cot=0.05)
         asker = [
             UsageEvent(f"x{m}-{i}", start + 1_000 * i, "asker", f"10.{m}.{i}.7",
                        f"10.{m}.{i}.0/24", "m", 100, 2_000, cot_score=0.35)
