@@ -369,6 +369,9 @@ class CampaignScorer:
             cfg.policy,
             3,
             enabled=ready,
+            # No sustained runs (`models.policy`): a campaign's score is read against ordinary
+            # *accounts'* windows, and a group near that line for a while is not what the
+            # sustained budget promises about (a SaaS fleet on one card, its members ordinary).
         )
         values = cw.values()
         level = table.level[rows]

@@ -565,6 +565,11 @@ class Detector:
             enabled=True,
             outright=m.outright,
             window_requests=ew.requests,
+            # Accounts near the flag line for several windows, each with some extraction
+            # behaviour (the bar of the volume rule, here on the window's evidence as throttles
+            # read it): merely unusual customers stay in the tail too. Not IP blocks: a busy
+            # shared address near the line for a while is many ordinary customers at once.
+            sustained_evidence=self.config.outright_evidence if kind == "account" else None,
         )
         actions = [self._action(km, table, ew, m, d, w, account_context) for d in decisions]
         self._learn(km, table, ew, m)
@@ -675,6 +680,22 @@ class Detector:
     ) -> EnforcementAction:
         i = d.position
         reasons = self._reasons(km, table, ew, m, i)
+        policy = self.config.policy
+        if d.level == 1 and d.threshold == 1.0 - policy.sustained_budget < policy.thresholds[1]:
+            # Flagged for staying near the line (`models.policy`): said last, as it adds nothing
+            # to the score (reasons come largest contribution first).
+            run = int(table.near[m.rows[i]])
+            reasons.append(
+                Reason(
+                    feature="sustained",
+                    value=float(run),
+                    baseline=float(policy.sustained_strikes),
+                    population_baseline=None,
+                    contribution=0.0,
+                    detail=f"{run} windows in a row in the top {policy.sustained_budget:.1%} "
+                    "of ordinary windows",
+                ),
+            )
         members = None
         if account_score is not None:
             members = self._members(ew, i, w, account_score)

@@ -47,13 +47,15 @@ class EntityTable:
         self.last_seen_ms = np.full(cap, NO_TIME, dtype=np.int64)
         self.last_score = np.zeros(cap, dtype=np.float32)
         # Enforcement history: current level (0 none, 1 flag, 2 throttle, 3 suspend), when it
-        # lapses, when it last changed, windows over the flag threshold in this episode, and
-        # consecutive quiet windows (for hysteresis).
+        # lapses, when it last changed, windows over the flag threshold in this episode,
+        # consecutive windows over the sustained threshold (`models.policy`), and consecutive
+        # quiet windows (for hysteresis).
         self.level = np.zeros(cap, dtype=np.int8)
         self.expires_ms = np.full(cap, NO_TIME, dtype=np.int64)
         self.changed_ms = np.full(cap, NO_TIME, dtype=np.int64)
         self.renewed_ms = np.full(cap, NO_TIME, dtype=np.int64)
         self.strikes = np.zeros(cap, dtype=np.int16)
+        self.near = np.zeros(cap, dtype=np.int16)
         self.quiet = np.zeros(cap, dtype=np.int16)
         # Until when the entity's windows stay out of the population reference (see Detector).
         self.excluded_until_ms = np.full(cap, NO_TIME, dtype=np.int64)
@@ -67,6 +69,8 @@ class EntityTable:
         if "index" in state:  # a checkpoint from before `Keys`: a dict, a list, free rows
             state["keys"] = Keys.from_rows(state.pop("ids"), state.pop("_free"))
             del state["index"]
+        if "near" not in state:  # a checkpoint from before the sustained tier: none counted yet
+            state["near"] = np.zeros_like(state["strikes"])
         self.__dict__.update(state)
 
     @property
@@ -77,7 +81,7 @@ class EntityTable:
         cap = self.capacity
         for name in ("windows", "last_seen_ms", "last_score", "level", "expires_ms"):
             self._extend(name, cap)
-        for name in ("changed_ms", "renewed_ms", "strikes", "quiet", "excluded_until_ms"):
+        for name in ("changed_ms", "renewed_ms", "strikes", "near", "quiet", "excluded_until_ms"):
             self._extend(name, cap)
         self.baseline = np.concatenate(
             [self.baseline, np.full((cap, self.n_features), np.nan, dtype=np.float32)]
@@ -115,7 +119,7 @@ class EntityTable:
         rows = np.flatnonzero(idle)
         self.keys.remove(rows)
         self.baseline[rows] = np.nan
-        for name in ("windows", "last_score", "level", "strikes", "quiet"):
+        for name in ("windows", "last_score", "level", "strikes", "near", "quiet"):
             getattr(self, name)[rows] = 0
         for name in ("last_seen_ms", "expires_ms", "changed_ms", "renewed_ms", "excluded_until_ms"):
             getattr(self, name)[rows] = NO_TIME
@@ -128,7 +132,7 @@ class EntityTable:
         per_row = self.baseline.itemsize * self.n_features
         for name in ("windows", "last_seen_ms", "last_score", "level", "expires_ms"):
             per_row += getattr(self, name).itemsize
-        for name in ("changed_ms", "renewed_ms", "strikes", "quiet", "excluded_until_ms"):
+        for name in ("changed_ms", "renewed_ms", "strikes", "near", "quiet", "excluded_until_ms"):
             per_row += getattr(self, name).itemsize
         return per_row + self.drift.nbytes_per_entity() + self.evidence.nbytes_per_entity()
 

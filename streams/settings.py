@@ -114,6 +114,8 @@ class Settings:
     allowed_lateness_seconds: int = 10
     seed: int = 42
     flag_budget: float = 1e-3
+    # Five windows in a row within this budget flag too (`models.policy`: sustained near the line).
+    sustained_budget: float = 5e-3
     throttle_budget: float = 2e-4
     suspend_budget: float = 5e-5
     min_requests: int = 3
@@ -242,6 +244,7 @@ class Settings:
             reasoning_verdict=self.reasoning_verdict,
             policy=PolicyConfig(
                 flag_budget=self.flag_budget,
+                sustained_budget=self.sustained_budget,
                 throttle_budget=self.throttle_budget,
                 suspend_budget=self.suspend_budget,
                 min_requests=self.min_requests,

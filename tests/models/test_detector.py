@@ -10,6 +10,8 @@ import pytest
 
 from models.detector import Detector, DetectorConfig
 from models.events import UsageEvent
+from models.outputs import EnforcementAction
+from models.policy import PolicyConfig
 from schemas.validation import validate_event
 from tests.conftest import run_detector
 
@@ -516,3 +518,42 @@ def test_a_verdict_threshold_outside_0_1_is_refused() -> None:
             assert "DISTILLGUARD_REASONING_VERDICT" in str(exc) and "\n" not in str(exc)
         else:
             raise AssertionError(f"{bad} accepted")
+
+
+def test_an_account_that_stays_near_the_flag_line_is_flagged_for_it() -> None:
+    # An account asking for reasoning in every prompt, at a modest volume, ranks above the
+    # twenty ordinary ones every minute, never above a flag line set out of reach: a run of
+    # windows within the sustained budget flags it, and a reason says so. An account as unusual
+    # that shows no extraction behaviour is never flagged for it.
+    t0 = 1_800_000_000_000
+
+    def minute(m: int, cot: float) -> list[UsageEvent]:
+        start = t0 + m * 60_000
+        odd = [
+            UsageEvent(f"u{m}-{i}", start + 2_000 * i, "odd", "198.51.100.7", "198.51.100.0/24",
+                       "m", 900, 200, cot_score=cot)
+            for i in range(5)
+        ]  # fmt: skip
+        return _twenty_users(m, start, cot=0.1) + odd
+
+    def flags(sustained_budget: float, cot: float = 0.9) -> list[EnforcementAction]:
+        policy = PolicyConfig(
+            flag_budget=1e-9, sustained_budget=sustained_budget, release_budget=0.5
+        )
+        det = Detector(DetectorConfig(calibration_warmup=100, forest_window=100, policy=policy))
+        out = []
+        for m in range(20):
+            out += [a for a in det.process(minute(m, cot)).actions if a.entity_kind == "account"]
+        return out
+
+    flagged = flags(0.2)
+    assert [(a.entity_id, a.action) for a in flagged] == [("odd", "flag")]
+    assert flagged[0].threshold == pytest.approx(0.8)
+    assert "reasoning_elicitation" in [r["feature"] for r in flagged[0].reasons]
+    assert flagged[0].reasons[-1]["feature"] == "sustained"
+    detail = (
+        f"{PolicyConfig().sustained_strikes} windows in a row in the top 20.0% of ordinary windows"
+    )
+    assert flagged[0].reasons[-1]["detail"] == detail
+    assert flags(0.0) == []
+    assert flags(0.2, cot=0.1) == []

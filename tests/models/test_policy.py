@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
+import pytest
 
 from models.policy import PolicyConfig, decide, impose
 from models.state import EntityTable
@@ -20,6 +23,7 @@ def run(
     ids: tuple[str, ...] = ("x",),
     max_level: int = 3,
     window_requests: int | None = None,
+    sustained: float | None = WEAK,
 ) -> list[tuple[int, str]]:
     t = EntityTable(n_features=1)
     rows = t.rows(list(ids))
@@ -36,6 +40,7 @@ def run(
             cfg,
             max_level=max_level,
             window_requests=None if window_requests is None else np.array([window_requests]),
+            sustained_evidence=sustained,
         ):
             out.append((minute, d.action))
     return out
@@ -50,6 +55,104 @@ def test_occasional_strikes_never_add_up() -> None:
     # crossing the line every other window is not sustained: the count starts again each time
     assert run(PolicyConfig(), [ODD, LOW] * 10) == []
     assert run(PolicyConfig(), [ODD, ODD, LOW]) == [(2, "flag")]
+
+
+def test_a_steady_entity_just_under_the_flag_line_is_flagged_in_its_third_window() -> None:
+    # in the top 0.3% every minute, never in the top 0.1% twice in a row: ordinary customers
+    # outrank it now and then, and only its persistence sets it apart
+    near = 0.997
+    cfg = PolicyConfig()
+    k = cfg.sustained_strikes
+    assert 1 - cfg.sustained_budget < near < cfg.thresholds[1]
+    assert run(cfg, [near, near, LOW] + [near] * k) == [(3 + k, "flag")]
+    # a window over the flag line counts towards the run (it is near the line too)
+    assert run(cfg, [near, ODD] + [near] * (k - 2)) == [(k, "flag")]
+    # a flag only: throttles and suspensions keep their own thresholds
+    assert run(cfg, [near] * 20) == [(k, "flag")]
+    # interrupted, the run starts again; turned off, nothing
+    assert run(cfg, ([near] * (k - 1) + [0.99]) * 5) == []
+    assert run(PolicyConfig(sustained_budget=0.0), [near] * 20) == []
+    assert run(cfg, [near] * 20, sustained=None) == []  # campaigns: the flag line only
+    # merely unusual, showing no extraction behaviour: never for being near the line
+    assert run(cfg, [near] * 20, evidence=WEAK, sustained=1.0) == []
+
+
+def test_a_sustained_flag_reports_the_threshold_it_crossed() -> None:
+    t = EntityTable(n_features=1)
+    rows = t.rows(["x"])
+    cfg = PolicyConfig()
+    decisions = []
+    for minute in range(1, cfg.sustained_strikes + 1):
+        decisions += decide(
+            t, rows, ["x"], np.array([0.997]), np.array([50.0]), np.array([WEAK]),
+            minute * MIN, cfg, max_level=3, sustained_evidence=WEAK,
+        )  # fmt: skip
+    assert [(d.action, d.threshold) for d in decisions] == [("flag", 1 - cfg.sustained_budget)]
+
+
+def _windows(
+    cfg: PolicyConfig, windows: list[tuple[int, float, float]], table: EntityTable | None = None
+) -> list[tuple[int, str, float]]:
+    """(minute, score, evidence) windows of one entity; (minute, action, threshold) decided."""
+    t = table or EntityTable(n_features=1)
+    rows = t.rows(["x"])
+    return [
+        (minute, d.action, d.threshold)
+        for minute, score, evidence in windows
+        for d in decide(
+            t, rows, ["x"], np.array([score]), np.array([50.0]), np.array([evidence]),
+            minute * MIN, cfg, max_level=3, sustained_evidence=WEAK,
+        )
+    ]  # fmt: skip
+
+
+def test_every_window_of_a_sustained_run_shows_extraction_behaviour() -> None:
+    cfg = PolicyConfig()
+    k = cfg.sustained_strikes
+    rest = [(m, 0.997, WEAK) for m in range(2, k + 1)]
+    # over the flag line once, with no behaviour: not part of the run that follows
+    assert _windows(cfg, [(1, ODD, 0.0), *rest]) == []
+    assert _windows(cfg, [(1, ODD, WEAK), *rest]) == [(k, "flag", 1 - cfg.sustained_budget)]
+
+
+def test_a_lapsed_episode_leaves_no_run_behind() -> None:
+    # flagged for a sustained run, gone past the flag's expiry and the cooldown: one window near
+    # the line on its return is one window, not the fourth of a run
+    cfg = PolicyConfig()
+    back = (cfg.flag_ttl_ms + cfg.cooldown_ms) // MIN + 10
+    k = cfg.sustained_strikes
+    got = _windows(cfg, [(m, 0.997, WEAK) for m in range(1, k + 1)] + [(back, 0.997, WEAK)])
+    assert got == [(k, "flag", 1 - cfg.sustained_budget)]
+    # turned off, a return over the flag line is judged by the flag rule alone
+    off = PolicyConfig(sustained_budget=0.0)
+    got = _windows(off, [(1, HIGH, 0.0), (2, HIGH, 0.0), (back, HIGH, 0.0)])
+    assert got == [(2, "flag", off.thresholds[1])]
+
+
+def test_run_counts_are_capped_not_wrapped() -> None:
+    t = EntityTable(n_features=1)
+    rows = t.rows(["x"])
+    top = np.iinfo(np.int16).max
+    t.near[rows], t.strikes[rows] = top, top
+    _windows(PolicyConfig(), [(1, HIGH, STRONG)], t)
+    assert int(t.near[rows][0]) == top and int(t.strikes[rows][0]) == top
+
+
+def test_a_sustained_budget_over_the_release_budget_is_refused() -> None:
+    with pytest.raises(ValueError, match="DISTILLGUARD_SUSTAINED_BUDGET"):
+        PolicyConfig(sustained_budget=0.05)
+    with pytest.raises(ValueError, match="DISTILLGUARD_SUSTAINED_BUDGET"):
+        PolicyConfig(sustained_budget=-0.001)
+
+
+def test_an_entity_table_from_before_the_sustained_count_restores() -> None:
+    t = EntityTable(n_features=1)
+    t.rows(["x", "y"])
+    old = t.__dict__.copy()
+    del old["near"]
+    restored = EntityTable.__new__(EntityTable)
+    restored.__setstate__(pickle.loads(pickle.dumps(old)))
+    assert restored.near.shape == restored.strikes.shape and not restored.near.any()
 
 
 def test_too_few_requests_do_nothing() -> None:

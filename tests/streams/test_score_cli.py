@@ -108,8 +108,11 @@ def test_the_verdict_threshold_comes_from_the_settings(tmp_path, events_file, mo
 
 
 @pytest.mark.parametrize("command", [["worker"], ["demo"], ["demo", "--replay"]])
-def test_a_bad_verdict_threshold_stops_the_worker_and_the_demo_in_one_line(
-    command, monkeypatch, capsys
+@pytest.mark.parametrize(
+    ("setting", "value"), [("REASONING_VERDICT", "50"), ("SUSTAINED_BUDGET", "0.05")]
+)
+def test_a_bad_detector_setting_stops_the_worker_and_the_demo_in_one_line(
+    command, setting, value, monkeypatch, capsys
 ):
     """Before any broker, store or traffic is touched: the broker named here does not exist, so
     getting past the settings would be a different error."""
@@ -120,8 +123,8 @@ def test_a_bad_verdict_threshold_stops_the_worker_and_the_demo_in_one_line(
 
     monkeypatch.setattr(demo_cli, "run_demo", started)
     monkeypatch.setattr(demo_cli, "run_replay_demo", started)
-    monkeypatch.setenv("DISTILLGUARD_REASONING_VERDICT", "50")
+    monkeypatch.setenv(f"DISTILLGUARD_{setting}", value)
     monkeypatch.setenv("DISTILLGUARD_KAFKA_BOOTSTRAP", "127.0.0.1:1")
     assert main(command) == 2
     err = capsys.readouterr().err.strip()
-    assert "DISTILLGUARD_REASONING_VERDICT" in err and len(err.splitlines()) == 1
+    assert f"DISTILLGUARD_{setting}" in err and len(err.splitlines()) == 1
