@@ -681,7 +681,7 @@ class Detector:
         i = d.position
         reasons = self._reasons(km, table, ew, m, i)
         policy = self.config.policy
-        if d.level == 1 and d.threshold == 1.0 - policy.sustained_budget < policy.thresholds[1]:
+        if d.sustained:
             # Flagged for staying near the line (`models.policy`): said last, as it adds nothing
             # to the score (reasons come largest contribution first).
             run = int(table.near[m.rows[i]])

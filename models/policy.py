@@ -11,7 +11,8 @@ Rules, per entity, evaluated once per scored window (vectorised over all entitie
   budget is spent on windows; consecutive strikes keep it from being spent on many accounts that
   each cross the line once in a while.
 - **Sustained near the line.** A window that reaches the *sustained* threshold (budget
-  ``sustained_budget``, five times the flag's) counts towards a flag too: ``sustained_strikes``
+  ``sustained_budget``, five times the flag's by default; at or under the flag budget it adds
+  nothing) counts towards a flag too: ``sustained_strikes``
   consecutive such windows flag the entity, if each shows some extraction behaviour (the
   caller's ``sustained_evidence``: the detector asks it of accounts; IP blocks and campaigns
   need the flag threshold). Ordinary heavy customers outrank a steady extractor in some
@@ -108,13 +109,15 @@ class PolicyConfig:
 
 
 class Decision(NamedTuple):
-    """One enforcement decision: ``position`` is the entity's place in the scored window batch."""
+    """One enforcement decision: ``position`` is the entity's place in the scored window batch;
+    ``sustained``: a flag decided by a sustained run near the line, not by the flag threshold."""
 
     position: int
     action: str
     level: int
     threshold: float
     expires_ms: int | None
+    sustained: bool = False
 
 
 def decide(
@@ -186,7 +189,7 @@ def decide(
     strikes = np.where((level == 0) & (quiet >= config.release_windows), 0, strikes)
     # A run near the line: each of its windows near the line (a striking one too) *and* showing
     # some extraction behaviour.
-    sustained = sustained_evidence is not None and config.sustained_budget > 0.0
+    runs_flag = sustained_evidence is not None and config.sustained_budget > 0.0
     sustained_thr = 1.0 - config.sustained_budget
     near_line = (score >= sustained_thr) & (
         evidence >= (sustained_evidence if sustained_evidence is not None else np.inf)
@@ -200,7 +203,7 @@ def decide(
     target = np.zeros(rows.size, dtype=np.int64)
     flagged = striking & enough & (strikes >= config.flag_strikes)
     target[flagged] = 1
-    if sustained:
+    if runs_flag:
         target[enough & (near >= config.sustained_strikes)] = 1
     if window_requests is not None:
         # Gates the start of a throttle, not its renewal: a throttle that holds an account under
@@ -231,14 +234,15 @@ def decide(
         if escalate[i] or renew[i]:
             new = int(target[i]) if escalate[i] else int(level[i])
             # A flag the sustained run decided crossed the sustained threshold, not the flag's.
-            crossed = sustained_thr if new == 1 and not flagged[i] else thresholds[new]
+            by_run = new == 1 and not flagged[i]
+            crossed = sustained_thr if by_run else thresholds[new]
             expires = now_ms + config.ttl_ms(new)
             table.level[r] = new
             table.expires_ms[r] = expires
             table.renewed_ms[r] = now_ms
             if escalate[i]:
                 table.changed_ms[r] = now_ms
-            decisions.append(Decision(i, ACTIONS[new], new, crossed, expires))
+            decisions.append(Decision(i, ACTIONS[new], new, crossed, expires, by_run))
         else:
             was = int(level[i])
             table.level[r] = 0

@@ -48,7 +48,8 @@ class EntityTable:
         self.last_score = np.zeros(cap, dtype=np.float32)
         # Enforcement history: current level (0 none, 1 flag, 2 throttle, 3 suspend), when it
         # lapses, when it last changed, windows over the flag threshold in this episode,
-        # consecutive windows over the sustained threshold (`models.policy`), and consecutive
+        # consecutive windows over the sustained threshold with extraction behaviour
+        # (`models.policy`), and consecutive
         # quiet windows (for hysteresis).
         self.level = np.zeros(cap, dtype=np.int8)
         self.expires_ms = np.full(cap, NO_TIME, dtype=np.int64)

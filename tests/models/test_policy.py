@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from models.policy import PolicyConfig, decide, impose
+from models.policy import Decision, PolicyConfig, decide, impose
 from models.state import EntityTable
 
 MIN = 60_000
@@ -57,7 +57,7 @@ def test_occasional_strikes_never_add_up() -> None:
     assert run(PolicyConfig(), [ODD, ODD, LOW]) == [(2, "flag")]
 
 
-def test_a_steady_entity_just_under_the_flag_line_is_flagged_in_its_third_window() -> None:
+def test_a_steady_entity_just_under_the_flag_line_is_flagged_at_the_end_of_its_run() -> None:
     # in the top 0.3% every minute, never in the top 0.1% twice in a row: ordinary customers
     # outrank it now and then, and only its persistence sets it apart
     near = 0.997
@@ -73,7 +73,7 @@ def test_a_steady_entity_just_under_the_flag_line_is_flagged_in_its_third_window
     assert run(cfg, ([near] * (k - 1) + [0.99]) * 5) == []
     assert run(PolicyConfig(sustained_budget=0.0), [near] * 20) == []
     assert run(cfg, [near] * 20, sustained=None) == []  # campaigns: the flag line only
-    # merely unusual, showing no extraction behaviour: never for being near the line
+    # its evidence under the bar the caller sets: never for being near the line
     assert run(cfg, [near] * 20, evidence=WEAK, sustained=1.0) == []
 
 
@@ -87,7 +87,24 @@ def test_a_sustained_flag_reports_the_threshold_it_crossed() -> None:
             t, rows, ["x"], np.array([0.997]), np.array([50.0]), np.array([WEAK]),
             minute * MIN, cfg, max_level=3, sustained_evidence=WEAK,
         )  # fmt: skip
-    assert [(d.action, d.threshold) for d in decisions] == [("flag", 1 - cfg.sustained_budget)]
+    assert [(d.action, d.threshold, d.sustained) for d in decisions] == [
+        ("flag", 1 - cfg.sustained_budget, True)
+    ]
+    # a flag over the flag line says it was not the run
+    assert [d.sustained for d in _decisions(cfg, [HIGH, HIGH])] == [False]
+
+
+def _decisions(cfg: PolicyConfig, scores: list[float]) -> list[Decision]:
+    t = EntityTable(n_features=1)
+    rows = t.rows(["x"])
+    return [
+        d
+        for minute, score in enumerate(scores, start=1)
+        for d in decide(
+            t, rows, ["x"], np.array([score]), np.array([50.0]), np.array([STRONG]),
+            minute * MIN, cfg, max_level=1, sustained_evidence=WEAK,
+        )
+    ]  # fmt: skip
 
 
 def _windows(
@@ -125,7 +142,7 @@ def test_a_lapsed_episode_leaves_no_run_behind() -> None:
     assert got == [(k, "flag", 1 - cfg.sustained_budget)]
     # turned off, a return over the flag line is judged by the flag rule alone
     off = PolicyConfig(sustained_budget=0.0)
-    got = _windows(off, [(1, HIGH, 0.0), (2, HIGH, 0.0), (back, HIGH, 0.0)])
+    got = _windows(off, [(1, HIGH, WEAK), (2, HIGH, WEAK), (back, HIGH, WEAK)])
     assert got == [(2, "flag", off.thresholds[1])]
 
 
