@@ -12,14 +12,13 @@ Rules, per entity, evaluated once per scored window (vectorised over all entitie
   each cross the line once in a while.
 - **Sustained near the line.** A window that reaches the *sustained* threshold (budget
   ``sustained_budget``, five times the flag's by default; at or under the flag budget it adds
-  nothing) counts towards a flag too: ``sustained_strikes``
-  consecutive such windows flag the entity, if each shows some extraction behaviour (the
-  caller's ``sustained_evidence``: the detector asks it of accounts; IP blocks and campaigns
-  need the flag threshold). Ordinary heavy customers outrank a steady extractor in some
-  windows, so that it never crosses the flag threshold twice in a row; it stays in the top half
-  percent minute after minute, which few ordinary customers who show extraction behaviour do
-  (those who are merely unusual do it more often). A flag only asks for a look: throttles and
-  suspensions keep their thresholds.
+  nothing) counts towards a flag too: ``sustained_strikes`` consecutive such windows flag the
+  entity, if each shows some extraction behaviour (the caller's ``sustained_evidence``: the
+  detector asks it of accounts; IP blocks and campaigns need the flag threshold). Ordinary
+  heavy customers outrank a steady extractor in some windows, so that it never crosses the
+  flag threshold twice in a row; it stays in the top half percent minute after minute, which
+  few ordinary customers who show extraction behaviour do (those who are merely unusual do it
+  more often). A flag only asks for a look: throttles and suspensions keep their thresholds.
 - **Minimum evidence.** Every level needs ``min_requests`` behind the evidence; a throttle also
   needs extraction behaviour worth ``throttle_evidence`` (`models.evidence`), a suspension
   ``suspend_evidence``: an unusual customer who shows none of the behaviours of extraction is
