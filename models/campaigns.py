@@ -639,8 +639,10 @@ def _in_numbers(
     more accounts on it, an account whose group has no second account on it does not link
     through it: it is a visitor. One of a class's students on a proxy block with two of a
     swarm's accounts does not join the class to the swarm; two hydra accounts on a block join
-    their groups, and so does a block that many groups use one account each (infrastructure
-    they share). Accounts no deliberate hub links keep their links.
+    their groups, and so does a block that three or more groups use one account each
+    (infrastructure they share). Two groups that meet on a block one account each do not: two
+    customers of one residential network is the likeliest reason. Accounts no deliberate hub
+    links keep their links.
 
     Examples
     --------
@@ -652,10 +654,19 @@ def _in_numbers(
     >>> _in_numbers(6, acc, hub, np.ones(9, dtype=np.bool_), deliberate).tolist()[6:]
     [False, True, True]
 
-    With one account of each group on the block, it joins them:
+    With one account of each group on the block, it does not join them:
 
     >>> _in_numbers(6, acc[:8], hub[:8], np.ones(8, dtype=np.bool_), deliberate[:8]).tolist()[6:]
-    [True, True]
+    [False, False]
+
+    Accounts 6-8 share a third template (hub 3); one account of each group on block 2 joins the
+    three:
+
+    >>> acc = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 0, 3, 6])
+    >>> hub = np.array([0, 0, 0, 1, 1, 1, 3, 3, 3, 2, 2, 2])
+    >>> deliberate = hub != 2
+    >>> _in_numbers(9, acc, hub, np.ones(12, dtype=np.bool_), deliberate).tolist()[9:]
+    [True, True, True]
     """
     circumstance = keep & ~deliberate
     chosen = keep & deliberate
@@ -673,7 +684,8 @@ def _in_numbers(
     most = np.zeros(groups.size, dtype=np.int64)  # the most accounts one group has on a hub
     np.maximum.at(most, h.astype(np.intp), count)
     out = keep.copy()
-    out[at] = (groups[hub[at]] < 2) | (count[inverse] >= 2) | (most[hub[at]] < 2)
+    shared = (most[hub[at]] < 2) & (groups[hub[at]] >= 3)
+    out[at] = (groups[hub[at]] < 2) | (count[inverse] >= 2) | shared
     return out
 
 

@@ -1208,11 +1208,15 @@ def test_a_swarm_sharing_a_venue_block_with_a_class_does_not_bring_the_class_in(
     assert swarms and not [m for m in swarms if set(m) & set(students)]
 
 
-def test_one_student_on_a_crews_block_does_not_join_the_class_to_the_crew() -> None:
+@pytest.mark.parametrize("crew_on_block", [4, 1])
+def test_one_student_on_a_crews_block_does_not_join_the_class_to_the_crew(
+    crew_on_block: int,
+) -> None:
     """A class asking for reasoning on its exercises and a crew asking for it on its templates,
     each linked by its own, alike in what they send. One student sends from a block four of the
-    crew also use. Circumstance joins groups only in numbers: the block holds one of the class,
-    so the class and the crew stay two campaigns."""
+    crew also use, or one of the crew and a neighbour who asks for reasoning too (three
+    customers of one residential network). Circumstance joins groups only in numbers: the block
+    holds one of the class, so the class and the crew stay two campaigns."""
     rng = np.random.default_rng(15)
     crew, crew_set = names("crew", 40), templates(rng, 5)
     students, exercises = names("student", 60), templates(rng, 6)
@@ -1236,13 +1240,18 @@ def test_one_student_on_a_crews_block_does_not_join_the_class_to_the_crew() -> N
             for k, a in enumerate(students)
         ]
         crew_ = [
-            request(a, minute, i, rng, shared if k < 4 and i % 2 else f"45.{k}.3.0/24", cot=0.9,
-                    inp=400, out=350, fp=variant(crew_set[int(rng.integers(5))], rng),
+            request(a, minute, i, rng, shared if k < crew_on_block and i % 2 else f"45.{k}.3.0/24",
+                    cot=0.9, inp=400, out=350, fp=variant(crew_set[int(rng.integers(5))], rng),
                     card=None, created=T0 - 2 * DAY)
             for k, a in enumerate(crew)
             for i in range(6)
         ]  # fmt: skip
-        return crew_ + class_
+        neighbour = [
+            request("neighbour", minute, i, rng, shared, cot=0.9, inp=400, out=350,
+                    fp=int(rng.integers(1, 2**63)), card=None, created=T0 - 90 * DAY)
+            for i in range(3)
+        ]  # fmt: skip
+        return crew_ + class_ + neighbour
 
     linked: list[CampaignWindows] = []
     scored_run(4, events, linked=linked)
