@@ -534,20 +534,31 @@ def test_an_account_that_stays_near_the_flag_line_is_flagged_for_it() -> None:
                        "m", 900, 200, cot_score=cot)
             for i in range(5)
         ]  # fmt: skip
-        return _twenty_users(m, start, cot=0.1) + odd
+        # The twenty ordinary accounts each behind a /24 of its own: blocks are scored too.
+        users = [
+            UsageEvent(f"o{m}-{k}", start + k, f"user-{k}", f"192.0.{k}.1", f"192.0.{k}.0/24",
+                       "m", 400, 300, cot_score=0.1)
+            for k in range(20)
+        ]  # fmt: skip
+        return users + odd
 
-    def flags(sustained_budget: float, cot: float = 0.9) -> list[EnforcementAction]:
+    def flags(
+        sustained_budget: float, cot: float = 0.9, kind: str = "account"
+    ) -> list[EnforcementAction]:
         policy = PolicyConfig(
             flag_budget=1e-9, sustained_budget=sustained_budget, release_budget=0.5
         )
         det = Detector(DetectorConfig(calibration_warmup=100, forest_window=100, policy=policy))
         out = []
         for m in range(20):
-            out += [a for a in det.process(minute(m, cot)).actions if a.entity_kind == "account"]
+            out += [a for a in det.process(minute(m, cot)).actions if a.entity_kind == kind]
         return out
 
     flagged = flags(0.2)
     assert [(a.entity_id, a.action) for a in flagged] == [("odd", "flag")]
+    # The account's block is as near the line for as long, and the rule is for accounts only:
+    # a block holds many accounts, and one near the line is flagged on its own.
+    assert flags(0.2, kind="ip_block") == []
     assert flagged[0].threshold == pytest.approx(0.8)
     assert "reasoning_elicitation" in [r["feature"] for r in flagged[0].reasons]
     assert flagged[0].reasons[-1]["feature"] == "sustained"
