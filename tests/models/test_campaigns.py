@@ -1214,9 +1214,10 @@ def test_one_student_on_a_crews_block_does_not_join_the_class_to_the_crew(
 ) -> None:
     """A class asking for reasoning on its exercises and a crew asking for it on its templates,
     each linked by its own, alike in what they send. One student sends from a block four of the
-    crew also use, or one of the crew and a neighbour who asks for reasoning too (three
-    customers of one residential network). Circumstance joins groups only in numbers: the block
-    holds one of the class, so the class and the crew stay two campaigns."""
+    crew also use, or one of the crew and a neighbour in no group who asks for reasoning too (the
+    neighbour makes three accounts on the block, so that it can be risky; the groups meet on it
+    one account each). Circumstance joins groups only in numbers: the block holds one of the
+    class, so the class and the crew stay two campaigns."""
     rng = np.random.default_rng(15)
     crew, crew_set = names("crew", 40), templates(rng, 5)
     students, exercises = names("student", 60), templates(rng, 6)
