@@ -6,7 +6,8 @@ Pages (all under ``/ui``, no JavaScript, no external resource, so it works offli
   minutes of event time, ranked as ``Investigation.top`` ranks them (windows over the flag
   threshold, then evidence), each linking to its page.
 - ``/ui/account/{id}``, ``/ui/ip-block/{cidr}``: score over time (log scale, with the flag,
-  throttle and suspend thresholds and the actions marked), evidence and novelty over time, each
+  throttle and suspend thresholds and the actions marked; for an account also the line a run of
+  windows near the flag line stays over), evidence and novelty over time, each
   action with its reasons, the linked blocks or accounts, the recent windows.
 - ``/ui/campaign/{id}``: members over time with the actions marked, the links that hold the
   campaign together, its score, its actions and its members.
@@ -84,6 +85,8 @@ ACTION_COLORS = {
 #: An action's mark in a legend: what was done ("flagged"), beside the thresholds ("flag >= x").
 PAST = {"flag": "flagged", "throttle": "throttled", "suspend": "suspended", "release": "released"}
 SCORE_COLOR, EVIDENCE_COLOR, NOVELTY_COLOR = "#1f5fa8", "#6a3d9a", "#1b9e77"
+#: The line an account stays over, window after window, to be flagged for it (a paler flag).
+SUSTAINED_COLOR = "#d9b85c"
 MEMBERS_COLOR, JOINED_COLOR = "#1f5fa8", "#9ecae1"
 # Security headers of every page: no script may run, nothing is loaded from elsewhere.
 HEADERS = {
@@ -644,22 +647,32 @@ def _action_marks(actions: Sequence[Mapping[str, Any]]) -> list[Mark]:
 
 
 def _score_chart(
-    windows: Sequence[Mapping[str, Any]], actions: Sequence[Mapping[str, Any]], policy: PolicyConfig
+    windows: Sequence[Mapping[str, Any]],
+    actions: Sequence[Mapping[str, Any]],
+    policy: PolicyConfig,
+    sustained: bool = False,
 ) -> str:
+    """The score over time with the thresholds; with ``sustained`` (accounts), also the line an
+    account flagged for staying near the flag line stayed over, when the policy has one."""
     _, flag, throttle, suspend = policy.thresholds
     points = [(_seconds(w["window_end"]), score_axis(float(w["score"]))) for w in windows]
     highest = max([y for _, y in points] + [score_axis(suspend)])
     top = min(6, max(5, math.ceil(highest)))
+    near = 1.0 - policy.sustained_budget
+    rules = [
+        Rule(f"flag ≥ {flag:g}", ACTION_COLORS["flag"], score_axis(flag)),
+        Rule(f"throttle ≥ {throttle:g}", ACTION_COLORS["throttle"], score_axis(throttle)),
+        Rule(f"suspend ≥ {suspend:g}", ACTION_COLORS["suspend"], score_axis(suspend)),
+    ]
+    if sustained and near < flag:
+        label = f"flag: {policy.sustained_strikes} in a row ≥ {near:g}"
+        rules.insert(0, Rule(label, SUSTAINED_COLOR, score_axis(near)))
     return svg_chart(
         label="score over time",
         y_label="score (log scale)",
         y_ticks=_score_ticks(top),
         lines=[Line("score", SCORE_COLOR, points)],
-        rules=[
-            Rule(f"flag ≥ {flag:g}", ACTION_COLORS["flag"], score_axis(flag)),
-            Rule(f"throttle ≥ {throttle:g}", ACTION_COLORS["throttle"], score_axis(throttle)),
-            Rule(f"suspend ≥ {suspend:g}", ACTION_COLORS["suspend"], score_axis(suspend)),
-        ],
+        rules=rules,
         marks=_action_marks(actions),
     )
 
@@ -920,7 +933,7 @@ class _UI:
         charts = (
             _figure(
                 "score over time: thresholds dashed, actions marked (hover for details)",
-                _score_chart(windows, actions, self.policy),
+                _score_chart(windows, actions, self.policy, sustained=kind == "account"),
             )
             + _figure("evidence and novelty over time", _behaviour_chart(windows, self.policy))
             if windows

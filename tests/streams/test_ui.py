@@ -194,6 +194,8 @@ def test_top_page_links_to_an_account_with_its_charts_reasons_and_links(
     score = page.locator("svg.chart").first
     legend = [t.text_content() for t in score.locator("text.lg").all()]
     assert {"score", "flag ≥ 0.999", "throttle ≥ 0.9998", "suspend ≥ 0.99995"} <= set(legend)
+    # an account is also flagged for staying near the flag line: that line is drawn too
+    assert "flag: 5 in a row ≥ 0.995" in legend
     assert score.locator("g.mark").count() >= 1  # the actions on the score line
     # each action's reasons: feature, value, own and population baseline, contribution
     assert page.locator(".action").count() >= 1
@@ -210,6 +212,8 @@ def test_top_page_links_to_an_account_with_its_charts_reasons_and_links(
     page.wait_for_load_state()
     assert page.locator("h1").inner_text() == f"IP block {cidr}"
     _check_charts(page, 2)
+    legend = [t.text_content() for t in page.locator("svg.chart").first.locator("text.lg").all()]
+    assert "flag ≥ 0.999" in legend and not [t for t in legend if t and "in a row" in t]
     assert page.locator(f"a[href='/ui/account/{quote(account, safe='')}']").count() >= 1
     _shot(page, "ip-block")
 
