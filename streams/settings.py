@@ -236,6 +236,25 @@ class Settings:
             self.kafka_ssl_keyfile,
         )
 
+    def detector_notes(self) -> list[str]:
+        """Settings that are valid but do less than they seem to, one line each, with the fix.
+
+        >>> Settings(flag_budget=0.01).detector_notes()[0].split(":")[0]
+        'DISTILLGUARD_SUSTAINED_BUDGET (0.005) is not over DISTILLGUARD_FLAG_BUDGET (0.01)'
+        >>> off = Settings(flag_budget=0.01, sustained_budget=0)
+        >>> Settings().detector_notes(), off.detector_notes()
+        ([], [])
+        """
+        notes = []
+        if 0.0 < self.sustained_budget <= self.flag_budget:
+            notes.append(
+                f"DISTILLGUARD_SUSTAINED_BUDGET ({self.sustained_budget:g}) is not over "
+                f"DISTILLGUARD_FLAG_BUDGET ({self.flag_budget:g}): no account is flagged for "
+                "staying near the flag line, since the flag itself comes first; set it above "
+                "the flag budget (the defaults: five times it), or to 0 to turn the rule off"
+            )
+        return notes
+
     def detector_config(self) -> DetectorConfig:
         return DetectorConfig(
             window_ms=self.window_seconds * 1000,

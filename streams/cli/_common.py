@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from models.config import DetectorConfig
 from simulator.traffic import SCENARIOS, Scenario
 from streams.clickhouse import ClickHouseSink, connect, migrate
 from streams.settings import Settings
@@ -16,6 +18,7 @@ __all__ = [
     "SCORES",
     "bounded",
     "clickhouse_options",
+    "detector_config_for",
     "detector_options",
     "fmt",
     "print_rows",
@@ -33,6 +36,16 @@ LEGEND = (
     "riskier than all but 0.1% of ordinary windows; level: 0 none, 1 flagged, 2 throttled, "
     "3 suspended"
 )
+
+
+def detector_config_for(settings: Settings) -> DetectorConfig:
+    """The detector's configuration from ``settings``: a bad setting raises (said in one line by
+    the command's handler); one that does less than it seems to is said on stderr, one line
+    each, and the command goes on."""
+    config = settings.detector_config()
+    for note in settings.detector_notes():
+        print(f"distillguard: note: {note}", file=sys.stderr)
+    return config
 
 
 def detector_options(p: argparse.ArgumentParser) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from streams.cli._common import scenario_for, scenario_options
+from streams.cli._common import detector_config_for, scenario_for, scenario_options
 from streams.demo import run_demo, run_replay_demo
 from streams.settings import Settings
 
@@ -28,7 +28,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Simulated campaigns through Kafka, the worker's engine and ClickHouse (or, with
     --replay, through the detector directly from a file)."""
     settings = Settings.from_env()
-    settings.detector_config()  # a bad detector setting in one line, before the broker starts
+    detector_config_for(settings)  # a bad detector setting in one line, before the broker starts
     if not args.replay:
         if not getattr(args, "scenario", None):
             args.scenario = "demo"

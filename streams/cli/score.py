@@ -8,7 +8,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from streams.cli._common import detector_options, settings_for, sink_for
+from streams.cli._common import detector_config_for, detector_options, settings_for, sink_for
 from streams.replay import open_output, replay
 from streams.settings import Settings, redact
 
@@ -31,7 +31,7 @@ def register(sub: Any) -> None:
 
 def cmd_score(args: argparse.Namespace) -> int:
     settings = settings_for(args)
-    config = settings.detector_config()  # a bad setting fails before any output is touched
+    config = detector_config_for(settings)  # a bad setting fails before any output is touched
     if args.input != "-":
         # Fail on a missing or unreadable input before any output file is created or emptied.
         with open(args.input, "rb"):

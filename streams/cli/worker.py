@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from infra.kafka_auth import check_reachable
+from streams.cli._common import detector_config_for
 from streams.settings import Settings
 
 __all__ = ["register"]
@@ -30,7 +31,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = Settings.from_env().with_overrides(
         kafka_bootstrap=args.bootstrap, clickhouse_url=args.clickhouse, web_port=args.web_port
     )
-    settings.detector_config()  # a bad detector setting in one line, before anything starts
+    detector_config_for(settings)  # a bad detector setting in one line, before anything starts
     app = create_app(settings)
     # A broker that refuses us (wrong address, untrusted certificate, no client certificate)
     # said in one line, before the clients retry it for 30 s and report a traceback.

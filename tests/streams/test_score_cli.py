@@ -128,3 +128,30 @@ def test_a_bad_detector_setting_stops_the_worker_and_the_demo_in_one_line(
     assert main(command) == 2
     err = capsys.readouterr().err.strip()
     assert f"DISTILLGUARD_{setting}" in err and len(err.splitlines()) == 1
+
+
+def test_a_setting_that_does_less_than_it_seems_is_said_in_one_line_and_scoring_goes_on(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    """A flag budget raised past the sustained budget leaves the sustained flag nothing to do:
+    `score` says so in one line, with the fix, and scores; with the rule off, nothing is said."""
+    path, out = tmp_path / "events.jsonl", tmp_path / "actions.jsonl"
+    event = {"event_id": "e1", "ts": 1795392060000, "account_id": "a", "ip": "192.0.2.1",
+             "model": "m", "input_tokens": 10, "output_tokens": 20}  # fmt: skip
+    path.write_bytes(orjson.dumps(event) + b"\n")
+    monkeypatch.setenv("DISTILLGUARD_FLAG_BUDGET", "0.01")
+    assert main(["score", "--input", str(path), "--output", str(out)]) == 0
+    notes = [x for x in capsys.readouterr().err.splitlines() if "note:" in x]
+    assert len(notes) == 1
+    assert "DISTILLGUARD_SUSTAINED_BUDGET (0.005) is not over DISTILLGUARD_FLAG_BUDGET" in notes[0]
+    monkeypatch.setenv("DISTILLGUARD_SUSTAINED_BUDGET", "0")
+    assert main(["score", "--input", str(path), "--output", str(out)]) == 0
+    assert "note:" not in capsys.readouterr().err
+
+
+def test_the_worker_says_such_a_setting_before_it_starts(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("DISTILLGUARD_FLAG_BUDGET", "0.01")
+    monkeypatch.setenv("DISTILLGUARD_KAFKA_BOOTSTRAP", "127.0.0.1:1")  # no broker: stops there
+    assert main(["worker"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and "note: DISTILLGUARD_SUSTAINED_BUDGET" in err[0]
