@@ -54,6 +54,14 @@ __all__ = ["ACTIONS", "Decision", "PolicyConfig", "decide", "impose"]
 
 ACTIONS = ("release", "flag", "throttle", "suspend")
 _MIN = 60_000
+_MOST = np.iinfo(np.int16).max  # the enforcement table's run counts are int16, capped here
+
+
+def _run(counts: npt.NDArray[np.int16], going: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]:
+    """Consecutive windows: one more where ``going``, else 0; in int64, so the count can be
+    capped before it is stored (int16 + 1 would wrap to -32768 first)."""
+    out: npt.NDArray[np.int64] = np.where(going, counts.astype(np.int64) + 1, 0)
+    return out
 
 
 @dataclass(frozen=True)
@@ -181,28 +189,23 @@ def decide(
     striking = score >= flag_thr
     if outright is not None:
         striking = striking | outright
-    # Counts in int64 before they are capped (int16 + 1 would wrap to -32768 first).
-    strikes = np.where(striking, table.strikes[rows].astype(np.int64) + 1, 0)
+    strikes = _run(table.strikes[rows], striking)
     # A window that strikes outright is not quiet, whatever its score.
-    quiet = np.where((score < release_thr) & ~striking, table.quiet[rows].astype(np.int64) + 1, 0)
+    quiet = _run(table.quiet[rows], (score < release_thr) & ~striking)
     strikes = np.where((level == 0) & (quiet >= config.release_windows), 0, strikes)
-    # A run near the line: each of its windows near the line (a striking one too) *and* showing
-    # some extraction behaviour.
-    runs_flag = sustained_evidence is not None and config.sustained_budget > 0.0
-    sustained_thr = 1.0 - config.sustained_budget
-    near_line = (score >= sustained_thr) & (
-        evidence >= (sustained_evidence if sustained_evidence is not None else np.inf)
-    )
-    near = np.where(near_line, table.near[rows].astype(np.int64) + 1, 0)
-    table.strikes[rows] = np.minimum(strikes, np.iinfo(np.int16).max)
-    table.near[rows] = np.minimum(near, np.iinfo(np.int16).max)
-    table.quiet[rows] = np.minimum(quiet, np.iinfo(np.int16).max)
+    table.strikes[rows] = np.minimum(strikes, _MOST)
+    table.quiet[rows] = np.minimum(quiet, _MOST)
 
     enough = requests >= config.min_requests
     target = np.zeros(rows.size, dtype=np.int64)
     flagged = striking & enough & (strikes >= config.flag_strikes)
     target[flagged] = 1
-    if runs_flag:
+    sustained_thr = 1.0 - config.sustained_budget
+    if sustained_evidence is not None and config.sustained_budget > 0.0:
+        # A run near the line: each of its windows near the line (a striking one too) *and*
+        # showing some extraction behaviour.
+        near = _run(table.near[rows], (score >= sustained_thr) & (evidence >= sustained_evidence))
+        table.near[rows] = np.minimum(near, _MOST)
         target[enough & (near >= config.sustained_strikes)] = 1
     if window_requests is not None:
         # Gates the start of a throttle, not its renewal: a throttle that holds an account under

@@ -49,8 +49,7 @@ class EntityTable:
         # Enforcement history: current level (0 none, 1 flag, 2 throttle, 3 suspend), when it
         # lapses, when it last changed, windows over the flag threshold in this episode,
         # consecutive windows over the sustained threshold with extraction behaviour
-        # (`models.policy`), and consecutive
-        # quiet windows (for hysteresis).
+        # (`models.policy`), and consecutive quiet windows (for hysteresis).
         self.level = np.zeros(cap, dtype=np.int8)
         self.expires_ms = np.full(cap, NO_TIME, dtype=np.int64)
         self.changed_ms = np.full(cap, NO_TIME, dtype=np.int64)
