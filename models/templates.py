@@ -143,20 +143,29 @@ class TemplateIndex:
         self.next_id = 1
         self.aliases: dict[int, int] = {}  # merged template id -> the id that absorbed it
         self._alias_ms: dict[int, int] = {}
-        self._keys = np.zeros(0, dtype=np.uint64)  # sorted lookup codes of the centroids
+        # The index: lookup codes of the centroids, sorted by (code, slot), and their slots.
+        self._keys = np.zeros(0, dtype=np.uint64)
         self._slot_of_key = np.zeros(0, dtype=np.int64)
-        # Where each lookup code's run starts in _keys (built when first needed, not pickled).
-        self._start: npt.NDArray[np.int64] | None = None
+        # Per slot, the centroid its index entries were computed from (`_reindex` redoes the
+        # slots where it differs; a new slot holds its centroid's complement). Not pickled: a
+        # checkpoint is taken between calls, when the index is current.
+        self._indexed = np.zeros(0, dtype=np.uint64)
+        # Where each lookup code's run starts in _keys (built when first needed, not pickled),
+        # and the buffer it is built in, kept: a fresh 8 MB table costs its page faults each time.
+        self._start: npt.NDArray[np.int32] | None = None
+        self._start_buffer: npt.NDArray[np.int32] | None = None
 
     def __len__(self) -> int:
         return int(self.ids.size)
 
     def __getstate__(self) -> dict[str, object]:
-        return {k: v for k, v in self.__dict__.items() if k != "_start"}
+        derived = ("_start", "_start_buffer", "_indexed")
+        return {k: v for k, v in self.__dict__.items() if k not in derived}
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
-        self._start = None
+        self._start = self._start_buffer = None
+        self._indexed = self.centroid.copy()
 
     def _codes(self, fps: U64) -> U64:
         """(fingerprints, tables) lookup codes: sampled bits packed, tagged with their table."""
@@ -167,12 +176,28 @@ class TemplateIndex:
         return out
 
     def _reindex(self) -> None:
-        codes = self._codes(self.centroid).ravel()
-        slots = np.repeat(np.arange(self.ids.size, dtype=np.int64), self.tables)
-        # Stable: the slots under one code keep their order on every machine (numpy's default
-        # argsort is not stable, and picks its algorithm by the CPU), and so do the matches.
-        order = lexsort((codes,))
-        self._keys, self._slot_of_key = codes[order], slots[order]
+        """Bring the index up to the centroids: the entries of templates that are new or whose
+        centroid moved since they were indexed are (re)computed and merged in, in (code, slot)
+        order, so the slots under one code keep their order on every machine and so do the
+        matches. A window adds and forgets about a thousand of 15,000 templates and moves a few
+        dozen: merging their entries costs a pass over the index, sorting them all several."""
+        changed = np.flatnonzero(self._indexed != self.centroid)
+        if changed.size == 0:
+            return
+        redo = np.zeros(self.ids.size, dtype=np.bool_)
+        redo[changed] = True
+        kept = ~redo[self._slot_of_key]
+        keys, slots = self._keys[kept], self._slot_of_key[kept]
+        codes = self._codes(self.centroid[changed]).ravel()
+        new_slots = np.repeat(changed, self.tables)
+        order = lexsort((new_slots, codes))
+        codes, new_slots = codes[order], new_slots[order]
+        # Codes take tables * 2**bits_per_table values (2**20 by default), slots fewer than
+        # 2**32: (code, slot) packed in one uint64 orders as the pair does.
+        at = np.searchsorted(_packed(keys, slots), _packed(codes, new_slots))
+        self._keys = np.insert(keys, at, codes)
+        self._slot_of_key = np.insert(slots, at, new_slots)
+        self._indexed[changed] = self.centroid[changed]
         self._start = None
 
     def _runs(self, codes: U64, index: tuple[U64, I64] | None) -> tuple[I64, I64]:
@@ -180,20 +205,24 @@ class TemplateIndex:
         or ``index``'s): ``searchsorted`` left and right, found the cheapest way for the sizes.
 
         Codes take ``tables * 2**bits_per_table`` values (1M by default). Many queries are
-        answered from a table of run starts over all codes (8 bytes a code; the whole index's is
-        kept until the index changes, not pickled); a few queries by searching."""
+        answered from a table of run starts over all codes (4 bytes a code: half the cache
+        misses of 8; the whole index's is kept until the index changes, not pickled, and its
+        buffer is reused, also for ``index``'s, which then invalidates it); a few queries by
+        searching."""
         keys = self._keys if index is None else index[0]
         n_codes = self.tables << self.bits_per_table
         many = codes.size >= _DENSE_QUERIES and n_codes <= _DENSE_CODES
         start = self._start if index is None else None
         if many or start is not None:
             if start is None:
-                start = np.zeros(n_codes + 1, dtype=np.int64)
-                np.cumsum(np.bincount(keys.astype(np.intp), minlength=n_codes), out=start[1:])
-                if index is None:
-                    self._start = start
+                start = self._start_buffer
+                if start is None or start.size != n_codes + 1:
+                    start = self._start_buffer = np.zeros(n_codes + 1, dtype=np.int32)
+                counts = np.bincount(keys.astype(np.intp), minlength=n_codes)
+                np.cumsum(counts, dtype=np.int32, out=start[1:])
+                self._start = start if index is None else None
             at = codes.astype(np.intp)
-            return start[at], start[at + 1]
+            return start[at].astype(np.int64), start[at + 1].astype(np.int64)
         if keys.size <= _SMALL_INDEX or codes.size < _DENSE_QUERIES:
             return np.searchsorted(keys, codes, "left"), np.searchsorted(keys, codes, "right")
         # Sorted queries walk a large key array once instead of jumping around it (10x faster).
@@ -325,6 +354,7 @@ class TemplateIndex:
         self.votes = np.concatenate([self.votes, np.zeros((n, 64), dtype=np.uint16)])
         self.weight = np.concatenate([self.weight, np.zeros(n, dtype=np.uint16)])
         self.last_ms = np.concatenate([self.last_ms, np.full(n, now_ms, dtype=np.int64)])
+        self._indexed = np.concatenate([self._indexed, ~fps])  # not indexed yet
 
     def _vote(self, slots: I64, fps: U64, now_ms: int) -> I64:
         """Add fingerprints to their templates' bit votes; move centroids to the majority.
@@ -369,8 +399,14 @@ class TemplateIndex:
     def _drop(self, slots: I64) -> None:
         keep = np.ones(self.ids.size, dtype=np.bool_)
         keep[slots] = False
-        for name in ("ids", "centroid", "votes", "weight", "last_ms"):
+        for name in ("ids", "centroid", "votes", "weight", "last_ms", "_indexed"):
             setattr(self, name, getattr(self, name)[keep])
+        # Their index entries go; the others' slots are renumbered, which keeps their order.
+        kept = keep[self._slot_of_key]
+        renumbered = np.cumsum(keep, dtype=np.int64) - 1
+        self._keys = self._keys[kept]
+        self._slot_of_key = renumbered[self._slot_of_key[kept]]
+        self._start = None
 
     def _forget(self, now_ms: int) -> None:
         for a in [a for a, t in self._alias_ms.items() if t <= now_ms - self.ttl_ms]:
@@ -384,6 +420,11 @@ class TemplateIndex:
             stale[oldest] = True
         if stale.any():
             self._drop(np.flatnonzero(stale))
+
+
+def _packed(codes: U64, slots: I64) -> U64:
+    out: U64 = (codes << np.uint64(32)) | slots.astype(np.uint64)
+    return out
 
 
 def _near_groups(fps: U64, codes: U64) -> I64:

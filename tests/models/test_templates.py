@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pickle
 from collections import Counter
 
 import numpy as np
@@ -330,3 +331,73 @@ def test_a_lookup_code_shared_by_too_many_templates_is_passed_over(
     monkeypatch.setattr(templates, "_MAX_RUN", 5)
     again = index.assign(fps[:50], 2 * MIN)  # behind codes too crowded to read: not found,
     assert not set(again.tolist()) & set(known.tolist())  # so each starts a template anew
+
+
+def drifting_stream(seed: int, minutes: int = 12) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Templates whose requests drift (one more bit of the template flipped every two minutes:
+    their centroids move, and some come within reach of another's and merge), plus one-off
+    prompts that start templates and expire: every way the index changes between windows."""
+    rng = np.random.default_rng(seed)
+    bases = random_fps(rng, 30)
+    # templates 14-16 bits from another: drifting, some come within MATCH_BITS and merge
+    bases += [
+        flip(b, rng.choice(64, size=int(rng.integers(14, 17)), replace=False)) for b in bases[:10]
+    ]
+    drift = [rng.choice(64, size=minutes, replace=False) for _ in bases]
+    out = []
+    for minute in range(minutes):
+        source = rng.integers(-1, len(bases), size=400)
+        fps = [
+            flip(flip(bases[s], drift[s][: minute // 2]), rng.choice(64, size=2, replace=False))
+            if s >= 0
+            else random_fps(rng, 1)[0]
+            for s in source.tolist()
+        ]
+        out.append((u64(fps), source))
+    return out
+
+
+def rebuilt(index: TemplateIndex) -> tuple[list[int], list[int]]:
+    """The index as built from scratch: every centroid's lookup code in every table (computed
+    here from the sampled positions, not by the index), sorted by (code, slot)."""
+    codes, slots = [], []
+    for slot, c in enumerate(index.centroid.tolist()):
+        for t, positions in enumerate(index.positions):
+            bits = sum(((c >> p) & 1) << j for j, p in enumerate(positions))
+            codes.append((t << index.bits_per_table) | bits)
+            slots.append(slot)
+    order = np.lexsort((np.array(slots, dtype=np.int64), np.array(codes, dtype=np.uint64)))
+    return [codes[i] for i in order], [slots[i] for i in order]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_index_kept_up_to_date_is_the_index_built_from_scratch(seed: int) -> None:
+    """The lookup index is updated for the templates that changed (new, moved, merged,
+    forgotten), not rebuilt; after every window it must be exactly the one built from scratch,
+    including a checkpoint restored mid-stream."""
+    stream = drifting_stream(seed)
+    index = TemplateIndex(register_every=2, singleton_ttl_ms=3 * MIN, capacity=60)
+    events = Counter[str]()
+    restored: TemplateIndex | None = None
+    for minute, (fps, _) in enumerate(stream):
+        salt = np.arange(fps.size, dtype=np.uint64) + np.uint64(minute * MIN)
+        before = set(index.ids.tolist())
+        centroid = dict(zip(index.ids.tolist(), index.centroid.tolist(), strict=True))
+        ids = index.assign(fps, minute * MIN, salt=salt)
+        if restored is not None:
+            assert restored.assign(fps, minute * MIN, salt=salt).tolist() == ids.tolist()
+        after = set(index.ids.tolist())
+        events["new"] += len(after - before)
+        events["gone"] += len(before - after)
+        events["merged"] = len(index.aliases)
+        events["moved"] += sum(
+            centroid.get(i, c) != c
+            for i, c in zip(index.ids.tolist(), index.centroid.tolist(), strict=True)
+        )
+        keys, slots = rebuilt(index)
+        assert index._keys.tolist() == keys
+        assert index._slot_of_key.tolist() == slots
+        if minute == 5:
+            restored = pickle.loads(pickle.dumps(index))
+    assert events["new"] > 100 and events["gone"] > 30 and events["moved"] > 10
+    assert events["merged"] > 0
