@@ -48,7 +48,7 @@ MATCH_BITS = 12
 _BITS = np.uint64(1) << np.arange(64, dtype=np.uint64)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 # Lookups (`TemplateIndex._runs`): up to _DENSE_CODES possible codes, this many queries or more
-# go through a table of run starts (8 bytes a code); an index of up to _SMALL_INDEX keys stays in
+# go through a table of run starts (4 bytes a code); an index of up to _SMALL_INDEX keys stays in
 # the CPU's cache and is searched directly.
 _DENSE_CODES = 1 << 22
 # Templates sharing one lookup code: with SimHash fingerprints (bits as good as random), 200,000
@@ -116,6 +116,13 @@ class TemplateIndex:
         singleton_ttl_ms: int = 10 * 60_000,
         seed: int = 0,
     ) -> None:
+        # The index packs (code, slot) in 64 bits and counts its keys in int32 run starts.
+        if tables << bits_per_table > 1 << 32 or capacity * tables >= 1 << 31:
+            raise ValueError(
+                f"a template index of {tables} tables of {bits_per_table} bits and capacity "
+                f"{capacity} is too large: keep tables * 2**bits_per_table <= 2**32 and "
+                "capacity * tables < 2**31"
+            )
         rng = np.random.default_rng(seed)
         self.tables = tables
         self.bits_per_table = bits_per_table
@@ -151,7 +158,7 @@ class TemplateIndex:
         # checkpoint is taken between calls, when the index is current.
         self._indexed = np.zeros(0, dtype=np.uint64)
         # Where each lookup code's run starts in _keys (built when first needed, not pickled),
-        # and the buffer it is built in, kept: a fresh 8 MB table costs its page faults each time.
+        # and the buffer it is built in, kept: a fresh 4 MB table costs its page faults each time.
         self._start: npt.NDArray[np.int32] | None = None
         self._start_buffer: npt.NDArray[np.int32] | None = None
 
@@ -192,8 +199,9 @@ class TemplateIndex:
         new_slots = np.repeat(changed, self.tables)
         order = lexsort((new_slots, codes))
         codes, new_slots = codes[order], new_slots[order]
-        # Codes take tables * 2**bits_per_table values (2**20 by default), slots fewer than
-        # 2**32: (code, slot) packed in one uint64 orders as the pair does.
+        # Codes take tables * 2**bits_per_table values (2**20 by default, at most 2**32: the
+        # constructor checks), slots fewer than 2**32: (code, slot) packed in one uint64 orders
+        # as the pair does.
         at = np.searchsorted(_packed(keys, slots), _packed(codes, new_slots))
         self._keys = np.insert(keys, at, codes)
         self._slot_of_key = np.insert(slots, at, new_slots)
@@ -205,10 +213,10 @@ class TemplateIndex:
         or ``index``'s): ``searchsorted`` left and right, found the cheapest way for the sizes.
 
         Codes take ``tables * 2**bits_per_table`` values (1M by default). Many queries are
-        answered from a table of run starts over all codes (4 bytes a code: half the cache
-        misses of 8; the whole index's is kept until the index changes, not pickled, and its
-        buffer is reused, also for ``index``'s, which then invalidates it); a few queries by
-        searching."""
+        answered from a table of run starts over all codes (4 bytes a code, half the table of 8
+        bytes, so more of it stays in cache; the whole index's is kept until the index changes,
+        not pickled, and its buffer is reused, also for ``index``'s, which then invalidates it);
+        a few queries by searching."""
         keys = self._keys if index is None else index[0]
         n_codes = self.tables << self.bits_per_table
         many = codes.size >= _DENSE_QUERIES and n_codes <= _DENSE_CODES

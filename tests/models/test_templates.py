@@ -370,11 +370,18 @@ def rebuilt(index: TemplateIndex) -> tuple[list[int], list[int]]:
     return [codes[i] for i in order], [slots[i] for i in order]
 
 
+@pytest.mark.parametrize("dense_queries", [1 << 14, 1])
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_the_index_kept_up_to_date_is_the_index_built_from_scratch(seed: int) -> None:
+def test_the_index_kept_up_to_date_is_the_index_built_from_scratch(
+    monkeypatch: pytest.MonkeyPatch, seed: int, dense_queries: int
+) -> None:
     """The lookup index is updated for the templates that changed (new, moved, merged,
     forgotten), not rebuilt; after every window it must be exactly the one built from scratch,
-    including a checkpoint restored mid-stream."""
+    including a checkpoint restored mid-stream (``dense_queries`` 1: every lookup through the
+    kept table of run starts, which each change must invalidate)."""
+    import models.templates as templates
+
+    monkeypatch.setattr(templates, "_DENSE_QUERIES", dense_queries)
     stream = drifting_stream(seed)
     index = TemplateIndex(register_every=2, singleton_ttl_ms=3 * MIN, capacity=60)
     events = Counter[str]()
@@ -395,9 +402,18 @@ def test_the_index_kept_up_to_date_is_the_index_built_from_scratch(seed: int) ->
             for i, c in zip(index.ids.tolist(), index.centroid.tolist(), strict=True)
         )
         keys, slots = rebuilt(index)
-        assert index._keys.tolist() == keys
-        assert index._slot_of_key.tolist() == slots
+        for kept in (index, restored or index):
+            assert kept._keys.tolist() == keys
+            assert kept._slot_of_key.tolist() == slots
         if minute == 5:
             restored = pickle.loads(pickle.dumps(index))
     assert events["new"] > 100 and events["gone"] > 30 and events["moved"] > 10
     assert events["merged"] > 0
+
+
+@pytest.mark.parametrize("sizes", [{"bits_per_table": 30}, {"capacity": 1 << 27}])
+def test_an_index_too_large_for_its_packed_keys_is_refused(sizes: dict[str, int]) -> None:
+    """(code, slot) pairs are packed in 64 bits and run starts counted in int32: sizes past
+    those would sort the index wrongly or wrap, so they are refused up front."""
+    with pytest.raises(ValueError, match="too large"):
+        TemplateIndex(**sizes)
