@@ -178,13 +178,18 @@ class Chunk:
         """
 
         def names(codes: npt.NDArray[np.int32], table: Names) -> tuple[Any, Names]:
-            # names in the order the rows first use them, as `from_rows` of those rows codes them
-            used, first, inverse = np.unique(codes[rows], return_index=True, return_inverse=True)
-            order = np.argsort(first, kind="stable")
-            rank = np.empty(order.size, dtype=np.int32)
-            rank[order] = np.arange(order.size, dtype=np.int32)
-            code = rank[inverse.reshape(-1)]
-            used = used[order]
+            # names in the order the rows first use them, as `from_rows` of those rows codes them:
+            # each name's first row found in one pass (no larger than the chunk's names, which
+            # are no more than its rows), not by sorting the rows' codes
+            c = codes[rows]
+            m = len(table) if isinstance(table, list) else int(table[1].size)
+            first = np.full(m, c.size, dtype=np.int64)
+            np.minimum.at(first, c, np.arange(c.size, dtype=np.int64))
+            used = np.flatnonzero(first < c.size)
+            used = used[np.argsort(first[used])]  # first rows are distinct: one order
+            rank = np.zeros(m, dtype=np.int32)
+            rank[used] = np.arange(used.size, dtype=np.int32)
+            code = rank[c]
             if isinstance(table, list):
                 return code, pack([table[u] for u in used.tolist()])
             # the used names' bytes gathered at once, without a string each
