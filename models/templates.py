@@ -373,8 +373,11 @@ class TemplateIndex:
         self.votes[used[full]] //= 2
         self.weight[used[full]] //= 2
         bits = ((fps[:, None] & _BITS[None, :]) != 0).astype(np.uint16)
-        np.add.at(self.votes, slots, bits)
-        np.add.at(self.weight, slots, np.uint16(1))
+        # Each template's votes summed over its run of the fingerprints sorted by slot (what
+        # np.add.at adds one row at a time; uint16 sums wrap alike, should a count overflow).
+        order = np.argsort(slots, kind="stable")
+        self.votes[used] += np.add.reduceat(bits[order], np.cumsum(per) - per, axis=0)
+        self.weight[used] += per.astype(np.uint16)
         self.last_ms[used] = now_ms
         majority = self.votes[used].astype(np.int64) * 2 > self.weight[used, None]
         centroid = (majority.astype(np.uint64) * _BITS[None, :]).sum(axis=1, dtype=np.uint64)
