@@ -38,6 +38,7 @@ What a worker guarantees, and which part keeps each promise:
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -51,6 +52,8 @@ from streams.processors import SuspectTable
 from streams.publish import MAX_REQUEST_BYTES, OutputsUnavailable
 from streams.retries import Retries
 from streams.stages import AccountStage, BlockStage, CampaignStage, Stage
+
+log = logging.getLogger("distillguard.engine")
 
 __all__ = ["Engine", "EngineConfig", "Metrics", "OutputsUnavailable"]
 
@@ -173,22 +176,41 @@ class Engine:
 
     async def stop(self, graceful: bool = True) -> None:
         """Graceful: finish the batch in hand, checkpoint, commit. Not graceful: drop everything
-        since the last checkpoint (what a crash does)."""
+        since the last checkpoint (what a crash does).
+
+        Each part is bounded by ``stop_timeout_seconds``: the batches in hand, then the
+        checkpoints and the clients' goodbyes. A broker or ClickHouse that does not answer (a
+        commit waits for the group coordinator for as long as it takes) must not keep a worker
+        that was told to stop, or that gave up on its outputs, from exiting for its supervisor;
+        what a checkpoint cut short would have saved is read again from the last one."""
         self._stopping.set()
+        timeout = self.config.stop_timeout_seconds
         if graceful:
             if self._tasks:
-                _, late = await asyncio.wait(self._tasks, timeout=self.config.stop_timeout_seconds)
+                _, late = await asyncio.wait(self._tasks, timeout=timeout)
                 for t in late:  # a batch still in hand: dropped, so never checkpointed
                     t.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
-            # Only stages with nothing in hand checkpoint (see Stage.checkpoint).
-            for stage in self.stages:
-                await stage.checkpoint()
-            await self.campaigns.checkpoint()
         else:
             for t in self._tasks:
                 t.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await asyncio.wait_for(self._wind_down(graceful), timeout)
+        except TimeoutError:
+            log.error(
+                "stop: checkpoints and goodbyes to Kafka took over %.0f s (the broker or "
+                "ClickHouse is not answering); stopping without them: the next start reads "
+                "again from the last checkpoint",
+                timeout,
+            )
+
+    async def _wind_down(self, graceful: bool) -> None:
+        if graceful:
+            # Only stages with nothing in hand checkpoint (see Stage.checkpoint).
+            for stage in self.stages:
+                await stage.checkpoint()
+            await self.campaigns.checkpoint()
         for stage in self.stages:
             await stage.consumer.stop()
         await self.campaigns.consumer.stop()

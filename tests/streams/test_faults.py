@@ -234,6 +234,26 @@ def test_a_stop_during_an_outage_commits_nothing_unpublished(broker, db, message
     asyncio.run(run())
 
 
+def test_a_stop_with_the_broker_gone_ends_within_its_timeouts(broker, db, messages) -> None:
+    """The broker goes away under a running worker, which is then told to stop (SIGTERM, or its
+    own give-up on its outputs). The commit that follows a stage's checkpoint waits for a group
+    coordinator that never answers: the stop used to wait with it, for ever, and the worker
+    never exited for its supervisor to restart it. Each part of the stop is now bounded."""
+
+    async def run() -> None:
+        e = engine(broker, db, asyncio.Lock(), stop_timeout_seconds=3.0)
+        await e.start()
+        await asyncio.to_thread(produce_raw, messages[:2_000], broker.bootstrap)
+        await wait_until(lambda: e.metrics.checkpoints >= 2, engines=[e])
+        broker.stop()
+        stopping = time.monotonic()
+        await asyncio.wait_for(e.stop(), timeout=60)
+        # the batches in hand (3 s), then the checkpoints and the clients' goodbyes (3 s)
+        assert time.monotonic() - stopping < 3.0 + 3.0 + 2.0
+
+    asyncio.run(run())
+
+
 WORKER = """
     # `distillguard worker` whose ClickHouse database is renamed away (never back) once its
     # stages own their partitions, with a short give-up time (DISTILLGUARD_OUTPUT_GIVE_UP_SECONDS).
