@@ -43,7 +43,9 @@ class EngineConfig:
     # At most half the producer's limit, so whatever the worker derives from a message (an event
     # forwarded by block: at most the message plus a few hundred bytes) can always be written.
     max_message_bytes: int = 1024 * 1024
-    # How far an event's time may be ahead of the worker's clock when it reads it. Clocks on NTP
+    # How far an event's time may be ahead of the worker's clock when it reads it, and ahead of
+    # its Kafka record's timestamp (when it was produced: what bounds it in a backlog read hours
+    # later, when an hour-fast event is no longer ahead of the worker's clock). Clocks on NTP
     # agree to well under a second and an event is written after the request it describes, so
     # an event further ahead has a wrong clock or a unit or time-zone bug (local time labelled
     # UTC is off by whole hours: a 1 h bound would let UTC+1 through). Whatever is accepted can

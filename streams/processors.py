@@ -122,12 +122,17 @@ class Limits:
     max_past_skew_ms: int | None = None
 
 
+_PRODUCED = "the time it was produced (its Kafka record timestamp)"
+
+
 def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
 
 
-def skewed(ts_ms: int, received_ms: int, limits: Limits) -> Rejection:
-    """Why an event's time is refused, precisely.
+def skewed(
+    ts_ms: int, received_ms: int, limits: Limits, when: str = "the time the worker received it"
+) -> Rejection:
+    """Why an event's time is refused, precisely: how far it is from ``received_ms``, ``when``.
 
     Examples
     --------
@@ -148,8 +153,7 @@ def skewed(ts_ms: int, received_ms: int, limits: Limits) -> Rejection:
     )
     return Rejection(
         "ts",
-        f"{_iso(ts_ms)} is {abs(ahead)} ms {where} the time the worker received it "
-        f"({_iso(received_ms)}); {name} is {limit}",
+        f"{_iso(ts_ms)} is {abs(ahead)} ms {where} {when} ({_iso(received_ms)}); {name} is {limit}",
     )
 
 
@@ -166,7 +170,8 @@ def read_usage(
 ) -> None:
     """Usage events into an account partition's detector. Every message is added to a window,
     a duplicate, or dead-lettered: a tombstone, over the size limit (by reference), invalid,
-    too far from the time received, or late. Accepted events are forwarded by IP block.
+    too far from the time received (or ahead of its record's timestamp, when it has one), or
+    late. Accepted events are forwarded by IP block.
 
     Examples
     --------
@@ -184,11 +189,8 @@ def read_usage(
     [(0, [0], ['10.0.0.0/24'])]
     """
     max_bytes = limits.max_message_bytes
-    newest = (
-        received_ms + limits.max_future_skew_ms
-        if limits.max_future_skew_ms is not None
-        else 1 << 62
-    )
+    future = limits.max_future_skew_ms
+    newest = received_ms + future if future is not None else 1 << 62
     oldest = received_ms - limits.max_past_skew_ms if limits.max_past_skew_ms is not None else -1
     add = det.add
     forwards = produced.forwards
@@ -216,6 +218,15 @@ def read_usage(
             continue
         if not oldest <= parsed.ts_ms <= newest:
             why = skewed(parsed.ts_ms, received_ms, limits)
+            dead.append(DeadLetter(received_ms, topic, partition, r.offset, why, raw))
+            continue
+        # Read from a backlog, an event from a gateway whose clock ran an hour fast is no longer
+        # ahead of the worker's clock, but it is ahead of when it was produced (the record's
+        # timestamp, if its producer set one): it would move the watermark and make the rest
+        # of the backlog late.
+        produced_ms = getattr(r, "timestamp", -1)  # -1: none set
+        if future is not None and produced_ms > 0 and parsed.ts_ms - produced_ms > future:
+            why = skewed(parsed.ts_ms, produced_ms, limits, _PRODUCED)
             dead.append(DeadLetter(received_ms, topic, partition, r.offset, why, raw))
             continue
         if add(parsed):

@@ -208,3 +208,38 @@ def test_summaries_too_big_for_one_message_link_the_same_in_parts(summaries) -> 
     # parts, the replay replaces every part of the first copy.
     assert _link(messages([4_000, 4_000]), {0, 1, 2}) == reference
     assert _link(messages([2_500, 4_000]), {0, 1, 2}) == reference
+
+
+def test_an_event_ahead_of_when_it_was_produced_is_refused_in_a_backlog_read_later() -> None:
+    # A backlog produced two hours ago, read now: one gateway's clock ran an hour fast. Its event
+    # is no longer ahead of the worker's clock, but it is an hour ahead of its record's
+    # timestamp. Accepted, it would move the watermark an hour on and make the rest of the
+    # backlog late; refused, the rest is scored.
+    produced_at = NOW - 7_200_000
+    values = [event(i, produced_at + 1_000 * i) for i in range(5)]
+    values.insert(2, event(99, produced_at + 3_600_000))
+    recs = [
+        SimpleNamespace(offset=i, value=v, timestamp=produced_at + 1_000 * i)
+        for i, v in enumerate(values)
+    ]
+    det = Detector(DetectorConfig(allowed_lateness_ms=0), kinds=("account",))
+    produced, metrics = Produced(), Metrics()
+    read_usage(
+        recs, 3, det, produced, topic="usage", limits=Limits(), received_ms=NOW, metrics=metrics
+    )
+    (dead,) = produced.dead
+    assert dead.source_offset == 2 and dead.rejection.field == "ts"
+    assert (
+        "ahead of the time it was produced (its Kafka record timestamp)" in dead.rejection.problem
+    )
+    assert metrics.late == 0 and produced.forwards[0].offsets.tolist() == [0, 1, 3, 4, 5]
+    # a record without a timestamp (-1: its producer set none) is bounded by the worker's clock
+    # alone: the event is taken, and the backlog's later events are late
+    recs[2].timestamp = -1
+    det = Detector(DetectorConfig(allowed_lateness_ms=0), kinds=("account",))
+    produced = Produced()
+    read_usage(
+        recs, 3, det, produced, topic="usage", limits=Limits(), received_ms=NOW, metrics=Metrics()
+    )
+    assert 2 in produced.forwards[0].offsets.tolist()
+    assert [d.rejection for d in produced.dead] == [LATE] * 3
