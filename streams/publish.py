@@ -38,9 +38,6 @@ __all__ = [
 
 #: The producer's ``max_request_size``: no message the worker writes may be longer.
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
-#: A dead letter longer than this refers to its message instead of copying it (headroom for the
-#: key and the record batch around it).
-DEAD_LETTER_MAX_BYTES = MAX_REQUEST_BYTES - 64 * 1024
 
 
 class OutputsUnavailable(RuntimeError):
@@ -73,6 +70,12 @@ class Message:
 #: The largest forwarded message: the broker's default limit (``message.max.bytes``, 1 MiB),
 #: less headroom for the record batch around it.
 FORWARD_MAX_BYTES = 1024 * 1024 - 64 * 1024
+#: A dead letter longer than this refers to its message instead of copying it: the broker's
+#: default limit too. A whole copy (base64 and readable text) runs to ~7.5 times the message, so
+#: an invalid message of a few hundred KB would be refused by a dead-letter topic made with the
+#: defaults, retried, and stop the worker on every restart. The `dead_letters` table keeps the
+#: whole message either way, and so does the input topic, at the offset the dead letter names.
+DEAD_LETTER_MAX_BYTES = FORWARD_MAX_BYTES
 
 
 def forwarded(

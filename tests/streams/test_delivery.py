@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 
 from models.columns import Chunk
@@ -358,3 +359,25 @@ def test_a_forwarded_message_in_parts_is_sent_part_after_part_through_a_failure(
     assert asyncio.run(run()) and producer.refused
     got = [o for _, v in producer.sent for o in wire.read_by_block(v)[3].offsets.tolist()]  # type: ignore[union-attr]
     assert got == list(range(24)) and len(producer.sent) > 2  # in parts, each once, in order
+
+
+def test_a_dead_letter_fits_a_topic_made_with_the_brokers_default_limit() -> None:
+    # An invalid message of 900 KB, under the input limit: copied whole (base64 and readable
+    # text), its dead letter ran to ~6.6 MB, which a dead-letter topic with Kafka's default 1 MiB
+    # limit refuses, again on every restart. On the topic it now refers to its message; the
+    # dead_letters table still gets all of it.
+    raw = b'{"event_id": "x", "pad": "' + bytes(range(1, 128)) * 7_200 + b'"'
+    batch = Produced()
+    batch.dead.append(DeadLetter(0, "api-usage-events", 2, 9, Rejection("$", "not JSON"), raw))
+    producer, sink = Producer(), Sink()
+
+    async def run() -> bool:
+        d, _, _ = delivery(Store(), producer=producer, sink=sink)
+        return await d.publish(batch, "accounts")
+
+    assert asyncio.run(run())
+    ((topic, value),) = producer.sent
+    assert topic == Topics().dead_letters and len(value) < 1024 * 1024 - 64 * 1024
+    doc = orjson.loads(value)
+    assert (doc["source_partition"], doc["source_offset"], doc["size"]) == (2, 9, len(raw))
+    assert [d.raw for d in sink.dead] == [raw]
