@@ -169,6 +169,20 @@ class Member(ConsumerRebalanceListener):  # type: ignore[misc]
             )
             log.error("%s stage stopped: reading %s failed: %r%s", self.name, self.topic, exc, fix)
             raise
+        except UnicodeDecodeError as exc:
+            # aiokafka decodes header names itself, as UTF-8 (the Java, librdkafka and Python
+            # clients write them so; Go clients and librdkafka's C API write any bytes), and a
+            # record it cannot decode fails the whole read, on every restart: no dead letter can
+            # be made of what the client will not hand over.
+            why = (
+                f"{self.name} stage stopped: reading {self.topic} failed: a record has a header "
+                f"name that is not UTF-8 ({one_line(exc)}), which the Kafka client cannot read. "
+                "Fix: have its producer send UTF-8 header names, and move this consumer group "
+                "past the record (kafka-consumer-groups --reset-offsets --to-offset <its offset "
+                "+ 1>; kcat -C -f '%p %o %h' shows where it is)"
+            )
+            log.error("%s", why)
+            raise OutputsUnavailable(why) from exc
         self._published.clear()
         return data
 

@@ -31,6 +31,7 @@ from schemas.validation import Rejection, parse_enforcement
 from simulator.traffic import SCENARIOS, simulate, traffic_lines
 from streams.clickhouse import ClickHouseSink, StateStore
 from streams.engine import Engine, EngineConfig
+from streams.publish import OutputsUnavailable
 from tests.streams.conftest import PARTITIONS, query, wait_until
 from tests.streams.test_pipeline import finish
 
@@ -232,3 +233,37 @@ def test_a_codec_the_worker_cannot_decode_is_logged_with_its_fix(
     (line,) = lines
     assert "accounts stage stopped" in line and "snappy" in line and "install cramjam" in line
     assert "\n" not in line
+
+
+class _RawName(str):
+    """A header name that a Go client (sarama, franz-go) or librdkafka's C API can write: bytes
+    that are not UTF-8 (kafka-python encodes header names with ``str.encode``)."""
+
+    def encode(self, *args, **kwargs) -> bytes:  # type: ignore[override]
+        return b"\xff\xfetrace"
+
+
+def test_a_header_name_the_client_cannot_decode_stops_the_worker_with_its_fix(
+    broker, db, messages, caplog
+) -> None:
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
+    try:
+        key, value = messages[0]
+        producer.send(USAGE_EVENTS, key=key, value=value, headers=[(_RawName("t"), b"1")]).get(30)
+    finally:
+        producer.close()
+
+    async def run() -> None:
+        eng = engine(broker, db)
+        await eng.start()
+        try:
+            with pytest.raises(OutputsUnavailable, match="header name that is not UTF-8"):
+                await wait_until(lambda: False, timeout=20, engines=[eng])
+        finally:
+            await eng.stop(graceful=False)
+
+    with caplog.at_level(logging.ERROR, logger="distillguard.engine"):
+        asyncio.run(run())
+    lines = [r.getMessage() for r in caplog.records if r.name == "distillguard.engine"]
+    assert len(lines) == 1 and "\n" not in lines[0], lines
+    assert "accounts stage stopped" in lines[0] and "--reset-offsets" in lines[0]
