@@ -43,7 +43,7 @@ import logging
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from infra.broker import ensure_topics
-from streams.clickhouse import ClickHouseSink, StateStore
+from streams.clickhouse import ClickHouseSink, StateStore, one_line
 from streams.config import EngineConfig
 from streams.delivery import ClickHouseCalls, Delivery
 from streams.memory import MemoryReturn
@@ -179,10 +179,11 @@ class Engine:
         since the last checkpoint (what a crash does).
 
         Each part is bounded by ``stop_timeout_seconds``: the batches in hand, then the
-        checkpoints and the clients' goodbyes. A broker or ClickHouse that does not answer (a
-        commit waits for the group coordinator for as long as it takes) must not keep a worker
-        that was told to stop, or that gave up on its outputs, from exiting for its supervisor;
-        what a checkpoint cut short would have saved is read again from the last one."""
+        checkpoints and the clients' goodbyes. A broker that does not answer (a commit waits for
+        the group coordinator for as long as it takes) must not keep a worker that was told to
+        stop, or that gave up on its outputs, from exiting for its supervisor; what a checkpoint
+        cut short would have saved is read again from the last one. (A ClickHouse call cut
+        short runs on in its thread until its own timeout.)"""
         self._stopping.set()
         timeout = self.config.stop_timeout_seconds
         if graceful:
@@ -211,11 +212,18 @@ class Engine:
             for stage in self.stages:
                 await stage.checkpoint()
             await self.campaigns.checkpoint()
-        for stage in self.stages:
-            await stage.consumer.stop()
-        await self.campaigns.consumer.stop()
-        await self._suspect_consumer.stop()
-        await self.producer.stop()
+        clients = [s.consumer for s in self.stages]
+        clients += [self.campaigns.consumer, self._suspect_consumer, self.producer]
+        for client in clients:
+            try:
+                await client.stop()
+            except (Exception, asyncio.CancelledError) as exc:
+                # With the broker gone, aiokafka's fetcher may end a retry it cancels with a
+                # CancelledError of its own: the other clients still say goodbye.
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+                log.warning("stop: closing a Kafka client failed: %s", one_line(exc))
 
     @staticmethod
     def settled(*engines: Engine) -> bool:

@@ -32,6 +32,7 @@ from models.columns import Chunk
 from models.config import DetectorConfig
 from models.detector import Detector
 from models.outputs import DetectorOutput, LinkInput
+from schemas.contract import EPOCH_MS_MIN
 from schemas.dead_letters import DeadLetter
 from schemas.validation import Memo, Rejection, parse_event
 from streams import wire
@@ -122,7 +123,7 @@ class Limits:
     max_past_skew_ms: int | None = None
 
 
-_PRODUCED = "the time it was produced (its Kafka record timestamp)"
+_PRODUCED = "its Kafka record's timestamp (when it was produced, or appended)"
 
 
 def _iso(ms: int) -> str:
@@ -224,8 +225,13 @@ def read_usage(
         # ahead of the worker's clock, but it is ahead of when it was produced (the record's
         # timestamp, if its producer set one): it would move the watermark and make the rest
         # of the backlog late.
-        produced_ms = getattr(r, "timestamp", -1)  # -1: none set
-        if future is not None and produced_ms > 0 and parsed.ts_ms - produced_ms > future:
+        produced_ms = getattr(r, "timestamp", None)  # None or -1: none set
+        if (
+            future is not None
+            and isinstance(produced_ms, int)
+            and produced_ms >= EPOCH_MS_MIN  # earlier: none, or seconds taken for milliseconds
+            and parsed.ts_ms - produced_ms > future
+        ):
             why = skewed(parsed.ts_ms, produced_ms, limits, _PRODUCED)
             dead.append(DeadLetter(received_ms, topic, partition, r.offset, why, raw))
             continue

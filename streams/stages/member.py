@@ -175,11 +175,11 @@ class Member(ConsumerRebalanceListener):  # type: ignore[misc]
             # record it cannot decode fails the whole read, on every restart: no dead letter can
             # be made of what the client will not hand over.
             why = (
-                f"{self.name} stage stopped: reading {self.topic} failed: a record has a header "
-                f"name that is not UTF-8 ({one_line(exc)}), which the Kafka client cannot read. "
-                "Fix: have its producer send UTF-8 header names, and move this consumer group "
-                "past the record (kafka-consumer-groups --reset-offsets --to-offset <its offset "
-                "+ 1>; kcat -C -f '%p %o %h' shows where it is)"
+                f"{self.name} stage stopped: reading {self.topic} failed: the Kafka client "
+                f"cannot decode a record ({one_line(exc)}), most likely a header name that is "
+                "not UTF-8. Fix: have its producer send UTF-8 header names; this worker cannot "
+                "read that partition past the record until it leaves the topic (retention, or "
+                "kafka-delete-records past its offset; kcat -C -f '%p %o %h' shows where it is)"
             )
             log.error("%s", why)
             raise OutputsUnavailable(why) from exc
