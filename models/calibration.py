@@ -16,7 +16,10 @@ between 0.1x and 4x of its budget.
 
 The price is resolution: a budget ``b`` can only be crossed once the reference holds about ``1/b``
 windows (20,000 for the default suspend budget), so early in a deployment the strictest actions
-wait for data instead of trusting an extrapolation. The reference is a histogram with exponential
+wait for data instead of trusting an extrapolation. Until the reference is ready, a window is
+read against it *and* the ordinary entities of that same window (`TailCalibrator.calibrate_among`):
+they are exchangeable with it in the same sense, so the promise holds from the first minute, at
+the resolution the windows seen so far give. The reference is a histogram with exponential
 forgetting in event time (half-life 30 minutes by default), so it follows the day and the slow
 changes of a growing population.
 """
@@ -157,6 +160,46 @@ class TailCalibrator:
         total = float(self._at_or_above[0])
         p = (self._at_or_above[self._bin(raw)] + 1.0) / (total + 1.0)
         out: F64 = np.clip(p, self.floor, 1.0)
+        return out
+
+    def calibrate_among(self, raw: F64, reference: npt.NDArray[np.bool_]) -> F64:
+        """Calibrated scores of one window's raw risks against the reference so far *and* the
+        window's own ``reference`` entries, each left out of its own: for a calibrator that is
+        not `ready` yet, in the first minutes of a deployment.
+
+        ``p = (weight at or above + window entries at or above + 1) / (total weight + window
+        entries + 1)``, the window's entries counted without the one scored. Among ``n``
+        entries drawn alike each such ``p`` is uniform on ``1/n .. 1``, so a threshold at
+        budget ``b`` is crossed at most ``b`` of the time, as `calibrate` promises; a budget can
+        only be crossed once about ``1/b`` entries have been seen. A campaign already running
+        when the detector starts is ranked among its peers from the first minute, instead of
+        waiting for the reference to fill (among the peers a window holds: in a worker, an
+        account partition's share of them).
+
+        Examples
+        --------
+        >>> cal = TailCalibrator()
+        >>> raw = np.array([0.0, 1.0, 2.0, 3.0, 9.0])
+        >>> cal.calibrate_among(raw, np.ones(5, dtype=bool)).round(3).tolist()   # nothing seen
+        [0.0, 0.2, 0.4, 0.6, 0.8]
+        >>> cal.calibrate_among(raw, np.array([True, True, True, True, False])).round(3).tolist()
+        [0.0, 0.25, 0.5, 0.75, 0.8]
+        >>> cal.update(np.linspace(0.0, 2.0, 95))       # and a window seen before
+        >>> cal.calibrate_among(raw, np.ones(5, dtype=bool)).round(3).tolist()
+        [0.0, 0.48, 0.96, 0.98, 0.99]
+        """
+        raw = np.nan_to_num(raw, nan=0.0)  # as `calibrate` scores it: nothing to go on
+        ordinary = np.sort(raw[reference])
+        own = reference.astype(np.float64)
+        above = ordinary.size - np.searchsorted(ordinary, raw, side="left") - own
+        seen = 0.0
+        if self.hist.sum() > 0:
+            if self._at_or_above is None:
+                self._at_or_above = np.cumsum(self.hist[::-1])[::-1]
+            seen = float(self._at_or_above[0])
+            above = above + self._at_or_above[self._bin(raw)]
+        p = (above + 1.0) / (seen + ordinary.size - own + 1.0)
+        out: F64 = 1.0 - np.clip(p, self.floor, 1.0)
         return out
 
     def calibrate(self, raw: F64) -> F64:

@@ -560,8 +560,9 @@ class Detector:
             self.config.policy.max_level_account
             if kind == "account"
             else self.config.policy.max_level_ip_block,
-            # A cold model scores 0 and strikes nothing; outright windows strike from the first
-            # minute, so a campaign already running at start-up is flagged as it starts.
+            # Before the models have warmed up, scores are read against the window's own
+            # entities too (`TailCalibrator.calibrate_among`); outright windows strike from the
+            # first minute, so a campaign already running at start-up is flagged as it starts.
             enabled=True,
             outright=m.outright,
             window_requests=ew.requests,
@@ -623,8 +624,16 @@ class Detector:
         Xo = np.maximum(X, km.centre)
         novelty = km.forest.score_many(Xo)
         raw = ev.evidence * weight + novelty
-        # Until the forest and calibrator have warmed up a score means nothing: report 0.
-        score = km.calibrator.calibrate(raw) if km.ready else np.zeros(len(ew.ids))
+        if km.ready:
+            score = km.calibrator.calibrate(raw)
+        else:
+            # Until the forest and the calibrator have warmed up, each window is read against
+            # the reference so far and the entities of the same window that count as ordinary
+            # (what the calibrator learns once the forest is warm).
+            reference = (exposed < self.config.reference_max_evidence) & (
+                table.excluded_until_ms[rows] <= ew.end_ms
+            )
+            score = km.calibrator.calibrate_among(raw, reference)
         drifted = table.drift.update(rows, novelty)
         outright = self._outright(km, ev, exposed)
         return _Measured(rows, ev, X, Xo, novelty, raw, score, drifted, outright, weight, exposed)

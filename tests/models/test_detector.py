@@ -568,3 +568,42 @@ def test_an_account_that_stays_near_the_flag_line_is_flagged_for_it() -> None:
     assert flagged[0].reasons[-1]["detail"] == detail
     assert flags(0.0) == []
     assert flags(0.2, cot=0.1) == []
+
+
+def test_an_extractor_running_at_start_up_is_ranked_among_its_peers_from_the_first_minute() -> None:
+    # The detector starts while an account asks for step-by-step reasoning in every prompt, five
+    # times a minute from one address: evidence worth about one behaviour, short of an outright
+    # strike, the top of 401 accounts every minute. Before the forest and the calibrator have
+    # warmed up (~1,000 reference windows), its windows are read against the other accounts of
+    # the same window, so the sustained run that flags it starts in the first minute, not after
+    # the warm-up.
+    rng = np.random.default_rng(7)
+    det = Detector(DetectorConfig())
+
+    def steady(m: int) -> list[UsageEvent]:
+        start = _T0 + m * 60_000
+        return [
+            UsageEvent(f"s{m}-{i}", start + 9_000 * i, "steady", "198.51.100.7",
+                       "198.51.100.0/24", "m", 900, 200, cot_score=0.9)
+            for i in range(5)
+        ]  # fmt: skip
+
+    flagged_at, scores = None, []
+    for m in range(10):
+        out = det.process(_ordinary_minute(m, rng) + steady(m))
+        assert not [a for a in out.actions if a.entity_id.startswith("user-")]
+        scores += [
+            float(sw.score[sw.ids.index("steady")])
+            for sw in out.scored
+            if sw.kind == "account" and "steady" in sw.ids
+        ]
+        hits = [a for a in out.actions if a.entity_id == "steady"]
+        if hits and flagged_at is None:
+            flagged_at = m
+            assert hits[0].action == "flag"
+            assert hits[0].reasons[-1]["feature"] == "sustained"
+    # flagged after a run of windows in the top half percent that began while the models were
+    # cold (scored 0 until they warmed up, the run would only start now)
+    assert flagged_at is not None and flagged_at <= PolicyConfig().sustained_strikes, scores
+    # the first windows' scores: the top of 401 accounts, each read against the other 400
+    assert scores[0] == pytest.approx(1 - 1 / 401)
