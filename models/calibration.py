@@ -143,6 +143,12 @@ class TailCalibrator:
         self.hist *= keep
         self._at_or_above = None
 
+    def _tail(self) -> F64:
+        """Per bin, the reference weight at or above it (kept until the histogram changes)."""
+        if self._at_or_above is None:
+            self._at_or_above = np.cumsum(self.hist[::-1])[::-1]
+        return self._at_or_above
+
     def exceedance(self, raw: F64) -> F64:
         """Conformal p-values: the share of the reference at least as risky as each value.
 
@@ -155,10 +161,8 @@ class TailCalibrator:
         >>> (cal.exceedance(np.array([0.0, 2.0, 3.0, 9.0])) * 5).round(6).tolist()
         [5.0, 3.0, 2.0, 1.0]
         """
-        if self._at_or_above is None:
-            self._at_or_above = np.cumsum(self.hist[::-1])[::-1]
-        total = float(self._at_or_above[0])
-        p = (self._at_or_above[self._bin(raw)] + 1.0) / (total + 1.0)
+        at_or_above = self._tail()
+        p = (at_or_above[self._bin(raw)] + 1.0) / (float(at_or_above[0]) + 1.0)
         out: F64 = np.clip(p, self.floor, 1.0)
         return out
 
@@ -192,13 +196,9 @@ class TailCalibrator:
         ordinary = np.sort(raw[reference])
         own = reference.astype(np.float64)
         above = ordinary.size - np.searchsorted(ordinary, raw, side="left") - own
-        seen = 0.0
-        if self.hist.sum() > 0:
-            if self._at_or_above is None:
-                self._at_or_above = np.cumsum(self.hist[::-1])[::-1]
-            seen = float(self._at_or_above[0])
-            above = above + self._at_or_above[self._bin(raw)]
-        p = (above + 1.0) / (seen + ordinary.size - own + 1.0)
+        at_or_above = self._tail()  # zeros while nothing is seen
+        above = above + at_or_above[self._bin(raw)]
+        p = (above + 1.0) / (float(at_or_above[0]) + ordinary.size - own + 1.0)
         out: F64 = 1.0 - np.clip(p, self.floor, 1.0)
         return out
 
@@ -230,10 +230,8 @@ class TailCalibrator:
         >>> cal.threshold(0.01), cal.threshold(1e-4)   # 999 windows cannot resolve 1e-4
         (1.982421875, inf)
         """
-        if self._at_or_above is None:
-            self._at_or_above = np.cumsum(self.hist[::-1])[::-1]
-        total = float(self._at_or_above[0])
-        ok = (self._at_or_above + 1.0) / (total + 1.0) <= budget
+        at_or_above = self._tail()
+        ok = (at_or_above + 1.0) / (float(at_or_above[0]) + 1.0) <= budget
         if not ok.any():
             return float("inf")
         b = int(np.argmax(ok))
