@@ -120,7 +120,7 @@ class CampaignStage(Member):
         return batch
 
     def _record_lag(self) -> None:
-        high = self.consumer.highwater(TopicPartition(self.topic, 0)) if self.owned else None
+        high = self.readable_end(TopicPartition(self.topic, 0)) if self.owned else None
         pos = self.next_offset
         self.metrics.lag[self.name] = (
             max(0, high - pos) if high is not None and pos is not None else 0

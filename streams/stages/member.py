@@ -34,14 +34,16 @@ T = TypeVar("T")
 
 
 def consumer(cfg: EngineConfig, name: str, fetch_bytes: int) -> AIOKafkaConsumer:
-    """A consumer of the stage's group that commits only when the stage says so, and starts
-    from the earliest offset when the group has none."""
+    """A consumer of the stage's group that commits only when the stage says so, starts from
+    the earliest offset when the group has none, and reads committed records only: a gateway
+    producing in transactions takes back what it aborts, and that never happened."""
     return AIOKafkaConsumer(
         bootstrap_servers=cfg.bootstrap,
         group_id=f"{cfg.group_prefix}-{name}",
         client_id=f"{cfg.client_id}-{name}",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        isolation_level="read_committed",
         max_partition_fetch_bytes=fetch_bytes,
         session_timeout_ms=cfg.session_timeout_ms,
         heartbeat_interval_ms=cfg.heartbeat_interval_ms,
@@ -89,6 +91,18 @@ class Member(ConsumerRebalanceListener):  # type: ignore[misc]
         # accounts re-pickled every entity every 10 s, ~0.7 KB of transient memory each).
         self._changes = 0
         self._saved = 0
+
+    def readable_end(self, tp: TopicPartition) -> int | None:
+        """The offset after the last record the consumer can read now, as its last fetch left
+        it (None: no fetch answered yet). Reading committed records only, that is the last
+        stable offset: records of a transaction still open are not readable yet, and waiting
+        for them is not a backlog (a transaction left open would hold the partition's windows
+        open until the broker aborts it)."""
+        high: int | None = self.consumer.highwater(tp)
+        stable = self.consumer.last_stable_offset(tp)
+        if high is None or not isinstance(stable, int) or stable < 0:
+            return high  # an older broker, or no fetch yet
+        return min(stable, high)
 
     @property
     def in_hand(self) -> bool:

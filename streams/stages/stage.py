@@ -67,7 +67,7 @@ class Stage(Partitioned):
             self.parts,
             self.next_offset,
             self.position,
-            lambda p: self.consumer.highwater(TopicPartition(self.topic, p)),
+            lambda p: self.readable_end(TopicPartition(self.topic, p)),
         )
 
     async def _read_positions(self) -> None:
@@ -189,7 +189,7 @@ class Stage(Partitioned):
     def _record_lag(self) -> None:
         lag = 0
         for tp in self.consumer.assignment():
-            high = self.consumer.highwater(tp)
+            high = self.readable_end(tp)
             p = tp.partition
             if high is not None and (p in self.next_offset or p in self.position):
                 pos = max(self.next_offset.get(p, 0), self.position.get(p, 0))

@@ -267,3 +267,63 @@ def test_a_header_name_the_client_cannot_decode_stops_the_worker_with_its_fix(
     lines = [r.getMessage() for r in caplog.records if r.name == "distillguard.engine"]
     assert len(lines) == 1 and "\n" not in lines[0], lines
     assert "accounts stage stopped" in lines[0] and "kafka-delete-records" in lines[0]
+
+
+def test_a_gateways_open_transaction_is_neither_read_nor_waited_for(broker, db, messages) -> None:
+    # A gateway producing in transactions (librdkafka, transactional.id): one committed, then
+    # one left open while the worker catches up on what is committed. Records of an open
+    # transaction are not readable yet (they may be aborted), and the partitions they sit on
+    # are caught up: their windows close and flush as if the input ended there. (Aborted
+    # records are skipped through the fetch response's list of aborted transactions, which
+    # Kafka sends and the embedded broker leaves empty, so that part is not tested here.)
+    producer = Producer(
+        {
+            "bootstrap.servers": broker.bootstrap,
+            "transactional.id": "gateway-1",
+            "partitioner": "murmur2_random",
+            "linger.ms": 20,
+        }
+    )
+    producer.init_transactions(30)
+
+    def transaction(part: Messages) -> None:
+        producer.begin_transaction()
+        for key, value in part:
+            while True:
+                try:
+                    producer.produce(USAGE_EVENTS, value, key)
+                    break
+                except BufferError:
+                    producer.poll(0.1)
+        assert producer.flush(30) == 0
+
+    transaction(messages)
+    producer.commit_transaction(30)
+    pending: Messages = []
+    for _key, value in messages[:300]:  # other accounts' requests, ids of their own
+        doc = orjson.loads(value)
+        doc["account_id"] = f"pending-{doc['account_id']}"
+        doc["event_id"] = f"pending-{doc['event_id']}"
+        pending.append((doc["account_id"].encode(), orjson.dumps(doc)))
+    transaction(pending)  # left open
+
+    async def run() -> None:
+        eng = engine(broker, db)
+        await eng.start()
+        try:
+            await finish([eng], len(messages))  # caught up, flushed
+        finally:
+            await eng.stop()
+        assert eng.failed() is None
+        assert eng.metrics.events_in == len(messages)
+
+    try:
+        asyncio.run(run())
+    finally:
+        producer.abort_transaction(30)
+    ((requests, pending_rows),) = query(
+        db,
+        "SELECT sum(requests), countIf(startsWith(entity_id, 'pending-')) "
+        "FROM DB.entity_scores WHERE entity_kind = 'account'",
+    )
+    assert (requests, pending_rows) == (len(messages), 0)
