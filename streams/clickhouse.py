@@ -65,6 +65,18 @@ QUERY_SECONDS = 10
 #: at 1M accounts). Tables are ReplacingMergeTree, so a retry that writes an insert again
 #: leaves one row.
 ROWS_PER_INSERT = 16_384
+#: ClickHouse refuses an insert whose rows fall in more than 100 partitions
+#: (``max_partitions_per_insert_block``); tables are partitioned by the day or month of this
+#: column, so an insert is cut where its rows pass this many days (a replayed history, or a
+#: gateway whose clock jumped, brings windows of many days into one batch).
+DAYS_PER_INSERT = 100
+_PARTITIONED_BY = {
+    "entity_scores": "window_start",
+    "entity_links": "window_start",
+    "campaign_members": "window_end",
+    "enforcement_actions": "ts",
+    "dead_letters": "received_at",
+}
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -255,11 +267,17 @@ class ClickHouseSink:
         self.stats = SinkStats()
 
     def _insert(self, table: str, columns: dict[str, list[Any]]) -> None:
-        """Insert named columns (all of one length) into ``table``, in one request."""
+        """Insert named columns (all of one length) into ``table``: one request, or one per
+        `DAYS_PER_INSERT` days of the table's partitioning column."""
         values = list(columns.values())
         if not values or not values[0]:
             return
         assert len({len(v) for v in values}) == 1, f"{table}: columns of different lengths"
+        for part in _by_days(columns, _PARTITIONED_BY.get(table)):
+            self._request(table, part)
+
+    def _request(self, table: str, columns: dict[str, list[Any]]) -> None:
+        values = list(columns.values())
         started = time.perf_counter()
         self.client.insert(
             f"{self.db}.{table}", values, column_names=list(columns), column_oriented=True
@@ -408,6 +426,30 @@ def _slices(groups: Sequence[Sized]) -> list[list[tuple[int, slice]]]:
             inserts[-1].append((i, slice(lo, lo + n)))
             lo, room = lo + n, room - n
     return [part for part in inserts if part]
+
+
+def _by_days(columns: dict[str, list[Any]], key: str | None) -> list[dict[str, list[Any]]]:
+    """``columns`` cut so that no part holds rows of more than `DAYS_PER_INSERT` days of
+    ``key`` (datetimes); as they are when they already do.
+
+    >>> from datetime import datetime, timedelta
+    >>> days = [datetime(2026, 1, 1) + timedelta(days=d) for d in (250, 0, 120, 0)]
+    >>> [part["n"] for part in _by_days({"n": [0, 1, 2, 3], "at": days}, "at")]
+    [[1, 3], [2], [0]]
+    """
+    if key is None or not columns[key]:
+        return [columns]
+    first = min(columns[key]).toordinal()
+    if max(columns[key]).toordinal() - first < DAYS_PER_INSERT:
+        return [columns]
+    day = [at.toordinal() for at in columns[key]]
+    parts: dict[int, list[int]] = {}
+    for row, d in enumerate(day):
+        parts.setdefault((d - first) // DAYS_PER_INSERT, []).append(row)
+    return [
+        {name: [col[row] for row in rows] for name, col in columns.items()}
+        for _, rows in sorted(parts.items())
+    ]
 
 
 def _columns(*names: str) -> dict[str, list[Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import pickle
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -210,6 +211,25 @@ def test_large_windows_are_written_a_slice_at_a_time_and_whole(
     assert client.query(f"SELECT count() FROM {database}.entity_links").result_rows[0][0] == links
     big = [n for table, n in sizes if table in ("entity_scores", "entity_links")]
     assert max(big) == 100 and sum(big) == len(scored) + links and len(big) > 100
+
+
+def test_windows_of_many_days_go_in_one_insert(chdb_url, database, small_run, monkeypatch) -> None:
+    """A replayed history, or a gateway whose clock jumps, can bring windows of more days into
+    one batch than ClickHouse lets an insert touch partitions (100 by default; `entity_scores`,
+    `entity_links` and `campaign_members` are partitioned by day, the other tables by month):
+    the batch is written, not retried for ever."""
+    monkeypatch.setattr(streams.clickhouse, "ROWS_PER_INSERT", 1_000_000)
+    client = connect(chdb_url)
+    migrate(client, database)
+    sink = ClickHouseSink(client, database)
+    day, first = 86_400_000, small_run.scored[0]
+    days = [replace(first, start_ms=first.start_ms + d * day, end_ms=first.end_ms + d * day)
+            for d in range(150)]  # fmt: skip
+    sink.write_scores(DetectorOutput(scored=days), "v-test")
+    ((rows, distinct_days),) = client.query(
+        f"SELECT count(), uniqExact(toDate(window_start)) FROM {database}.entity_scores"
+    ).result_rows
+    assert (rows, distinct_days) == (150 * len(first), 150)
 
 
 def test_a_retry_after_a_failed_insert_writes_only_the_inserts_not_written(
