@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from infra.kafka_auth import KafkaAuth
 from models.config import DetectorConfig
 from schemas.topics import Topics
-from streams.processors import Limits
+from streams.processors import MAX_PAST_SKEW_MS, Limits
 from streams.publish import MAX_REQUEST_BYTES
 
 __all__ = ["EngineConfig"]
@@ -54,10 +54,11 @@ class EngineConfig:
     # this still accepts current traffic.
     max_future_skew_ms: int | None = 300_000
     # How far behind; None: no bound. An old event cannot move a watermark (it is scored in its
-    # window, or dead-lettered as late), and the input's retention, not a clock, bounds how old
-    # a legitimate event is when read (a backlog after an outage, a topic read again from the
-    # start, the simulator's fixed dates). Set it to refuse producers with a clock far behind.
-    max_past_skew_ms: int | None = None
+    # window, or dead-lettered as late), and the input's retention bounds how old a legitimate
+    # event is when read (a backlog after an outage, a topic read again from the start); but
+    # ClickHouse drops the scores of windows older than it keeps them as they are written, so
+    # by default an event that far behind is a dead letter with its reason, not a silent loss.
+    max_past_skew_ms: int | None = MAX_PAST_SKEW_MS
     # -- outputs -------------------------------------------------------------------------------
     # A batch whose outputs fail is retried after 0.5, 1, 2, ... up to 30 s between attempts;
     # after output_give_up_seconds the stage stops (Engine.failed) and the worker exits.

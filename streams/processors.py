@@ -114,13 +114,20 @@ class Produced:
         )
 
 
+#: Days ClickHouse keeps scores (the TTL of ``entity_scores``, ``entity_links`` and
+#: ``campaign_members`` in ``schemas/ddl``): rows of windows older than that are dropped as they
+#: are written, so an event further behind the clock than a day less is a dead letter by default.
+SCORES_KEPT_DAYS = 90
+MAX_PAST_SKEW_MS = (SCORES_KEPT_DAYS - 1) * 86_400_000
+
+
 @dataclass(frozen=True)
 class Limits:
     """What the accounts stage refuses before an event reaches a detector (see `EngineConfig`)."""
 
     max_message_bytes: int = 1024 * 1024
     max_future_skew_ms: int | None = 300_000
-    max_past_skew_ms: int | None = None
+    max_past_skew_ms: int | None = MAX_PAST_SKEW_MS
 
 
 _PRODUCED = "its Kafka record's timestamp (when it was produced, or appended)"

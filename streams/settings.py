@@ -17,6 +17,7 @@ from infra.kafka_auth import KafkaAuth
 from models.detector import DetectorConfig
 from models.policy import PolicyConfig
 from schemas.topics import DEAD_LETTERS, ENFORCEMENT, USAGE_EVENTS, Topics
+from streams.processors import MAX_PAST_SKEW_MS
 
 __all__ = ["Settings", "default_clickhouse_url", "is_loopback", "redact"]
 
@@ -136,7 +137,9 @@ class Settings:
     worker_name: str = "distillguard"
     max_message_bytes: int = 1024 * 1024  # larger input messages are dead-lettered by reference
     max_future_skew_seconds: float = 300.0  # events further ahead of the clock: dead letters; 0 off
-    max_past_skew_seconds: float = 0.0  # events further behind the clock: dead letters; 0 off
+    # events further behind the clock: dead letters (by default, a day less than the 90 days
+    # ClickHouse keeps scores); 0 off
+    max_past_skew_seconds: float = MAX_PAST_SKEW_MS / 1000
     output_give_up_seconds: float = 300.0  # retrying a failed output this long: the worker exits
 
     @classmethod

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import random
 import zlib
+from pathlib import Path
 from types import SimpleNamespace
 
 import orjson
 import pytest
 
+import schemas.ddl
 from models.campaign_scoring import decode, encode
 from models.detector import Detector, DetectorConfig, DetectorOutput, Population, score_in_order
 from schemas.validation import parse_event, validate_event
@@ -17,6 +19,8 @@ from streams import wire
 from streams.metrics import Metrics
 from streams.processors import (
     LATE,
+    MAX_PAST_SKEW_MS,
+    SCORES_KEPT_DAYS,
     TOMBSTONE,
     CampaignLinking,
     Limits,
@@ -244,3 +248,28 @@ def test_an_event_ahead_of_when_it_was_produced_is_refused_in_a_backlog_read_lat
         )  # fmt: skip
         assert 2 in produced.forwards[0].offsets.tolist()
         assert [d.rejection for d in produced.dead] == [LATE] * 3
+
+
+def test_an_event_older_than_clickhouse_keeps_scores_is_a_dead_letter_by_default() -> None:
+    # Its window's rows would be dropped by the tables' TTL as they are written: a silent loss.
+    day = 86_400_000
+    _, produced, _ = read([event(0, NOW - 80 * day), event(1, NOW - 100 * day)])
+    (dead,) = produced.dead
+    assert dead.source_offset == 1 and dead.rejection.field == "ts"
+    assert dead.rejection.problem.endswith(f"; max_past_skew_ms is {MAX_PAST_SKEW_MS}")
+    assert produced.forwards[0].offsets.tolist() == [0]
+    # the bound is a day inside what every table of scores keeps
+    ddl = Path(schemas.ddl.__file__).parent
+    for table, column in (
+        ("entity_scores", "window_start"),
+        ("entity_links", "window_start"),
+        ("campaign_members", "window_end"),
+    ):
+        (sql,) = [
+            s
+            for f in sorted(ddl.glob("*.sql"))
+            for s in f.read_text().split(";")
+            if f"CREATE TABLE IF NOT EXISTS {{database}}.{table}\n" in s
+        ]
+        assert f"TTL toDateTime({column}) + INTERVAL {SCORES_KEPT_DAYS} DAY" in sql, table
+    assert (SCORES_KEPT_DAYS - 1) * day == MAX_PAST_SKEW_MS
