@@ -67,6 +67,11 @@ class EngineConfig:
     output_give_up_seconds: float = 300.0
     # A graceful stop waits this long for the batches in hand, then drops them (uncheckpointed).
     stop_timeout_seconds: float = 30.0
+    # -- input ---------------------------------------------------------------------------------
+    # A stage with nothing to read whose consumer has had no fetch answered for this long is
+    # cut off from the brokers (a fetch waits 0.5 s for records, so an idle healthy one is
+    # answered twice a second): /health says degraded, with the reason, until one is.
+    read_silence_seconds: float = 30.0
     # -- consumer groups -----------------------------------------------------------------------
     # A crashed worker's partitions move to another after about session_timeout + a rebalance:
     # 6 s is the smallest session a stock Kafka broker accepts (group.min.session.timeout.ms),

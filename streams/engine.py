@@ -52,6 +52,7 @@ from streams.processors import SuspectTable
 from streams.publish import MAX_REQUEST_BYTES, OutputsUnavailable
 from streams.retries import Retries
 from streams.stages import AccountStage, BlockStage, CampaignStage, Stage
+from streams.stages.member import Member
 
 log = logging.getLogger("distillguard.engine")
 
@@ -136,8 +137,10 @@ class Engine:
             stage.flush_requested = True
 
     def degraded(self) -> str | None:
-        """What is failing and being retried (None when nothing is), for /health."""
-        return self.retries.degraded()
+        """What is failing and being retried, or cut off (None when nothing is), for /health."""
+        members: list[Member] = [*self.stages, self.campaigns]
+        reasons = [self.retries.degraded(), *(m.unanswered() for m in members)]
+        return "; ".join(r for r in reasons if r) or None
 
     async def _follow_suspects(self) -> None:
         consumer = self._suspect_consumer

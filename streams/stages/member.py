@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -91,6 +92,8 @@ class Member(ConsumerRebalanceListener):  # type: ignore[misc]
         # accounts re-pickled every entity every 10 s, ~0.7 KB of transient memory each).
         self._changes = 0
         self._saved = 0
+        # Since when each read returned nothing (None: the last one returned records).
+        self._empty_since: float | None = None
 
     def readable_end(self, tp: TopicPartition) -> int | None:
         """The offset after the last record the consumer can read now, as its last fetch left
@@ -197,8 +200,32 @@ class Member(ConsumerRebalanceListener):  # type: ignore[misc]
             )
             log.error("%s", why)
             raise OutputsUnavailable(why) from exc
+        self._empty_since = (self._empty_since or time.time()) if not data else None
         self._published.clear()
         return data
+
+    def unanswered(self, now: float | None = None) -> str | None:
+        """Why reading looks cut off (None if it does not), for /health: the stage has read
+        nothing for `EngineConfig.read_silence_seconds`, and no fetch of any partition it
+        reads has been answered for as long. A stage with records to read, or whose
+        partitions are all paused, is not asked (its fetches wait for it, not the brokers)."""
+        now = time.time() if now is None else now
+        limit = self.config.read_silence_seconds
+        if self._empty_since is None or now - self._empty_since < limit:
+            return None
+        reading = self.consumer.assignment() - self.consumer.paused()
+        answered = [self.consumer.last_poll_timestamp(tp) for tp in reading]
+        known = [ms for ms in answered if ms is not None]
+        if not known:
+            return None
+        silent = now - max(known) / 1000
+        if silent < limit:
+            return None
+        return (
+            f"{self.name} stage: no fetch of {self.topic} answered for {silent:.0f} s: the "
+            f"brokers at {self.config.bootstrap} are unreachable or lead none of its "
+            "partitions; reading resumes by itself when they answer"
+        )
 
     async def _publish(self, batch: Produced) -> bool:
         """Publish what the batch in hand produced (`Delivery.publish`). False if the worker

@@ -254,6 +254,37 @@ def test_a_stop_with_the_broker_gone_ends_within_its_timeouts(broker, db, messag
     asyncio.run(run())
 
 
+def test_a_broker_gone_under_an_idle_worker_shows_in_its_health(broker, db, messages) -> None:
+    """An idle worker cut off from its brokers read nothing and failed no output, so /health
+    said "ok" for as long as the outage lasted (a fault experiment: 20 of 20 answers during
+    40 s). Caught up and healthy it stays "ok" (its fetches are answered twice a second); cut
+    off, it says so within `read_silence_seconds`, naming the brokers."""
+
+    async def run() -> None:
+        e = engine(broker, db, asyncio.Lock(), read_silence_seconds=3.0, stop_timeout_seconds=3.0)
+        await e.start()
+        try:
+            await asyncio.to_thread(produce_raw, messages[:500], broker.bootstrap)
+            await wait_until(
+                lambda: e.metrics.events_in >= 500 and e.metrics.lag.get("accounts") == 0,
+                engines=[e],
+            )
+            for _ in range(25):  # 5 s of idling, longer than the silence allowed
+                await asyncio.sleep(0.2)
+                assert e.degraded() is None
+            broker.stop()
+            gone = time.monotonic()
+            await wait_until(lambda: e.degraded() is not None, timeout=30, engines=[e])
+            assert time.monotonic() - gone < 3.0 + 5.0
+            reason = e.degraded()
+            assert reason is not None and broker.bootstrap in reason
+            assert f"accounts stage: no fetch of {USAGE_EVENTS} answered for" in reason
+        finally:
+            await asyncio.wait_for(e.stop(), timeout=60)
+
+    asyncio.run(run())
+
+
 WORKER = """
     # `distillguard worker` whose ClickHouse database is renamed away (never back) once its
     # stages own their partitions, with a short give-up time (DISTILLGUARD_OUTPUT_GIVE_UP_SECONDS).
