@@ -117,12 +117,31 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _unavailable(url: str, exc: BaseException) -> ClickHouseUnavailable:
+_STRERROR = re.compile(r"strerror: ([^.(]+)")
+
+
+def _unavailable(url: str, exc: BaseException, said: bytes = b"") -> ClickHouseUnavailable:
+    """One line for a person: what failed and the fix. ``said``: what the embedded engine
+    wrote to stderr meanwhile (its exception only says "Error initializing EmbeddedServer").
+
+    >>> said = b"Cannot open file /d/status: , errno: 30, strerror: Read-only file system. (X)"
+    >>> why = _unavailable("chdb:///d", RuntimeError("Error initializing EmbeddedServer"), said)
+    >>> print(str(why).split(";")[0])
+    cannot open the chDB path /d: Read-only file system
+    """
     message = str(exc)
+    engine_said = said.decode("utf-8", "replace")
     if url.startswith("chdb://") and "Error initializing EmbeddedServer" in message:
-        path = url.removeprefix("chdb://").split("?", 1)[0]
+        path = redact(url.removeprefix("chdb://").split("?", 1)[0])
+        why = _STRERROR.search(engine_said)
+        if why is not None and "Another server instance" not in engine_said:
+            return ClickHouseUnavailable(
+                f"cannot open the chDB path {path}: {why.group(1).strip()}; make the path "
+                "writable, or pass another chdb:///path with --clickhouse / "
+                "DISTILLGUARD_CLICKHOUSE_URL"
+            )
         return ClickHouseUnavailable(
-            f"the chDB path {redact(path)} is in use by another process (chDB opens a path in "
+            f"the chDB path {path} is in use by another process (chDB opens a path in "
             "one process at a time): if a worker holds it, use the worker's web view "
             "(http://127.0.0.1:6066/ui/) or API (/api/top, /api/accounts/ID); or stop that "
             "process, or pass another chdb:///path with --clickhouse / DISTILLGUARD_CLICKHOUSE_URL"
@@ -168,6 +187,7 @@ def connect(url: str) -> Client:
             "ClickHouse URL must start with chdb://, http:// or https:// (lowercase), "
             f"got {redact(url)!r}"
         )
+    said = bytearray()
     try:
         if not url.startswith("chdb://"):
             return clickhouse_connect.get_client(dsn=url)
@@ -177,7 +197,7 @@ def connect(url: str) -> Client:
             os.write(2, bytes(said))
         return client
     except ClickHouseError as exc:
-        raise _unavailable(url, exc) from exc
+        raise _unavailable(url, exc, bytes(said)) from exc
     except ValueError as exc:  # e.g. a port that is not a number
         raise ValueError(f"not a valid ClickHouse URL {redact(url)!r}: {one_line(exc)}") from None
 

@@ -130,6 +130,31 @@ def test_a_refused_clickhouse_url_is_one_line(command: str, events: Path, tmp_pa
     assert not out.exists()  # score opened no output before ClickHouse was known to work
 
 
+def test_a_chdb_path_on_a_read_only_filesystem_is_one_line_that_says_so(tmp_path: Path) -> None:
+    # The engine's exception says only "Error initializing EmbeddedServer", as for a path held
+    # by another process; what it wrote to stderr says why (a disk remounted read-only after an
+    # error, a volume mounted read-only).
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], capture_output=True
+    )
+    if os.geteuid() != 0 or mounted.returncode != 0:
+        pytest.skip("mounting a filesystem needs root (and a machine that lets it)")
+    try:
+        url = f"chdb://{mount}/chdb"
+        assert run_cli("migrate", "--clickhouse", url).returncode == 0
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        done = run_cli("migrate", "--clickhouse", url)
+        assert done.returncode == 2
+        lines = done.stderr.splitlines()
+        assert len(lines) == 1, done.stderr
+        assert f"cannot open the chDB path {mount}/chdb: Read-only file system; " in lines[0]
+        assert "in use by another process" not in lines[0]
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
 def test_a_chdb_path_held_by_another_process_is_one_line(tmp_path: Path) -> None:
     url = f"chdb://{tmp_path}/held"
     holder = subprocess.Popen(
