@@ -81,6 +81,10 @@ class Metrics:
     dead_letters: int = 0
     duplicates: int = 0
     late: int = 0
+    # Valid events whose record key is not their account_id (none, or another value): the
+    # contract keys usage events by account, and an account spread over partitions is scored
+    # in parts, its window rows replacing each other in entity_scores.
+    miskeyed: int = 0
     windows_scored: dict[str, int] = field(default_factory=dict)
     actions: dict[str, int] = field(default_factory=dict)
     checkpoints: int = 0
@@ -144,6 +148,11 @@ class WorkerCollector(Collector):
             "distillguard_late_events_total",
             "Events that arrived after their window closed.",
             m.late,
+        )
+        yield counter(
+            "distillguard_miskeyed_events_total",
+            "Valid events whose Kafka record key is not their account_id (the contract's key).",
+            m.miskeyed,
         )
         yield counter(
             "distillguard_block_late_events_total",

@@ -131,6 +131,7 @@ class Limits:
 
 
 _PRODUCED = "its Kafka record's timestamp (when it was produced, or appended)"
+_UNKEYED = object()  # a record that carries no key attribute at all (not a Kafka record)
 
 
 def _iso(ms: int) -> str:
@@ -209,6 +210,7 @@ def read_usage(
     memo = Memo()  # addresses and timestamps this batch has worked out
     offsets: list[int] = []  # of the events accepted, and the partition's progress after each
     progress: list[int] = []
+    miskeyed = 0
     det.collect_added()
     for r in records:
         if r.value is None:
@@ -224,6 +226,9 @@ def read_usage(
         if isinstance(parsed, Rejection):
             dead.append(DeadLetter(received_ms, topic, partition, r.offset, parsed, raw))
             continue
+        key = getattr(r, "key", _UNKEYED)
+        if key is not _UNKEYED and (key is None or key != parsed.account_id.encode()):
+            miskeyed += 1
         if not oldest <= parsed.ts_ms <= newest:
             why = skewed(parsed.ts_ms, received_ms, limits)
             dead.append(DeadLetter(received_ms, topic, partition, r.offset, why, raw))
@@ -251,6 +256,7 @@ def read_usage(
         elif stats.late != late:  # its window had closed (else: a duplicate, counted once)
             late = stats.late
             dead.append(DeadLetter(received_ms, topic, partition, r.offset, LATE, raw))
+    metrics.miskeyed += miskeyed
     chunks = det.take_added()
     if offsets:
         forwards.append(

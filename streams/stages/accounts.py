@@ -9,6 +9,7 @@ over the member threshold to ``distillguard.suspects``.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -25,6 +26,9 @@ from streams.stages.stage import Stage
 
 __all__ = ["AccountStage"]
 
+log = logging.getLogger("distillguard.engine")
+MISKEYED_LOG_SECONDS = 600.0  # mis-keyed events are said once, then at most this often
+
 
 class AccountStage(Stage):
     name = "accounts"
@@ -34,6 +38,7 @@ class AccountStage(Stage):
     def __init__(self, config: EngineConfig, delivery: Delivery, metrics: Metrics) -> None:
         super().__init__(config, delivery, metrics)
         self.announced: dict[int, int] = {}  # per partition, the progress last sent downstream
+        self._miskeyed_said: float | None = None  # when mis-keyed events were last logged
 
     def _detector(self) -> Detector:
         # Accounts are linked into campaigns by the campaign stage, which sees every partition.
@@ -45,6 +50,7 @@ class AccountStage(Stage):
         )
 
     def handle(self, partition: int, det: Detector, records: list[Any], batch: Produced) -> None:
+        before = self.metrics.miskeyed
         read_usage(
             records,
             partition,
@@ -54,6 +60,27 @@ class AccountStage(Stage):
             limits=self.config.limits,
             received_ms=int(time.time() * 1000),
             metrics=self.metrics,
+        )
+        if self.metrics.miskeyed != before:
+            self._say_miskeyed(partition, self.metrics.miskeyed - before)
+
+    def _say_miskeyed(self, partition: int, n: int) -> None:
+        """One line, at most every `MISKEYED_LOG_SECONDS` (the key itself is never logged: a
+        gateway may key by something secret, such as an API key)."""
+        now = time.monotonic()
+        if self._miskeyed_said is not None and now - self._miskeyed_said < MISKEYED_LOG_SECONDS:
+            return
+        self._miskeyed_said = now
+        log.warning(
+            "accounts stage: %d events on %s partition %d have a record key that is not their "
+            "account_id (no key, or another value; %d since the worker started): an account "
+            "whose events land on several partitions is scored in parts, and its window rows "
+            "replace each other in entity_scores. Fix: produce with key=account_id (librdkafka: "
+            "also partitioner murmur2_random)",
+            n,
+            self.topic,
+            partition,
+            self.metrics.miskeyed,
         )
 
     def scored(self, partition: int, out: DetectorOutput, batch: Produced) -> None:

@@ -183,6 +183,7 @@ def test_every_client_and_codec_is_read_and_scored(broker, db, messages) -> None
         assert eng.failed() is None
         assert eng.metrics.events_in == len(messages)
         assert eng.metrics.dead_letters == 0  # every payload arrived intact
+        assert eng.metrics.miskeyed == 0  # every client sent the account as the key
 
         # every event counted once in its account's window and in its block's window, and every
         # window scored once (all clients partitioned each account alike)
@@ -327,3 +328,38 @@ def test_a_gateways_open_transaction_is_neither_read_nor_waited_for(broker, db, 
         "FROM DB.entity_scores WHERE entity_kind = 'account'",
     )
     assert (requests, pending_rows) == (len(messages), 0)
+
+
+def test_a_gateway_that_keys_no_record_is_said_once_and_still_scored(
+    broker, db, messages, caplog
+) -> None:
+    # kafka-python without a key spreads an account over partitions (the contract keys by
+    # account_id): scored, counted on /metrics, and said in one line with the fix.
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+    try:
+        for _key, value in messages[:300]:
+            producer.send(USAGE_EVENTS, value=value)
+        producer.flush()
+    finally:
+        producer.close()
+
+    async def run() -> None:
+        eng = engine(broker, db)
+        await eng.start()
+        try:
+            await finish([eng], 300)
+        finally:
+            await eng.stop()
+        assert eng.failed() is None
+        assert (eng.metrics.events_in, eng.metrics.miskeyed, eng.metrics.dead_letters) == (
+            300,
+            300,
+            0,
+        )
+
+    with caplog.at_level(logging.WARNING, logger="distillguard.engine"):
+        asyncio.run(run())
+    said = [r.getMessage() for r in caplog.records if "record key" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "not their account_id" in said[0] and "Fix: produce with key=account_id" in said[0]
+    assert "\n" not in said[0]

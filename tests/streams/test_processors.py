@@ -273,3 +273,17 @@ def test_an_event_older_than_clickhouse_keeps_scores_is_a_dead_letter_by_default
         ]
         assert f"TTL toDateTime({column}) + INTERVAL {SCORES_KEPT_DAYS} DAY" in sql, table
     assert (SCORES_KEPT_DAYS - 1) * day == MAX_PAST_SKEW_MS
+
+
+def test_events_not_keyed_by_their_account_are_counted_and_still_scored() -> None:
+    recs = [
+        SimpleNamespace(offset=i, value=event(i, NOW - 1_000 * i, account="acct-1"), key=key)
+        for i, key in enumerate([b"acct-1", None, b"", b"sk-secret-api-key"])
+    ]
+    det = Detector(DetectorConfig(allowed_lateness_ms=0), kinds=("account",))
+    produced, metrics = Produced(), Metrics()
+    read_usage(
+        recs, 3, det, produced, topic="usage", limits=Limits(), received_ms=NOW, metrics=metrics
+    )
+    assert metrics.miskeyed == 3 and not produced.dead
+    assert sorted(produced.forwards[0].offsets.tolist()) == [0, 1, 2, 3]
