@@ -45,9 +45,22 @@ def test_migrate_is_idempotent(chdb_url, database) -> None:
         "0001_core_tables",
         "0002_detector_state",
         "0003_evidence_and_campaigns",
+        "0004_fsync_before_acknowledging",
     ]
     assert migrate(client, database) == []
     tables = {r[0] for r in client.query(f"SHOW TABLES FROM {database}").result_rows}
+    # every table of output and checkpoints acknowledges an insert once it is on disk, so the
+    # offsets committed after it cannot run ahead of what a crash of the machine leaves
+    engines = dict(
+        client.query(
+            "SELECT name, engine_full FROM system.tables WHERE database = {db:String} "
+            "AND name != 'schema_migrations'",
+            parameters={"db": database},
+        ).result_rows
+    )
+    assert len(engines) == 6
+    for name, engine in engines.items():
+        assert "fsync_after_insert = 1, fsync_part_directory = 1" in engine, name
     assert {
         "entity_scores",
         "enforcement_actions",
