@@ -27,12 +27,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import faust
 
     from streams.app import create_app
+    from streams.logs import quiet_repeats
 
     settings = Settings.from_env().with_overrides(
         kafka_bootstrap=args.bootstrap, clickhouse_url=args.clickhouse, web_port=args.web_port
     )
     detector_config_for(settings)  # a bad detector setting in one line, before anything starts
     app = create_app(settings)
+    quiet_repeats()  # the clients' loggers exist once the app is made
     # A broker that refuses us (wrong address, untrusted certificate, no client certificate)
     # said in one line, before the clients retry it for 30 s and report a traceback.
     check_reachable(settings.kafka_bootstrap, settings.kafka_auth())
