@@ -57,10 +57,12 @@ class Repeats(logging.Filter):
             return False
         if last is not None and last[1]:
             # The message is complete once its arguments are in: say so after them.
+            # Arguments (), not None: formatters that wrap a lone argument (Faust's, mode's)
+            # would make None one, and "%" in the message would be read as a placeholder.
             record.msg = record.getMessage() + (
                 f" ({last[1]} more like it in the last {now - last[0]:.0f} s)"
             )
-            record.args = None
+            record.args = ()
         self._kinds[kind] = (now, 0)
         return True
 
