@@ -104,10 +104,14 @@ def produce_librdkafka(messages: Messages, bootstrap: str, codec: str) -> None:
     assert not failed, f"{codec}: {failed[0]}"
 
 
-def produce_kafka_python(messages: Messages, bootstrap: str, codec: str) -> None:
+def produce_kafka_python(
+    messages: Messages, bootstrap: str, codec: str | None, keyed: bool = True
+) -> None:
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", compression_type=codec)
     try:
-        futures = [producer.send(USAGE_EVENTS, key=k, value=v) for k, v in messages]
+        futures = [
+            producer.send(USAGE_EVENTS, key=k if keyed else None, value=v) for k, v in messages
+        ]
         producer.flush()
         for f in futures:
             f.get(timeout=10)
@@ -335,13 +339,7 @@ def test_a_gateway_that_keys_no_record_is_said_once_and_still_scored(
 ) -> None:
     # kafka-python without a key spreads an account over partitions (the contract keys by
     # account_id): scored, counted on /metrics, and said in one line with the fix.
-    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
-    try:
-        for _key, value in messages[:300]:
-            producer.send(USAGE_EVENTS, value=value)
-        producer.flush()
-    finally:
-        producer.close()
+    produce_kafka_python(messages[:300], broker.bootstrap, None, keyed=False)
 
     async def run() -> None:
         eng = engine(broker, db)
