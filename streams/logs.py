@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 __all__ = ["Repeats", "quiet_repeats"]
 
+MAX_KINDS = 1_000  # kinds remembered; past it, forgotten all at once (memory stays bounded)
+
 
 class Repeats(logging.Filter):
     """A filter letting one record of each kind through every ``every_seconds``.
@@ -63,6 +65,8 @@ class Repeats(logging.Filter):
                 f" ({last[1]} more like it in the last {now - last[0]:.0f} s)"
             )
             record.args = ()
+        if len(self._kinds) >= MAX_KINDS and kind not in self._kinds:
+            self._kinds.clear()  # messages formatted before logging make kinds of their own
         self._kinds[kind] = (now, 0)
         return True
 
