@@ -81,9 +81,10 @@ class Metrics:
     dead_letters: int = 0
     duplicates: int = 0
     late: int = 0
-    # Valid events whose record key is not their account_id (none, or another value): the
-    # contract keys usage events by account, and an account spread over partitions is scored
-    # in parts, its window rows replacing each other in entity_scores.
+    # Valid events not where their account_id puts them (no key, another key, or placed by a
+    # partitioner other than Kafka's murmur2): the contract keys usage events by account, and
+    # an account spread over partitions is scored in parts, its window rows replacing each
+    # other in entity_scores.
     miskeyed: int = 0
     windows_scored: dict[str, int] = field(default_factory=dict)
     actions: dict[str, int] = field(default_factory=dict)
@@ -151,7 +152,8 @@ class WorkerCollector(Collector):
         )
         yield counter(
             "distillguard_miskeyed_events_total",
-            "Valid events whose Kafka record key is not their account_id (the contract's key).",
+            "Valid events not on the partition their account_id key gives (no key, another "
+            "key, or another partitioner than Kafka's murmur2).",
             m.miskeyed,
         )
         yield counter(

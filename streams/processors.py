@@ -31,6 +31,7 @@ from models.campaign_scoring import CampaignScorer, merge
 from models.columns import Chunk
 from models.config import DetectorConfig
 from models.detector import Detector
+from models.keys import murmur2
 from models.outputs import DetectorOutput, LinkInput
 from schemas.contract import EPOCH_MS_MIN
 from schemas.dead_letters import DeadLetter
@@ -176,11 +177,15 @@ def read_usage(
     limits: Limits,
     received_ms: int,
     metrics: Metrics,
+    partitions: int | None = None,
 ) -> None:
     """Usage events into an account partition's detector. Every message is added to a window,
     a duplicate, or dead-lettered: a tombstone, over the size limit (by reference), invalid,
     too far from the time received (or ahead of its record's timestamp, when it has one), or
-    late. Accepted events are forwarded by IP block.
+    late. Accepted events are forwarded by IP block. Valid events not where the contract's key
+    puts them (their key is not their account_id, or, given the topic's ``partitions``, Kafka's
+    murmur2 partitioner would place that key on another partition) are counted
+    (``metrics.miskeyed``): their account is scored in parts.
 
     Examples
     --------
@@ -211,6 +216,7 @@ def read_usage(
     offsets: list[int] = []  # of the events accepted, and the partition's progress after each
     progress: list[int] = []
     miskeyed = 0
+    keys: list[bytes] = []  # of valid events keyed by their account: on the right partition?
     det.collect_added()
     for r in records:
         if r.value is None:
@@ -227,8 +233,11 @@ def read_usage(
             dead.append(DeadLetter(received_ms, topic, partition, r.offset, parsed, raw))
             continue
         key = getattr(r, "key", _UNKEYED)
-        if key is not _UNKEYED and (key is None or key != parsed.account_id.encode()):
-            miskeyed += 1
+        if key is not _UNKEYED:
+            if key is None or key != parsed.account_id.encode():
+                miskeyed += 1
+            else:
+                keys.append(key)
         if not oldest <= parsed.ts_ms <= newest:
             why = skewed(parsed.ts_ms, received_ms, limits)
             dead.append(DeadLetter(received_ms, topic, partition, r.offset, why, raw))
@@ -256,6 +265,9 @@ def read_usage(
         elif stats.late != late:  # its window had closed (else: a duplicate, counted once)
             late = stats.late
             dead.append(DeadLetter(received_ms, topic, partition, r.offset, LATE, raw))
+    if partitions and keys:
+        placed = (murmur2(keys) & 0x7FFFFFFF) % partitions
+        miskeyed += int(np.count_nonzero(placed != partition))
     metrics.miskeyed += miskeyed
     chunks = det.take_added()
     if offsets:

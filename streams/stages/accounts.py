@@ -60,6 +60,7 @@ class AccountStage(Stage):
             limits=self.config.limits,
             received_ms=int(time.time() * 1000),
             metrics=self.metrics,
+            partitions=len(self.consumer.partitions_for_topic(self.topic) or ()) or None,
         )
         if self.metrics.miskeyed != before:
             self._say_miskeyed(partition, self.metrics.miskeyed - before)
@@ -72,11 +73,11 @@ class AccountStage(Stage):
             return
         self._miskeyed_said = now
         log.warning(
-            "accounts stage: %d events on %s partition %d have a record key that is not their "
-            "account_id (no key, or another value; %d since the worker started): an account "
-            "whose events land on several partitions is scored in parts, and its window rows "
-            "replace each other in entity_scores. Fix: produce with key=account_id (librdkafka: "
-            "also partitioner murmur2_random)",
+            "accounts stage: %d events on %s partition %d are not where their account_id "
+            "puts them (no key, another key, or a partitioner other than Kafka's murmur2; %d "
+            "since the worker started): an account whose events land on several partitions is "
+            "scored in parts, and its window rows replace each other in entity_scores. Fix: "
+            "produce with key=account_id (librdkafka: also partitioner murmur2_random)",
             n,
             self.topic,
             partition,

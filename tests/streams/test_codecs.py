@@ -357,7 +357,8 @@ def test_a_gateway_that_keys_no_record_is_said_once_and_still_scored(
 
     with caplog.at_level(logging.WARNING, logger="distillguard.engine"):
         asyncio.run(run())
-    said = [r.getMessage() for r in caplog.records if "record key" in r.getMessage()]
+    said = [r.getMessage() for r in caplog.records if "where their account_id" in r.getMessage()]
     assert len(said) == 1, said
-    assert "not their account_id" in said[0] and "Fix: produce with key=account_id" in said[0]
+    assert "are not where their account_id puts them" in said[0]
+    assert "Fix: produce with key=account_id" in said[0]
     assert "\n" not in said[0]

@@ -13,6 +13,7 @@ import pytest
 import schemas.ddl
 from models.campaign_scoring import decode, encode
 from models.detector import Detector, DetectorConfig, DetectorOutput, Population, score_in_order
+from models.keys import murmur2
 from schemas.validation import parse_event, validate_event
 from simulator.traffic import SimulatedTraffic
 from streams import wire
@@ -287,3 +288,18 @@ def test_events_not_keyed_by_their_account_are_counted_and_still_scored() -> Non
     )
     assert metrics.miskeyed == 3 and not produced.dead
     assert sorted(produced.forwards[0].offsets.tolist()) == [0, 1, 2, 3]
+    # keyed by their accounts, on the partitions Kafka's murmur2 gives them or not (a
+    # librdkafka producer with its default CRC32 partitioner beside Java or Python clients)
+    where = {a: int((murmur2([a.encode()])[0] & 0x7FFFFFFF) % 8) for a in ("x", "y", "z")}
+    recs = [
+        SimpleNamespace(offset=i, value=event(i, NOW, account=a), key=a.encode())
+        for i, a in enumerate(["x", "y", "z", "x"])
+    ]
+    for partition in range(8):
+        metrics = Metrics()
+        read_usage(
+            recs, partition, Detector(kinds=("account",)), Produced(), topic="usage",
+            limits=Limits(), received_ms=NOW, metrics=metrics, partitions=8,
+        )  # fmt: skip
+        elsewhere = sum(where[a] != partition for a in ("x", "y", "z", "x"))
+        assert metrics.miskeyed == elsewhere, partition
