@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import zlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from kafka.codec import has_lz4
 import schemas.json
 from infra.broker import EmbeddedBroker
 from models.detector import DetectorConfig
+from models.keys import murmur2
 from models.policy import PolicyConfig
 from schemas.topics import ENFORCEMENT, USAGE_EVENTS
 from schemas.validation import Rejection, parse_enforcement
@@ -73,7 +75,9 @@ def engine(broker: EmbeddedBroker, db) -> Engine:
     return Engine(cfg, ClickHouseSink(client, name), StateStore(client, name), asyncio.Lock())
 
 
-def produce_librdkafka(messages: Messages, bootstrap: str, codec: str) -> None:
+def produce_librdkafka(
+    messages: Messages, bootstrap: str, codec: str, partitioner: str = "murmur2_random"
+) -> None:
     """As a gateway on confluent-kafka would. Its default partitioner hashes keys with CRC32;
     murmur2 is the one of the Java client, kafka-python and aiokafka, so an account keeps its
     partition whichever client wrote it."""
@@ -81,7 +85,7 @@ def produce_librdkafka(messages: Messages, bootstrap: str, codec: str) -> None:
         {
             "bootstrap.servers": bootstrap,
             "compression.type": codec,
-            "partitioner": "murmur2_random",
+            "partitioner": partitioner,
             "acks": "all",
             "linger.ms": 20,
         }
@@ -334,12 +338,24 @@ def test_a_gateways_open_transaction_is_neither_read_nor_waited_for(broker, db, 
     assert (requests, pending_rows) == (len(messages), 0)
 
 
-def test_a_gateway_that_keys_no_record_is_said_once_and_still_scored(
-    broker, db, messages, caplog
+@pytest.mark.parametrize("gateway", ["kafka-python, no key", "librdkafka, CRC32 partitioner"])
+def test_a_gateway_that_splits_accounts_is_said_once_and_still_scored(
+    broker, db, messages, caplog, gateway
 ) -> None:
-    # kafka-python without a key spreads an account over partitions (the contract keys by
-    # account_id): scored, counted on /metrics, and said in one line with the fix.
-    produce_kafka_python(messages[:300], broker.bootstrap, None, keyed=False)
+    # kafka-python without a key, or librdkafka keyed by account but with its default CRC32
+    # partitioner (murmur2 is the contract's, the Java, Python and aiokafka clients'), spreads
+    # accounts over partitions: scored, counted on /metrics, said in one line with the fix.
+    part = messages[:300]
+    if gateway.startswith("kafka-python"):
+        produce_kafka_python(part, broker.bootstrap, None, keyed=False)
+        misplaced = len(part)
+    else:
+        produce_librdkafka(part, broker.bootstrap, "none", partitioner="consistent_random")
+        misplaced = sum(
+            zlib.crc32(k) % PARTITIONS != (int(murmur2([k])[0]) & 0x7FFFFFFF) % PARTITIONS
+            for k, _ in part
+        )
+        assert 0 < misplaced < len(part)
 
     async def run() -> None:
         eng = engine(broker, db)
@@ -350,8 +366,8 @@ def test_a_gateway_that_keys_no_record_is_said_once_and_still_scored(
             await eng.stop()
         assert eng.failed() is None
         assert (eng.metrics.events_in, eng.metrics.miskeyed, eng.metrics.dead_letters) == (
-            300,
-            300,
+            len(part),
+            misplaced,
             0,
         )
 
