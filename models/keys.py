@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Keys", "pack", "stable_hashes", "unpack"]
+__all__ = ["Keys", "kafka_partitions", "pack", "stable_hashes", "unpack"]
 
 I64 = npt.NDArray[np.int64]
 Rows = npt.NDArray[np.intp]
@@ -133,6 +133,17 @@ def murmur2(keys: Sequence[bytes]) -> npt.NDArray[np.uint32]:
     h *= _M
     h ^= h >> np.uint32(15)
     return h
+
+
+def kafka_partitions(keys: Sequence[bytes], partitions: int) -> npt.NDArray[np.int64]:
+    """The partition Kafka's default partitioner (Java, kafka-python, aiokafka, librdkafka's
+    ``murmur2_random``) gives each key among ``partitions``.
+
+    >>> kafka_partitions([b"21", b"foobar"], 8).tolist()
+    [4, 6]
+    """
+    out: npt.NDArray[np.int64] = ((murmur2(keys) & 0x7FFFFFFF) % partitions).astype(np.int64)
+    return out
 
 
 def pack(ids: Sequence[str]) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int32]]:

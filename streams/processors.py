@@ -31,7 +31,7 @@ from models.campaign_scoring import CampaignScorer, merge
 from models.columns import Chunk
 from models.config import DetectorConfig
 from models.detector import Detector
-from models.keys import murmur2
+from models.keys import kafka_partitions
 from models.outputs import DetectorOutput, LinkInput
 from schemas.contract import EPOCH_MS_MIN
 from schemas.dead_letters import DeadLetter
@@ -266,7 +266,7 @@ def read_usage(
             late = stats.late
             dead.append(DeadLetter(received_ms, topic, partition, r.offset, LATE, raw))
     if partitions and keys:
-        placed = (murmur2(keys) & 0x7FFFFFFF) % partitions
+        placed = kafka_partitions(keys, partitions)
         miskeyed += int(np.count_nonzero(placed != partition))
     metrics.miskeyed += miskeyed
     chunks = det.take_added()

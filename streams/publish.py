@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.columns import Chunk
-from models.keys import murmur2
+from models.keys import kafka_partitions
 from schemas.topics import BY_BLOCK, Topics
 from streams.clickhouse import ClickHouseSink, one_line
 from streams.processors import Forward, Produced
@@ -119,8 +119,8 @@ def forwarded(
         # entries, made amid the batch's short-lived objects, would keep their memory from
         # going back to the system once the batch is gone).
         blocks = [b.encode() for b in chunk.names("blocks")]
-        hashes = (murmur2(blocks) & 0x7FFFFFFF) % len(partitions)
-        dest = np.asarray(partitions, dtype=np.int64)[hashes.astype(np.intp)][chunk.block]
+        slots = kafka_partitions(blocks, len(partitions))
+        dest = np.asarray(partitions, dtype=np.int64)[slots][chunk.block]
         for d in dict.fromkeys(dest.tolist()):
             rows = np.flatnonzero(dest == d)
             out += [
