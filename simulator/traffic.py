@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import gzip
 import ipaddress
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -28,6 +29,7 @@ __all__ = [
     "SCENARIOS",
     "Scenario",
     "SimulatedTraffic",
+    "latest_start",
     "simulate",
     "traffic_lines",
     "write_labels",
@@ -53,12 +55,36 @@ ALL_CAMPAIGNS = (
 )
 
 
+def latest_start(start_ms: int, minutes: float, now_ms: int) -> int:
+    """``start_ms`` moved by whole days to the latest day on which ``minutes`` of traffic from it
+    have ended by ``now_ms``: the same time of day, so the same traffic, only dated.
+
+    Traffic fed to a live worker must be recent: the worker dead-letters events more than
+    ``max_past_skew`` behind its clock (89 days by default) or ahead of it, and ClickHouse drops
+    scores older than 90 days.
+
+    Examples
+    --------
+    >>> day = 86_400_000
+    >>> latest_start(0, 30, 5 * day + 29 * 60_000)  # at 00:29 the day's half hour has not ended
+    345600000
+    >>> latest_start(0, 30, 5 * day + 30 * 60_000) // day, latest_start(9 * day, 30, day) // day
+    (5, 0)
+    """
+    return start_ms + (now_ms - start_ms - int(minutes * _MIN)) // _DAY * _DAY
+
+
 @dataclass(frozen=True)
 class Scenario:
-    """Scale and mix of one simulated run."""
+    """Scale and mix of one simulated run.
+
+    ``start_ms`` None (the default) dates the run to the latest UTC midnight from which it has
+    ended by the time it is simulated (see `dated`), so whatever the day, a worker accepts it
+    and ClickHouse keeps its scores; give a time to pin it.
+    """
 
     seed: int = 7
-    start_ms: int = 1_795_392_000_000  # 2026-11-23T00:00:00Z
+    start_ms: int | None = None
     minutes: int = 60
     benign_accounts: int = 4_000
     campaign_start_minute: int = 20
@@ -66,6 +92,28 @@ class Scenario:
     campaigns: tuple[str, ...] = ALL_CAMPAIGNS
     intensity: float = 1.0
     bad_line_rate: float = 0.0
+
+    def dated(self, now_ms: int | None = None) -> Scenario:
+        """This scenario with ``start_ms`` set: as given, or else the latest UTC midnight from
+        which its ``minutes`` have ended by ``now_ms`` (default: the clock).
+
+        Examples
+        --------
+        >>> s = Scenario(minutes=30).dated(now_ms=1_795_393_800_000)  # 2026-11-23T00:30Z
+        >>> s.start_ms, s.dated(now_ms=0).start_ms
+        (1795392000000, 1795392000000)
+        """
+        if self.start_ms is not None:
+            return self
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        return replace(self, start_ms=latest_start(0, self.minutes, now))
+
+    @property
+    def start(self) -> int:
+        """``start_ms``, which `dated` has set (a scenario not yet dated raises)."""
+        if self.start_ms is None:
+            raise ValueError("the scenario has no start yet: date it with Scenario.dated()")
+        return self.start_ms
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -147,7 +195,7 @@ class _Gen:
 
     def _created(self, lo_days: float, hi_days: float) -> int:
         age = self.rng.uniform(lo_days, hi_days) * _DAY
-        return int(self.s.start_ms - age)
+        return int(self.s.start - age)
 
     def _payment(self) -> str:
         return f"pm_{int(self.rng.integers(0, 2**48)):012x}"
@@ -361,8 +409,8 @@ class _Gen:
         self.accounts.extend(members)
         self.campaigns[cid] = {
             "archetype": kind,
-            "start": s.start_ms + int(min(m.start_min for m in members) * _MIN),
-            "end": s.start_ms + s.minutes * _MIN,
+            "start": s.start + int(min(m.start_min for m in members) * _MIN),
+            "end": s.start + s.minutes * _MIN,
             "accounts": [m.account_id for m in members],
         }
 
@@ -389,13 +437,13 @@ class _Gen:
             if acc.diurnal:
                 # Thinning: keep a request with probability proportional to the local hour's
                 # activity, peaking at 15:00 local time (mean rate stays rate_per_min).
-                hour = (s.start_ms / 3_600_000 + times / 60 + acc.utc_offset_h) % 24
+                hour = (s.start / 3_600_000 + times / 60 + acc.utc_offset_h) % 24
                 activity = 1 + DIURNAL_AMPLITUDE * np.cos(2 * np.pi * (hour - 15) / 24)
                 times = times[r.random(times.size) < activity / boost]
                 n = times.size
                 if n == 0:
                     return
-        ts = (s.start_ms + times * _MIN).astype(np.int64)
+        ts = (s.start + times * _MIN).astype(np.int64)
         names = [m for m, _ in acc.models]
         weights = np.array([w for _, w in acc.models])
         model_idx = r.choice(len(names), size=n, p=weights / weights.sum())
@@ -480,7 +528,7 @@ def simulate(scenario: Scenario | None = None) -> SimulatedTraffic:
     >>> {"event_id", "ts", "account_id", "ip", "model"} <= set(t.events[0])
     True
     """
-    s = scenario or Scenario()
+    s = (scenario or Scenario()).dated()
     g = _Gen(s)
     g.benign()
     for i, kind in enumerate(s.campaigns):

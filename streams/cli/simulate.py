@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from infra.kafka_auth import check_reachable
-from simulator.traffic import simulate, traffic_lines, write_labels, write_traffic
+from simulator.traffic import latest_start, simulate, traffic_lines, write_labels, write_traffic
 from streams.cli._common import scenario_for, scenario_options
 from streams.produce import produce
 from streams.settings import Settings
@@ -48,6 +50,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         from simulator.worlds import describe, draw_world, generate
 
         spec = draw_world(args.randomize, args.scale)
+        # the drawn time of day, on the latest day the world has ended by now: a worker's skew
+        # bounds accept it and ClickHouse keeps its scores
+        now_ms = int(time.time() * 1000)
+        spec = replace(spec, start_ms=latest_start(spec.start_ms, spec.minutes, now_ms))
         print(f"simulate: {describe(spec)}", file=sys.stderr)
         traffic = generate(spec)
         minutes = spec.minutes

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -11,6 +12,7 @@ from simulator.traffic import ALL_CAMPAIGNS, SCENARIOS, Scenario, simulate
 from tests.schemas.test_contracts import EVENT_SCHEMA
 
 CONTRACT_FIELDS = set(EVENT_SCHEMA["properties"])
+DAY_MS = 86_400_000
 
 
 def test_events_carry_only_contract_fields_and_all_validate(small_traffic) -> None:
@@ -86,3 +88,32 @@ def test_ordinary_traffic_follows_the_clock() -> None:
 def test_unknown_campaign_archetype_is_an_error() -> None:
     with pytest.raises(ValueError, match="unknown campaign archetype"):
         simulate(Scenario(minutes=2, benign_accounts=10, campaigns=("nope",)))
+
+
+def _times(events: list[dict[str, object]]) -> list[tuple[int, int | None]]:
+    parsed = [validate_event(e) for e in events]
+    return [(p.ts_ms, p.account_created_ms) for p in parsed if isinstance(p, UsageEvent)]
+
+
+def test_traffic_is_dated_to_have_just_ended_whatever_the_day() -> None:
+    """Fed to a worker, simulated traffic must be inside its skew bounds and ClickHouse's 90 days
+    of scores on any day: a fixed date stopped the demo and the worker tests 89 days after it."""
+    s = Scenario(minutes=5, benign_accounts=10, campaigns=("blatant",), campaign_start_minute=1)
+    before = int(time.time() * 1000)
+    dated = simulate(s)
+    times = _times(dated.events)
+    assert len(times) == len(dated.events)
+    ts = [t for t, _ in times]
+    assert before - DAY_MS - 5 * 60_000 <= min(ts) and max(ts) <= int(time.time() * 1000)
+    start = dated.labels["scenario"]["start_ms"]
+    assert start % DAY_MS == 0 and start == s.dated().start_ms  # the latest midnight that fits
+    # pinned, it is the same traffic on whatever day: only the times move
+    pinned = simulate(replace(s, start_ms=start - 3 * DAY_MS))
+    later = 3 * DAY_MS
+    assert [(t + later, c and c + later) for t, c in _times(pinned.events)] == times
+    strip = ("ts", "account_created_at")
+    assert [{k: v for k, v in e.items() if k not in strip} for e in pinned.events] == [
+        {k: v for k, v in e.items() if k not in strip} for e in dated.events
+    ]
+    with pytest.raises(ValueError, match="date it"):
+        _ = s.start

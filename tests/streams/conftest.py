@@ -40,13 +40,6 @@ def db(chdb_url: str, request: pytest.FixtureRequest) -> tuple[Any, str]:
     return client, name
 
 
-def past_skew_ms(oldest_ms: int) -> int:
-    """A ``max_past_skew_ms`` that admits traffic dated from ``oldest_ms`` on (the simulator's
-    fixed start date) whatever today's date is, with a day to spare: the tests that reject events
-    too far behind the clock date them before this."""
-    return int(time.time() * 1000) - oldest_ms + DAY_MS
-
-
 def valid(messages: Messages) -> int:
     """How many of the messages are valid events."""
     return sum(not isinstance(parse_event(v), Rejection) for _, v in messages)

@@ -30,14 +30,11 @@ from schemas.topics import USAGE_EVENTS
 from schemas.validation import Rejection, parse_event
 from simulator.traffic import SCENARIOS, simulate, traffic_lines
 from streams.cli import main
-from streams.processors import TOMBSTONE
+from streams.processors import MAX_PAST_SKEW_MS, TOMBSTONE
 from tests.schemas.test_contracts import BAD, MINIMAL
 from tests.schemas.test_event_agreement import REGRESSIONS
-from tests.streams.conftest import DAY_MS, past_skew_ms, query, valid
+from tests.streams.conftest import DAY_MS, query, valid
 from tests.streams.test_faults import engine, finish, produce_raw
-
-# Admits the simulated traffic (dated from the simulator's fixed start) whatever today's date is.
-PAST_SKEW_MS = past_skew_ms(SCENARIOS["small"].start_ms)
 
 CODECS = ("gzip", "snappy", "lz4", "zstd")
 MAX_MESSAGE_BYTES = 1024 * 1024
@@ -147,7 +144,7 @@ def catalogue() -> list[Bad]:
         ),
         Bad(
             "far past",
-            _now_event("past", -(PAST_SKEW_MS + 30 * DAY_MS)),
+            _now_event("past", -(MAX_PAST_SKEW_MS + 30 * DAY_MS)),
             "ts",
             "ms behind the time the worker",
             stream_only=True,
@@ -245,7 +242,7 @@ def test_the_worker_dead_letters_the_catalogue_from_every_codec_and_loses_nothin
     half = len(messages) // 2
 
     async def run() -> None:
-        e = engine(broker, db, asyncio.Lock(), max_past_skew_ms=PAST_SKEW_MS)
+        e = engine(broker, db, asyncio.Lock())
         await e.start()
         await asyncio.to_thread(produce_raw, messages[:half], broker.bootstrap)
         for codec in CODECS:

@@ -44,12 +44,12 @@ from simulator.traffic import SCENARIOS, simulate, traffic_lines
 from streams.clickhouse import ClickHouseSink, StateStore
 from streams.engine import Engine, EngineConfig
 from streams.logs import Repeats, quiet_repeats
+from streams.processors import MAX_PAST_SKEW_MS
 from streams.publish import MAX_REQUEST_BYTES
 from tests.streams.conftest import (
     DAY_MS,
     PARTITIONS,
     Messages,
-    past_skew_ms,
     query,
     valid,
     wait_until,
@@ -432,8 +432,7 @@ def test_poison_messages_are_dead_lettered_once_and_every_message_is_accounted_f
     first_ts = min(e.ts_ms for _, v in messages if not isinstance(e := parse_event(v), Rejection))
     half = len(messages) // 2
     future = (account.encode(), event("future-1", now + 2 * 3_600_000, account))
-    skew = past_skew_ms(first_ts)
-    past = (account.encode(), event("past-1", now - skew - 3 * DAY_MS, account))
+    past = (account.encode(), event("past-1", now - MAX_PAST_SKEW_MS - 3 * DAY_MS, account))
     oversized = (account.encode(), b'{"event_id": "big", "pad": "' + b"x" * 5_000_000 + b'"}')
     late = [(account.encode(), event(f"late-{i}", first_ts + 1_000, account)) for i in range(5)]
     part1 = [*messages[:100], future, *messages[100:half], oversized, past]
@@ -442,8 +441,7 @@ def test_poison_messages_are_dead_lettered_once_and_every_message_is_accounted_f
 
     async def run() -> None:
         lock = asyncio.Lock()
-        kw = {"max_past_skew_ms": skew}
-        first = engine(broker, db, lock, client_id="first", **kw)
+        first = engine(broker, db, lock, client_id="first")
         await first.start()
         await asyncio.to_thread(produce_raw, part1, broker.bootstrap)
         bad1 = len(part1) - valid(part1) + 2  # the future and past events parse
@@ -453,7 +451,7 @@ def test_poison_messages_are_dead_lettered_once_and_every_message_is_accounted_f
         )
         await first.stop(graceful=False)  # a crash after the 5 MB message
 
-        second = engine(broker, db, lock, client_id="second", **kw)
+        second = engine(broker, db, lock, client_id="second")
         started = time.monotonic()
         await second.start()
         await wait_until(lambda: owns_everything(second), timeout=60, engines=[second])
@@ -487,7 +485,7 @@ def test_poison_messages_are_dead_lettered_once_and_every_message_is_accounted_f
     ahead = [r[1] for r in rows if r[0] == "ts" and "ms ahead of the time the worker" in r[1]]
     behind = [r[1] for r in rows if r[0] == "ts" and "ms behind the time the worker" in r[1]]
     assert len(ahead) == 1 and ahead[0].endswith("; max_future_skew_ms is 300000")
-    assert len(behind) == 1 and behind[0].endswith(f"; max_past_skew_ms is {skew}")
+    assert len(behind) == 1 and behind[0].endswith(f"; max_past_skew_ms is {MAX_PAST_SKEW_MS}")
 
     # On the topic: every dead letter at least once (a replay may send one again), the 5 MB
     # message by reference.

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import gzip
+import time
 from pathlib import Path
 
 import orjson
 import pytest
 
 from models.config import DetectorConfig
+from models.events import UsageEvent
+from schemas.validation import validate_event
 from simulator.traffic import write_traffic
+from simulator.worlds import draw_world
 from streams.cli import main
 
 
@@ -71,6 +75,12 @@ def test_simulate_randomize_writes_a_world_that_scores_and_evaluates(tmp_path, c
     again = tmp_path / "again.jsonl.gz"
     assert main(["simulate", "--randomize", "5", "--scale", "0.05", "--output", str(again)]) == 0
     assert gzip.decompress(events.read_bytes()) == gzip.decompress(again.read_bytes())
+    # the drawn time of day on the latest day the world has ended by: a worker accepts it
+    times = [validate_event(orjson.loads(x)) for x in gzip.decompress(events.read_bytes()).split()]
+    ts = [e.ts_ms for e in times if isinstance(e, UsageEvent)]
+    now, day = time.time() * 1000, 86_400_000
+    assert now - day - 120 * 60_000 < min(ts) and max(ts) <= now
+    assert (lab["scenario"]["start_ms"] - draw_world(5, 0.05).start_ms) % day == 0
     out = tmp_path / "a.jsonl"
     assert main(["score", "--input", str(events), "--output", str(out)]) == 0
     assert main(["evaluate", "--labels", str(labels), "--actions", str(out)]) == 0
