@@ -19,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence, Sized
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from importlib import resources
 from typing import Any
@@ -31,6 +31,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from models.detector import DetectorOutput, EnforcementAction
+from schemas.ddl import KEPT_BY, SCORES_KEPT_DAYS
 from schemas.dead_letters import DeadLetter
 from streams.metrics import SinkStats
 from streams.settings import redact
@@ -293,8 +294,18 @@ class ClickHouseSink:
         if not values or not values[0]:
             return
         assert len({len(v) for v in values}) == 1, f"{table}: columns of different lengths"
+        if table in KEPT_BY:
+            self._count_expired(table, columns[KEPT_BY[table]])
         for part in _by_days(columns, _PARTITIONED_BY.get(table)):
             self._request(table, part)
+
+    def _count_expired(self, table: str, at: list[datetime]) -> None:
+        """Count the rows ClickHouse's TTL will drop as they are written: their windows are
+        older than `SCORES_KEPT_DAYS` (a replay of old history)."""
+        cut = datetime.now(UTC) - timedelta(days=SCORES_KEPT_DAYS)
+        if at and min(at) < cut:
+            expired = self.stats.expired
+            expired[table] = expired.get(table, 0) + sum(t < cut for t in at)
 
     def _request(self, table: str, columns: dict[str, list[Any]]) -> None:
         values = list(columns.values())

@@ -7,7 +7,7 @@ one ClickHouse insert) are `prometheus_client.Histogram`s the engine and the sin
 
 Examples
 --------
->>> m, s = Metrics(events_in=3, lag={"accounts": 2}), SinkStats()
+>>> m, s = Metrics(events_in=3, lag={"accounts": 2}), SinkStats(expired={"entity_scores": 4})
 >>> m.batch_latency.observe(0.004)
 >>> text = render(WorkerCollector(m, s, lambda: None))
 >>> "distillguard_events_in_total 3.0" in text
@@ -15,6 +15,8 @@ True
 >>> 'distillguard_batch_latency_seconds_bucket{le="0.005"} 1.0' in text
 True
 >>> 'distillguard_consumer_lag{stage="accounts"} 2.0' in text
+True
+>>> 'distillguard_clickhouse_rows_expired_total{table="entity_scores"} 4.0' in text
 True
 """
 
@@ -55,6 +57,9 @@ class SinkStats:
     last_insert_seconds: float = 0.0
     total_insert_seconds: float = 0.0
     by_table: dict[str, int] = field(default_factory=dict)
+    # Rows sent for windows older than the score tables keep (their TTL): ClickHouse drops them
+    # as they are written. By table.
+    expired: dict[str, int] = field(default_factory=dict)
     insert_latency: Histogram = field(
         default_factory=lambda: latency_histogram(
             "distillguard_clickhouse_insert_latency_seconds", "Seconds one ClickHouse insert took."
@@ -208,6 +213,15 @@ class WorkerCollector(Collector):
         )
         yield counter(
             "distillguard_clickhouse_inserts_total", "ClickHouse inserts written.", s.inserts
+        )
+        yield labelled(
+            CounterMetricFamily(
+                "distillguard_clickhouse_rows_expired_total",
+                "Rows written for windows older than the score tables keep (their TTL, 90 days): "
+                "ClickHouse drops them as they are written. By table.",
+                labels=["table"],
+            ),
+            s.expired,
         )
         yield counter(
             "distillguard_clickhouse_insert_seconds_total",

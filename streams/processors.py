@@ -34,6 +34,7 @@ from models.detector import Detector
 from models.keys import kafka_partitions
 from models.outputs import DetectorOutput, LinkInput
 from schemas.contract import EPOCH_MS_MIN
+from schemas.ddl import SCORES_KEPT_DAYS
 from schemas.dead_letters import DeadLetter
 from schemas.validation import Memo, Rejection, parse_event
 from streams import wire
@@ -115,10 +116,8 @@ class Produced:
         )
 
 
-#: Days ClickHouse keeps scores (the TTL of ``entity_scores``, ``entity_links`` and
-#: ``campaign_members`` in ``schemas/ddl``): rows of windows older than that are dropped as they
-#: are written, so an event further behind the clock than a day less is a dead letter by default.
-SCORES_KEPT_DAYS = 90
+#: ClickHouse drops rows of windows older than `SCORES_KEPT_DAYS` as they are written, so an
+#: event further behind the clock than a day less is a dead letter by default.
 MAX_PAST_SKEW_MS = (SCORES_KEPT_DAYS - 1) * 86_400_000
 
 

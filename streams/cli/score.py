@@ -8,6 +8,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from schemas.ddl import SCORES_KEPT_DAYS
 from streams.cli._common import detector_config_for, detector_options, settings_for, sink_for
 from streams.replay import open_output, replay
 from streams.settings import Settings, redact
@@ -55,8 +56,26 @@ def cmd_score(args: argparse.Namespace) -> int:
         scores = stack.enter_context(open_output(Path(args.scores))) if args.scores else None
         summary = replay(Path(args.input), out, config, dead, scores=scores, sink=sink)
     print(summary.line(), file=sys.stderr)
+    if sink is not None and sink.stats.expired:
+        print(_expired(sink.stats.expired, args.scores), file=sys.stderr)
     if summary.rejected:
         by_field = ", ".join(f"{k} {v}" for k, v in summary.rejected_by_field.most_common())
         where = args.dead_letter or "nowhere (pass --dead-letter FILE to keep them)"
         print(f"rejected lines by field: {by_field}; written to {where}", file=sys.stderr)
     return 0
+
+
+def _expired(by_table: dict[str, int], scores: str | None) -> str:
+    """One line: rows of windows ClickHouse's TTL dropped as they were written, where they are.
+
+    >>> _expired({"entity_scores": 1200, "entity_links": 30}, None)  # doctest: +ELLIPSIS
+    'score: note: ClickHouse did not keep 1,230 rows of windows older than 90 days (entity_lin...'
+    """
+    rows = sum(by_table.values())
+    tables = ", ".join(f"{t} {n:,}" for t, n in sorted(by_table.items()))
+    kept = scores or "nowhere else (pass --scores FILE to keep them)"
+    return (
+        f"score: note: ClickHouse did not keep {rows:,} rows of windows older than "
+        f"{SCORES_KEPT_DAYS} days ({tables}): the TTL of its score tables drops them as they "
+        f"are written; their scores are in {kept}, their actions in ClickHouse and the output"
+    )

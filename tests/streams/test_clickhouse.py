@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import pickle
+import time
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -92,6 +93,45 @@ def test_an_edited_migration_is_caught_with_a_one_line_fix(chdb_url, database, c
 def test_migrate_refuses_a_malicious_database_name(chdb_url) -> None:
     with pytest.raises(ValueError, match="not a valid ClickHouse database name"):
         migrate(connect(chdb_url), "x; DROP DATABASE default")
+
+
+def test_score_says_what_clickhouse_did_not_keep_of_an_old_history(
+    chdb_url, tmp_path, monkeypatch, capsys
+) -> None:
+    """A replayed history older than the 90 days the score tables keep: their TTL drops its
+    windows as they are written. `score` counts them and says so in one line, with where the
+    scores are, instead of losing them silently."""
+    monkeypatch.setenv("DISTILLGUARD_CLICKHOUSE_DATABASE", "dg_old_history")
+    day, now = 86_400_000, int(time.time() * 1000) // 60_000 * 60_000
+
+    def event(i: int, ts: int, account: str) -> bytes:
+        e = {"event_id": f"e{i}", "ts": ts, "account_id": account, "ip": "192.0.2.1",
+             "model": "m", "input_tokens": 10, "output_tokens": 20}  # fmt: skip
+        return orjson.dumps(e)
+
+    lines = [event(i, now - 120 * day + i * 20_000, "old") for i in range(9)]
+    lines += [event(100 + i, now - day + i * 20_000, "new") for i in range(9)]
+    src, out, scores = tmp_path / "e.jsonl", tmp_path / "a.jsonl", tmp_path / "s.jsonl"
+    src.write_bytes(b"\n".join(lines) + b"\n")
+    args = ["score", "--input", str(src), "--output", str(out), "--scores", str(scores)]
+    assert main([*args, "--clickhouse", chdb_url]) == 0
+    windows = [orjson.loads(x) for x in scores.read_bytes().splitlines()]
+    cut = datetime.fromtimestamp((now - 90 * day) / 1000, UTC).isoformat()[:19]
+    old = sum(w["window_start"] < cut for w in windows)
+    assert old == 6 and len(windows) == 12  # 3 minutes of an account and its block, each
+    (note,) = [x for x in capsys.readouterr().err.splitlines() if "did not keep" in x]
+    # and the account-to-block link of each old minute
+    said = f"did not keep {old + 3} rows of windows older than 90 days (entity_links 3, "
+    assert f"{said}entity_scores {old}): the TTL of its score tables drops them" in note
+    assert note.endswith(f"scores are in {scores}, their actions in ClickHouse and the output")
+    client = connect(chdb_url)
+    for table, rows in (("entity_scores", len(windows) - old), ("entity_links", 3)):
+        (n,) = client.query(f"SELECT count() FROM dg_old_history.{table} FINAL").result_rows[0]
+        assert n == rows, table
+    # all recent: nothing to say
+    src.write_bytes(b"\n".join(lines[9:]) + b"\n")
+    assert main([*args, "--clickhouse", chdb_url]) == 0
+    assert "did not keep" not in capsys.readouterr().err
 
 
 def test_score_writes_scores_actions_links_and_dead_letters(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import zlib
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,6 +15,7 @@ import schemas.ddl
 from models.campaign_scoring import decode, encode
 from models.detector import Detector, DetectorConfig, DetectorOutput, Population, score_in_order
 from models.keys import kafka_partitions
+from schemas.ddl import SCORES_KEPT_DAYS
 from schemas.validation import parse_event, validate_event
 from simulator.traffic import SimulatedTraffic
 from streams import wire
@@ -21,7 +23,6 @@ from streams.metrics import Metrics
 from streams.processors import (
     LATE,
     MAX_PAST_SKEW_MS,
-    SCORES_KEPT_DAYS,
     TOMBSTONE,
     CampaignLinking,
     Limits,
@@ -261,18 +262,15 @@ def test_an_event_older_than_clickhouse_keeps_scores_is_a_dead_letter_by_default
     assert produced.forwards[0].offsets.tolist() == [0]
     # the bound is a day inside what every table of scores keeps
     ddl = Path(schemas.ddl.__file__).parent
-    for table, column in (
-        ("entity_scores", "window_start"),
-        ("entity_links", "window_start"),
-        ("campaign_members", "window_end"),
-    ):
+    statements = [s for f in sorted(ddl.glob("*.sql")) for s in f.read_text().split(";")]
+    for table, column in schemas.ddl.KEPT_BY.items():
         (sql,) = [
-            s
-            for f in sorted(ddl.glob("*.sql"))
-            for s in f.read_text().split(";")
-            if f"CREATE TABLE IF NOT EXISTS {{database}}.{table}\n" in s
+            s for s in statements if f"CREATE TABLE IF NOT EXISTS {{database}}.{table}\n" in s
         ]
         assert f"TTL toDateTime({column}) + INTERVAL {SCORES_KEPT_DAYS} DAY" in sql, table
+    kept = f"+ INTERVAL {SCORES_KEPT_DAYS} DAY"
+    tables = {re.findall(r"\{database\}\.(\w+)\n", s)[0] for s in statements if kept in s}
+    assert tables == set(schemas.ddl.KEPT_BY)  # and no other table keeps scores 90 days
     assert (SCORES_KEPT_DAYS - 1) * day == MAX_PAST_SKEW_MS
 
 
