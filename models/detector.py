@@ -51,6 +51,7 @@ from models.evidence import (
     answers_tell_reasoning,
     behaviours_for,
     stable_hash,
+    throttle_evidence,
     window_evidence,
 )
 from models.explain import Reason, explain
@@ -571,6 +572,7 @@ class Detector:
             # read it): merely unusual customers stay in the tail too. Not IP blocks: a busy
             # shared address near the line for a while is many ordinary customers at once.
             sustained_evidence=self.config.outright_evidence if kind == "account" else None,
+            extraction=throttle_evidence(m.evidence, km.volume_p99) if kind == "account" else None,
         )
         actions = [self._action(km, table, ew, m, d, w, account_context) for d in decisions]
         self._learn(km, table, ew, m)

@@ -77,6 +77,7 @@ __all__ = [
     "behaviours_for",
     "lower_bound",
     "stable_hash",
+    "throttle_evidence",
     "upper_bound",
     "window_evidence",
 ]
@@ -613,6 +614,39 @@ def window_evidence(
         window_hits=hits,
         window_trials=trials,
     )
+
+
+def throttle_evidence(ev: WindowEvidence, volume_p99: float) -> F64:
+    """The evidence an account's throttle or suspension needs (`models.policy.decide`): its
+    fixed-scale evidence without address rotation, unless its output this window is past the
+    99th percentile of ordinary accounts' (``volume_p99``; NaN before there is one: not past it).
+
+    Hopping between networks is what every customer of a rotating proxy does (the linker never
+    counts it either, `models.campaigns`): a script sending one reasoning prompt a few times a
+    minute through a reseller's pool showed reasoning and rotation, 2.0 and more, and was
+    throttled and suspended (23 of the 38 hard negatives of the outside worlds). Spread over a
+    pool's addresses at a volume past ordinary customers', rotation is a harvester hiding where
+    it sends from, and counts in full. It counts in the score and for flags in any case.
+
+    Examples
+    --------
+    >>> names = [b.name for b in ACCOUNT_BEHAVIOURS]
+    >>> strength, share = np.zeros((2, len(names))), np.zeros((2, len(names)))
+    >>> strength[:, [names.index("reasoning_elicitation"), names.index("address_rotation")]] = 1
+    >>> share[:, names.index("output_volume")] = [900.0, 50_000.0]  # under, past 10,000
+    >>> none = np.zeros(2)
+    >>> ev = WindowEvidence(share, strength, none, strength @ [b.weight for b in
+    ...                     ACCOUNT_BEHAVIOURS], none, none, none)
+    >>> throttle_evidence(ev, 10_000.0).tolist(), throttle_evidence(ev, float("nan")).tolist()
+    ([1.0, 2.0], [1.0, 1.0])
+    """
+    names = [b.name for b in ACCOUNT_BEHAVIOURS]
+    j = names.index("address_rotation")
+    with np.errstate(invalid="ignore"):
+        past = ev.share[:, names.index("output_volume")] > volume_p99
+    rotation = ev.strength[:, j] * ACCOUNT_BEHAVIOURS[j].weight
+    out: F64 = ev.absolute - np.where(past, 0.0, rotation)
+    return out
 
 
 def _relative(b: Behaviour, log2_ratio: F64) -> F64:

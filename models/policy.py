@@ -141,6 +141,7 @@ def decide(
     outright: npt.NDArray[np.bool_] | None = None,
     window_requests: npt.NDArray[np.int64] | None = None,
     sustained_evidence: float | None = None,
+    extraction: npt.NDArray[np.float64] | None = None,
 ) -> list[Decision]:
     """Update the enforcement state of ``rows`` for one window and return the decisions.
 
@@ -154,7 +155,9 @@ def decide(
     be a decayed history) gates the start of a throttle on ``min_requests`` as well.
     ``sustained_evidence``: the behaviour evidence a window near the flag line needs to count
     towards a sustained run (`PolicyConfig.sustained_budget`); None: no such runs (IP blocks;
-    campaigns, whose scores are read against ordinary accounts' windows).
+    campaigns, whose scores are read against ordinary accounts' windows). ``extraction``: the
+    evidence a throttle or a suspension needs, where the caller reads it differently from the
+    flag's (None: ``evidence``; `models.detector` leaves out an account's address rotation).
 
     Examples
     --------
@@ -211,10 +214,12 @@ def decide(
         # Gates the start of a throttle, not its renewal: a throttle that holds an account under
         # min_requests a minute must not lapse for working.
         enough = enough & ((window_requests >= config.min_requests) | (level >= 2))
+    if extraction is None:
+        extraction = evidence
     throttle = (score >= throttle_thr) & enough & (strikes >= config.throttle_strikes)
-    target[throttle & (evidence >= config.throttle_evidence)] = 2
+    target[throttle & (extraction >= config.throttle_evidence)] = 2
     suspend = (score >= suspend_thr) & enough & (strikes >= config.suspend_strikes)
-    target[suspend & (level >= 2) & (evidence >= config.suspend_evidence)] = 3
+    target[suspend & (level >= 2) & (extraction >= config.suspend_evidence)] = 3
     target = np.minimum(target, max_level)
     if not enabled or config.allowlist:
         allowed = np.fromiter((e in config.allowlist for e in ids), np.bool_, count=len(ids))

@@ -322,15 +322,34 @@ def _ordinary_minute(m: int, rng: np.random.Generator) -> list[UsageEvent]:
     ]  # fmt: skip
 
 
-def _rotating(m: int, who: str, n: int, net: int = 10, offset: int = 1) -> list[UsageEvent]:
+def _rotating(
+    m: int, who: str, n: int, net: int = 10, offset: int = 1, output: int = 2_000
+) -> list[UsageEvent]:
     """``n`` requests of ``who`` in minute ``m``, each asking for step-by-step reasoning from a
-    new /24 (``net``.x.y.0/24) and harvesting a long answer to a short prompt."""
+    new /24 (``net``.x.y.0/24) and, by default, harvesting a long answer to a short prompt."""
     start = _T0 + m * 60_000 + offset
     return [
         UsageEvent(f"{who}{m}-{i}", start + 2_000 * i, who, f"{net}.{(m + offset) % 250}.{i}.7",
-                   f"{net}.{(m + offset) % 250}.{i}.0/24", "m", 100, 2_000, cot_score=0.9)
+                   f"{net}.{(m + offset) % 250}.{i}.0/24", "m", 100, output, cot_score=0.9)
         for i in range(n)
     ]  # fmt: skip
+
+
+def test_a_proxy_customers_script_is_flagged_and_a_harvester_on_the_same_pool_throttled() -> None:
+    # A customer of a rotating proxy runs a script asking for step-by-step reasoning, four short
+    # answers a minute, each from another /24 of the pool: reasoning and rotation, evidence 2.0,
+    # the throttle's bar. Every customer of such a pool hops between networks, so rotation
+    # carries a throttle only past the output of the heaviest ordinary customers: the script is
+    # flagged (throttled before), an account harvesting long answers through the pool throttled.
+    det = Detector(DetectorConfig())
+    rng = np.random.default_rng(7)
+    levels: dict[str, set[str]] = defaultdict(set)
+    for m in range(40):
+        events = _ordinary_minute(m, rng) + _rotating(m, "script", 4, net=30, offset=3, output=150)
+        for a in det.process(events + _rotating(m, "harvester", 20)).actions:
+            levels[a.entity_id].add(a.action)
+    assert levels["script"] == {"flag"}
+    assert "throttle" in levels["harvester"]
 
 
 def test_an_account_sending_a_request_or_two_a_minute_is_flagged_not_throttled() -> None:

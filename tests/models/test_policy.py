@@ -310,3 +310,17 @@ def test_imposed_levels_raise_but_never_lower() -> None:
     decisions = impose(t, rows, 2, MIN, PolicyConfig(), 0.9998)
     assert [(d.position, d.action) for d in decisions] == [(0, "throttle")]
     assert t.level[rows].tolist() == [2, 3]
+
+
+def test_throttle_and_suspend_read_the_extraction_evidence_when_given() -> None:
+    # A proxy customer's script: reasoning and rotation make 2.2, reasoning alone 1.2. The flag
+    # reads the evidence, a throttle or a suspension only what the caller counts as extraction.
+    t = EntityTable(n_features=1)
+    rows = t.rows(["x"])
+    out = []
+    for minute in range(1, 9):
+        for d in decide(t, rows, ["x"], np.array([HIGH]), np.array([50.0]), np.array([2.2]),
+                        minute * MIN, PolicyConfig(), 3, extraction=np.array([1.2])):  # fmt: skip
+            out.append((minute, d.action))
+    assert out == [(2, "flag")]
+    assert run(PolicyConfig(), [HIGH] * 8, evidence=2.2) == [(2, "flag"), (3, "throttle")]
