@@ -92,6 +92,8 @@ __all__ = [
     "score_in_order",
 ]
 
+_DAY_MS = 86_400_000
+
 F64 = npt.NDArray[np.float64]
 _MIN = 60_000
 
@@ -800,9 +802,10 @@ class Detector:
             km.calibrator.update(m.raw[ref], ew.end_ms)
         # The forest's reference mass is the last `forest_window` windows it learned; within a
         # batch the entities come in order of first request (heavy users first), so they are
-        # learned in a random order, seeded by the window, to make that mass a fair sample.
+        # learned in a random order, seeded by the window's time of day, to make that mass a
+        # fair sample: traffic replayed whole days later is scored exactly as it was.
         learn = np.flatnonzero(ref)
-        np.random.default_rng((self.config.seed, ew.end_ms)).shuffle(learn)
+        np.random.default_rng((self.config.seed, ew.end_ms % _DAY_MS)).shuffle(learn)
         km.forest.learn_many(m.Xo[learn])
         km.population_update(
             m.X[ref],
