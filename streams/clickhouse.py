@@ -294,10 +294,10 @@ class ClickHouseSink:
         if not values or not values[0]:
             return
         assert len({len(v) for v in values}) == 1, f"{table}: columns of different lengths"
-        if table in KEPT_BY:
-            self._count_expired(table, columns[KEPT_BY[table]])
         for part in _by_days(columns, _PARTITIONED_BY.get(table)):
             self._request(table, part)
+        if table in KEPT_BY:  # once written: a retried insert is not counted twice
+            self._count_expired(table, columns[KEPT_BY[table]])
 
     def _count_expired(self, table: str, at: list[datetime]) -> None:
         """Count the rows ClickHouse's TTL will drop as they are written: their windows are

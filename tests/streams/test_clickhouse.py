@@ -134,6 +134,25 @@ def test_score_says_what_clickhouse_did_not_keep_of_an_old_history(
     assert "did not keep" not in capsys.readouterr().err
 
 
+def test_old_windows_are_counted_once_when_their_insert_is_retried(
+    chdb_url, database, small_run
+) -> None:
+    """A publisher retries an insert that failed: the rows ClickHouse's TTL drops are counted
+    when the insert succeeds, not once per attempt. The failure is real: the database does not
+    exist until it is migrated."""
+    client = connect(chdb_url)
+    sink = ClickHouseSink(client, database)
+    first, ago = small_run.scored[0], 120 * 86_400_000
+    old = replace(first, start_ms=first.start_ms - ago, end_ms=first.end_ms - ago)
+    (insert,) = sink.score_inserts(DetectorOutput(scored=[old]), "v-test")
+    with pytest.raises(Exception, match=database):
+        insert()
+    assert sink.stats.expired == {}
+    migrate(client, database)
+    insert()  # the retry
+    assert sink.stats.expired == {"entity_scores": len(first)}
+
+
 def test_score_writes_scores_actions_links_and_dead_letters(
     chdb_url, tmp_path, small_traffic, monkeypatch, capsys
 ) -> None:
