@@ -698,15 +698,20 @@ class Detector:
             # Flagged for staying near the line (`models.policy`): said last, as it adds nothing
             # to the score (reasons come largest contribution first).
             run = int(table.near[m.rows[i]])
+            strong = (
+                " with extraction evidence twice the bar"
+                if d.run < policy.sustained_strikes
+                else ""
+            )
             reasons.append(
                 Reason(
                     feature="sustained",
                     value=float(run),
-                    baseline=float(policy.sustained_strikes),
+                    baseline=float(d.run),
                     population_baseline=None,
                     contribution=0.0,
                     detail=f"{run} windows in a row in the top {policy.sustained_budget:.1%} "
-                    "of ordinary windows",
+                    f"of ordinary windows{strong}",
                 ),
             )
         members = None

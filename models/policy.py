@@ -18,7 +18,11 @@ Rules, per entity, evaluated once per scored window (vectorised over all entitie
   heavy customers outrank a steady extractor in some windows, so that it never crosses the
   flag threshold twice in a row; it stays in the top half percent minute after minute, which
   few ordinary customers who show extraction behaviour do (those who are merely unusual do it
-  more often). A flag only asks for a look: throttles and suspensions keep their thresholds.
+  more often). An entity whose evidence, read as a throttle reads it (``extraction``), is
+  twice that bar needs a shorter run (`sustained_run`): the shortest that an ordinary entity,
+  windows taken as independent, makes no more often than the flag's strikes
+  (``sustained_budget ** k <= flag_budget ** flag_strikes``: 3 windows at the defaults). A flag
+  only asks for a look: throttles and suspensions keep their thresholds.
 - **Minimum evidence.** Every level needs ``min_requests`` behind the evidence; a throttle also
   needs extraction behaviour worth ``throttle_evidence`` (`models.evidence`), a suspension
   ``suspend_evidence``: an unusual customer who shows none of the behaviours of extraction is
@@ -42,6 +46,7 @@ This module decides; `models.detector` builds the enforcement events with their 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -50,7 +55,7 @@ import numpy.typing as npt
 
 from models.state import NO_TIME, EntityTable
 
-__all__ = ["ACTIONS", "Decision", "PolicyConfig", "decide", "impose"]
+__all__ = ["ACTIONS", "Decision", "PolicyConfig", "decide", "impose", "sustained_run"]
 
 ACTIONS = ("release", "flag", "throttle", "suspend")
 _MIN = 60_000
@@ -117,7 +122,8 @@ class PolicyConfig:
 
 class Decision(NamedTuple):
     """One enforcement decision: ``position`` is the entity's place in the scored window batch;
-    ``sustained``: a flag decided by a sustained run near the line, not by the flag threshold."""
+    ``sustained``: a flag decided by a sustained run near the line, not by the flag threshold,
+    of at least ``run`` windows (`sustained_run`)."""
 
     position: int
     action: str
@@ -125,6 +131,31 @@ class Decision(NamedTuple):
     threshold: float
     expires_ms: int | None
     sustained: bool = False
+    run: int = 0
+
+
+def sustained_run(
+    config: PolicyConfig,
+    extraction: npt.NDArray[np.float64],
+    sustained_evidence: float,
+) -> npt.NDArray[np.int64]:
+    """How many consecutive windows near the line flag each entity: ``sustained_strikes``, or,
+    where its extraction evidence is twice ``sustained_evidence``, the shortest run that an
+    ordinary entity makes no more often than it makes the flag's strikes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> sustained_run(PolicyConfig(), np.array([0.5, 0.99, 1.0, 2.5]), 0.5).tolist()
+    [5, 5, 3, 3]
+    >>> sustained_run(PolicyConfig(sustained_budget=0.019), np.array([1.0]), 0.5).tolist()
+    [4]
+    """
+    # The run k an ordinary entity makes as rarely as two strikes: budget**k <= flag**strikes.
+    k = config.flag_strikes * math.log(config.flag_budget) / math.log(config.sustained_budget)
+    shortest = min(config.sustained_strikes, max(1, math.ceil(k - 1e-9)))
+    strong = extraction >= 2.0 * sustained_evidence
+    return np.where(strong, shortest, config.sustained_strikes).astype(np.int64)
 
 
 def decide(
@@ -179,6 +210,8 @@ def decide(
     """
     release_thr, flag_thr, throttle_thr, suspend_thr = config.thresholds
     level = table.level[rows].astype(np.int64)
+    if extraction is None:
+        extraction = evidence
 
     # Lapse what expired without renewal.
     lapsed = (level > 0) & (table.expires_ms[rows] <= now_ms)
@@ -204,18 +237,18 @@ def decide(
     flagged = striking & enough & (strikes >= config.flag_strikes)
     target[flagged] = 1
     sustained_thr = 1.0 - config.sustained_budget
+    needed = np.zeros(rows.size, dtype=np.int64)  # the run near the line that flags, if any
     if sustained_evidence is not None and config.sustained_budget > 0.0:
         # A run near the line: each of its windows near the line (a striking one too) *and*
         # showing some extraction behaviour.
         near = _run(table.near[rows], (score >= sustained_thr) & (evidence >= sustained_evidence))
         table.near[rows] = np.minimum(near, _MOST)
-        target[enough & (near >= config.sustained_strikes)] = 1
+        needed = sustained_run(config, extraction, sustained_evidence)
+        target[enough & (near >= needed)] = 1
     if window_requests is not None:
         # Gates the start of a throttle, not its renewal: a throttle that holds an account under
         # min_requests a minute must not lapse for working.
         enough = enough & ((window_requests >= config.min_requests) | (level >= 2))
-    if extraction is None:
-        extraction = evidence
     throttle = (score >= throttle_thr) & enough & (strikes >= config.throttle_strikes)
     target[throttle & (extraction >= config.throttle_evidence)] = 2
     suspend = (score >= suspend_thr) & enough & (strikes >= config.suspend_strikes)
@@ -249,7 +282,8 @@ def decide(
             table.renewed_ms[r] = now_ms
             if escalate[i]:
                 table.changed_ms[r] = now_ms
-            decisions.append(Decision(i, ACTIONS[new], new, crossed, expires, by_run))
+            run = int(needed[i]) if by_run else 0
+            decisions.append(Decision(i, ACTIONS[new], new, crossed, expires, by_run, run))
         else:
             was = int(level[i])
             table.level[r] = 0
