@@ -699,7 +699,7 @@ class Detector:
             # to the score (reasons come largest contribution first).
             run = int(table.near[m.rows[i]])
             strong = (
-                " with extraction evidence twice the bar"
+                ", the last with extraction evidence twice the bar"
                 if d.run < policy.sustained_strikes
                 else ""
             )

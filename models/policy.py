@@ -116,6 +116,22 @@ class PolicyConfig:
                 "windows under the release budget, e.g. 0.005; 0 turns it off"
             )
 
+    @property
+    def shortest_run(self) -> int:
+        """The run near the line that flags strong extraction (`sustained_run`): the shortest
+        that an ordinary entity, windows taken as independent, makes no more often than the
+        flag's strikes (``sustained_budget ** k <= flag_budget ** flag_strikes``), between the
+        flag's strikes and ``sustained_strikes``.
+
+        >>> PolicyConfig().shortest_run, PolicyConfig(sustained_budget=0.019).shortest_run
+        (3, 4)
+        """
+        k = self.sustained_strikes
+        if 0.0 < self.flag_budget < 1.0 and 0.0 < self.sustained_budget < 1.0:
+            exact = self.flag_strikes * math.log(self.flag_budget) / math.log(self.sustained_budget)
+            k = min(k, max(self.flag_strikes, math.ceil(exact - 1e-9)))
+        return k
+
     def ttl_ms(self, level: int) -> int:
         return (0, self.flag_ttl_ms, self.throttle_ttl_ms, self.suspend_ttl_ms)[level]
 
@@ -140,8 +156,9 @@ def sustained_run(
     sustained_evidence: float,
 ) -> npt.NDArray[np.int64]:
     """How many consecutive windows near the line flag each entity: ``sustained_strikes``, or,
-    where its extraction evidence is twice ``sustained_evidence``, the shortest run that an
-    ordinary entity makes no more often than it makes the flag's strikes.
+    where its extraction evidence in the window is twice ``sustained_evidence`` (a behaviour at
+    full strength, against the bar's half of one), the shortest run that an ordinary entity
+    makes no more often than the flag's strikes, and never fewer windows than those strikes.
 
     Examples
     --------
@@ -150,12 +167,11 @@ def sustained_run(
     [5, 5, 3, 3]
     >>> sustained_run(PolicyConfig(sustained_budget=0.019), np.array([1.0]), 0.5).tolist()
     [4]
+    >>> sustained_run(PolicyConfig(flag_budget=0.01, sustained_budget=1e-4), np.array([1.0]), 0.5)
+    array([2])
     """
-    # The run k an ordinary entity makes as rarely as two strikes: budget**k <= flag**strikes.
-    k = config.flag_strikes * math.log(config.flag_budget) / math.log(config.sustained_budget)
-    shortest = min(config.sustained_strikes, max(1, math.ceil(k - 1e-9)))
     strong = extraction >= 2.0 * sustained_evidence
-    return np.where(strong, shortest, config.sustained_strikes).astype(np.int64)
+    return np.where(strong, config.shortest_run, config.sustained_strikes).astype(np.int64)
 
 
 def decide(
@@ -237,7 +253,9 @@ def decide(
     flagged = striking & enough & (strikes >= config.flag_strikes)
     target[flagged] = 1
     sustained_thr = 1.0 - config.sustained_budget
-    needed = np.zeros(rows.size, dtype=np.int64)  # the run near the line that flags, if any
+    # The run near the line each entity has, and the run that flags it (0: no such rule).
+    near = np.zeros(rows.size, dtype=np.int64)
+    needed = np.zeros(rows.size, dtype=np.int64)
     if sustained_evidence is not None and config.sustained_budget > 0.0:
         # A run near the line: each of its windows near the line (a striking one too) *and*
         # showing some extraction behaviour.
@@ -274,7 +292,7 @@ def decide(
         if escalate[i] or renew[i]:
             new = int(target[i]) if escalate[i] else int(level[i])
             # A flag the sustained run decided crossed the sustained threshold, not the flag's.
-            by_run = new == 1 and not flagged[i]
+            by_run = new == 1 and not flagged[i] and 0 < needed[i] <= near[i]
             crossed = sustained_thr if by_run else thresholds[new]
             expires = now_ms + config.ttl_ms(new)
             table.level[r] = new
@@ -282,8 +300,10 @@ def decide(
             table.renewed_ms[r] = now_ms
             if escalate[i]:
                 table.changed_ms[r] = now_ms
-            run = int(needed[i]) if by_run else 0
-            decisions.append(Decision(i, ACTIONS[new], new, crossed, expires, by_run, run))
+            run = 0
+            if by_run:  # the full run decided it where the entity has one, else the shorter
+                run = config.sustained_strikes if near[i] >= config.sustained_strikes else needed[i]
+            decisions.append(Decision(i, ACTIONS[new], new, crossed, expires, by_run, int(run)))
         else:
             was = int(level[i])
             table.level[r] = 0

@@ -617,7 +617,7 @@ def test_strong_extraction_near_the_line_is_flagged_after_three_windows() -> Non
     assert reasons[-1]["feature"] == "sustained" and reasons[-1]["baseline"] == 3
     assert reasons[-1]["detail"] == (
         "3 windows in a row in the top 0.5% of ordinary windows"
-        " with extraction evidence twice the bar"
+        ", the last with extraction evidence twice the bar"
     )
     minute, _ = flagged(asking=3)
     assert minute is not None and minute > 3

@@ -89,7 +89,7 @@ def test_strong_extraction_near_the_line_is_flagged_after_a_shorter_run() -> Non
     assert run(cfg, [near, near, LOW] + [near] * 3, evidence=STRONG) == [(6, "flag")]
     # just under twice the bar: the full run
     assert run(cfg, [near] * 20, evidence=2 * WEAK - 0.01) == [(cfg.sustained_strikes, "flag")]
-    # a looser sustained budget needs a longer short run: 0.02**4 <= 0.001**2 < 0.02**3
+    # a looser sustained budget needs a longer short run: 0.019**4 <= 0.001**2 < 0.019**3
     assert run(PolicyConfig(sustained_budget=0.019), [0.985] * 20, evidence=STRONG) == [(4, "flag")]
     # strength read as the caller's throttle reads it (an account's address rotation left out)
     t = EntityTable(n_features=1)
@@ -104,6 +104,22 @@ def test_strong_extraction_near_the_line_is_flagged_after_a_shorter_run() -> Non
         )
     ]  # fmt: skip
     assert got == [(cfg.sustained_strikes, "flag", cfg.sustained_strikes)]
+
+
+def test_the_shorter_run_is_never_shorter_than_the_flags_strikes_nor_a_crash() -> None:
+    # A sustained budget at or under what two strikes allow: the run still takes two windows
+    # (the rule adds nothing a flag would not do), not one.
+    cfg = PolicyConfig(flag_budget=0.01, sustained_budget=1e-4)
+    assert run(cfg, [0.99995, LOW, 0.99995, 0.99995], evidence=STRONG) == [(4, "flag")]
+    # budgets of 0 (a flag line of 1.0; the rule off) decide as before
+    assert run(PolicyConfig(flag_budget=0.0), [0.997] * 8, evidence=STRONG) == [(5, "flag")]
+    assert run(PolicyConfig(sustained_budget=0.0), [0.997] * 8, evidence=STRONG) == []
+
+
+def test_a_flag_capped_from_a_throttle_is_not_called_a_sustained_run() -> None:
+    cfg = PolicyConfig(throttle_strikes=1)
+    decisions = _decisions(cfg, [0.99999])
+    assert [(d.action, d.sustained, d.run) for d in decisions] == [("flag", False, 0)]
 
 
 def test_a_sustained_flag_reports_the_threshold_it_crossed() -> None:
