@@ -698,20 +698,15 @@ class Detector:
             # Flagged for staying near the line (`models.policy`): said last, as it adds nothing
             # to the score (reasons come largest contribution first).
             run = int(table.near[m.rows[i]])
-            strong = (
-                ", the last with extraction evidence twice the bar"
-                if d.run < policy.sustained_strikes
-                else ""
-            )
             reasons.append(
                 Reason(
                     feature="sustained",
                     value=float(run),
-                    baseline=float(d.run),
+                    baseline=float(policy.sustained_strikes),
                     population_baseline=None,
                     contribution=0.0,
                     detail=f"{run} windows in a row in the top {policy.sustained_budget:.1%} "
-                    f"of ordinary windows{strong}",
+                    "of ordinary windows",
                 ),
             )
         members = None

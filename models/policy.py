@@ -18,11 +18,7 @@ Rules, per entity, evaluated once per scored window (vectorised over all entitie
   heavy customers outrank a steady extractor in some windows, so that it never crosses the
   flag threshold twice in a row; it stays in the top half percent minute after minute, which
   few ordinary customers who show extraction behaviour do (those who are merely unusual do it
-  more often). An entity whose evidence, read as a throttle reads it (``extraction``), is
-  twice that bar needs a shorter run (`sustained_run`): the shortest that an ordinary entity,
-  windows taken as independent, makes no more often than the flag's strikes
-  (``sustained_budget ** k <= flag_budget ** flag_strikes``: 3 windows at the defaults). A flag
-  only asks for a look: throttles and suspensions keep their thresholds.
+  more often). A flag only asks for a look: throttles and suspensions keep their thresholds.
 - **Minimum evidence.** Every level needs ``min_requests`` behind the evidence; a throttle also
   needs extraction behaviour worth ``throttle_evidence`` (`models.evidence`), a suspension
   ``suspend_evidence``: an unusual customer who shows none of the behaviours of extraction is
@@ -46,7 +42,6 @@ This module decides; `models.detector` builds the enforcement events with their 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -55,7 +50,7 @@ import numpy.typing as npt
 
 from models.state import NO_TIME, EntityTable
 
-__all__ = ["ACTIONS", "Decision", "PolicyConfig", "decide", "impose", "sustained_run"]
+__all__ = ["ACTIONS", "Decision", "PolicyConfig", "decide", "impose"]
 
 ACTIONS = ("release", "flag", "throttle", "suspend")
 _MIN = 60_000
@@ -116,30 +111,13 @@ class PolicyConfig:
                 "windows under the release budget, e.g. 0.005; 0 turns it off"
             )
 
-    @property
-    def shortest_run(self) -> int:
-        """The run near the line that flags strong extraction (`sustained_run`): the shortest
-        that an ordinary entity, windows taken as independent, makes no more often than the
-        flag's strikes (``sustained_budget ** k <= flag_budget ** flag_strikes``), between the
-        flag's strikes and ``sustained_strikes``.
-
-        >>> PolicyConfig().shortest_run, PolicyConfig(sustained_budget=0.019).shortest_run
-        (3, 4)
-        """
-        k = self.sustained_strikes
-        if 0.0 < self.flag_budget < 1.0 and 0.0 < self.sustained_budget < 1.0:
-            exact = self.flag_strikes * math.log(self.flag_budget) / math.log(self.sustained_budget)
-            k = min(k, max(self.flag_strikes, math.ceil(exact - 1e-9)))
-        return k
-
     def ttl_ms(self, level: int) -> int:
         return (0, self.flag_ttl_ms, self.throttle_ttl_ms, self.suspend_ttl_ms)[level]
 
 
 class Decision(NamedTuple):
     """One enforcement decision: ``position`` is the entity's place in the scored window batch;
-    ``sustained``: a flag decided by a sustained run near the line, not by the flag threshold,
-    of at least ``run`` windows (`sustained_run`)."""
+    ``sustained``: a flag decided by a sustained run near the line, not by the flag threshold."""
 
     position: int
     action: str
@@ -147,31 +125,6 @@ class Decision(NamedTuple):
     threshold: float
     expires_ms: int | None
     sustained: bool = False
-    run: int = 0
-
-
-def sustained_run(
-    config: PolicyConfig,
-    extraction: npt.NDArray[np.float64],
-    sustained_evidence: float,
-) -> npt.NDArray[np.int64]:
-    """How many consecutive windows near the line flag each entity: ``sustained_strikes``, or,
-    where its extraction evidence in the window is twice ``sustained_evidence`` (a behaviour at
-    full strength, against the bar's half of one), the shortest run that an ordinary entity
-    makes no more often than the flag's strikes, and never fewer windows than those strikes.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> sustained_run(PolicyConfig(), np.array([0.5, 0.99, 1.0, 2.5]), 0.5).tolist()
-    [5, 5, 3, 3]
-    >>> sustained_run(PolicyConfig(sustained_budget=0.019), np.array([1.0]), 0.5).tolist()
-    [4]
-    >>> sustained_run(PolicyConfig(flag_budget=0.01, sustained_budget=1e-4), np.array([1.0]), 0.5)
-    array([2])
-    """
-    strong = extraction >= 2.0 * sustained_evidence
-    return np.where(strong, config.shortest_run, config.sustained_strikes).astype(np.int64)
 
 
 def decide(
@@ -226,8 +179,6 @@ def decide(
     """
     release_thr, flag_thr, throttle_thr, suspend_thr = config.thresholds
     level = table.level[rows].astype(np.int64)
-    if extraction is None:
-        extraction = evidence
 
     # Lapse what expired without renewal.
     lapsed = (level > 0) & (table.expires_ms[rows] <= now_ms)
@@ -253,20 +204,18 @@ def decide(
     flagged = striking & enough & (strikes >= config.flag_strikes)
     target[flagged] = 1
     sustained_thr = 1.0 - config.sustained_budget
-    # The run near the line each entity has, and the run that flags it (0: no such rule).
-    near = np.zeros(rows.size, dtype=np.int64)
-    needed = np.zeros(rows.size, dtype=np.int64)
     if sustained_evidence is not None and config.sustained_budget > 0.0:
         # A run near the line: each of its windows near the line (a striking one too) *and*
         # showing some extraction behaviour.
         near = _run(table.near[rows], (score >= sustained_thr) & (evidence >= sustained_evidence))
         table.near[rows] = np.minimum(near, _MOST)
-        needed = sustained_run(config, extraction, sustained_evidence)
-        target[enough & (near >= needed)] = 1
+        target[enough & (near >= config.sustained_strikes)] = 1
     if window_requests is not None:
         # Gates the start of a throttle, not its renewal: a throttle that holds an account under
         # min_requests a minute must not lapse for working.
         enough = enough & ((window_requests >= config.min_requests) | (level >= 2))
+    if extraction is None:
+        extraction = evidence
     throttle = (score >= throttle_thr) & enough & (strikes >= config.throttle_strikes)
     target[throttle & (extraction >= config.throttle_evidence)] = 2
     suspend = (score >= suspend_thr) & enough & (strikes >= config.suspend_strikes)
@@ -292,7 +241,7 @@ def decide(
         if escalate[i] or renew[i]:
             new = int(target[i]) if escalate[i] else int(level[i])
             # A flag the sustained run decided crossed the sustained threshold, not the flag's.
-            by_run = new == 1 and not flagged[i] and 0 < needed[i] <= near[i]
+            by_run = new == 1 and not flagged[i]
             crossed = sustained_thr if by_run else thresholds[new]
             expires = now_ms + config.ttl_ms(new)
             table.level[r] = new
@@ -300,10 +249,7 @@ def decide(
             table.renewed_ms[r] = now_ms
             if escalate[i]:
                 table.changed_ms[r] = now_ms
-            run = 0
-            if by_run:  # the full run decided it where the entity has one, else the shorter
-                run = config.sustained_strikes if near[i] >= config.sustained_strikes else needed[i]
-            decisions.append(Decision(i, ACTIONS[new], new, crossed, expires, by_run, int(run)))
+            decisions.append(Decision(i, ACTIONS[new], new, crossed, expires, by_run))
         else:
             was = int(level[i])
             table.level[r] = 0

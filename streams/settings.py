@@ -115,8 +115,7 @@ class Settings:
     allowed_lateness_seconds: int = 10
     seed: int = 42
     flag_budget: float = 1e-3
-    # Five windows in a row within this budget flag too, fewer with strong evidence
-    # (`models.policy`: sustained near the line).
+    # Five windows in a row within this budget flag too (`models.policy`: sustained near the line).
     sustained_budget: float = 5e-3
     throttle_budget: float = 2e-4
     suspend_budget: float = 5e-5

@@ -665,10 +665,7 @@ def _score_chart(
         Rule(f"suspend ≥ {suspend:g}", ACTION_COLORS["suspend"], score_axis(suspend)),
     ]
     if sustained and near < flag:
-        label = (
-            f"flag: {policy.sustained_strikes} in a row ≥ {near:g} "
-            f"({policy.shortest_run} with strong evidence)"
-        )
+        label = f"flag: {policy.sustained_strikes} in a row ≥ {near:g}"
         rules.insert(0, Rule(label, SUSTAINED_COLOR, score_axis(near)))
     return svg_chart(
         label="score over time",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pickle
 from collections import defaultdict
-from typing import Any
 
 import numpy as np
 import pytest
@@ -588,39 +587,6 @@ def test_an_account_that_stays_near_the_flag_line_is_flagged_for_it() -> None:
     assert flagged[0].reasons[-1]["detail"] == detail
     assert flags(0.0) == []
     assert flags(0.2, cot=0.1) == []
-
-
-def test_strong_extraction_near_the_line_is_flagged_after_three_windows() -> None:
-    # Five requests a minute from one address, the top of 401 accounts from the first minute
-    # but under the flag line. Asking for step-by-step reasoning in every prompt (evidence 1.0,
-    # twice the sustained run's bar) shortens the run to the 3 windows an ordinary account
-    # reaches as rarely as two strikes over the flag line; asking in three prompts of five
-    # (evidence ~0.75) is not flagged as soon.
-    def flagged(asking: int) -> tuple[int | None, list[dict[str, Any]]]:
-        rng = np.random.default_rng(7)
-        det = Detector(DetectorConfig())
-        for m in range(8):
-            steady = [
-                UsageEvent(f"s{m}-{i}", _T0 + m * 60_000 + 9_000 * i, "steady", "198.51.100.7",
-                           "198.51.100.0/24", "m", 300, 200, cot_score=0.9 if i < asking else 0.1)
-                for i in range(5)
-            ]  # fmt: skip
-            hits = [a for a in det.process(_ordinary_minute(m, rng) + steady).actions
-                    if a.entity_id == "steady"]  # fmt: skip
-            if hits:
-                assert hits[0].action == "flag"
-                return m, hits[0].to_dict()["reasons"]
-        return None, []
-
-    minute, reasons = flagged(asking=5)
-    assert minute == 3  # the third window scored (the first closes in minute 1)
-    assert reasons[-1]["feature"] == "sustained" and reasons[-1]["baseline"] == 3
-    assert reasons[-1]["detail"] == (
-        "3 windows in a row in the top 0.5% of ordinary windows"
-        ", the last with extraction evidence twice the bar"
-    )
-    minute, _ = flagged(asking=3)
-    assert minute is not None and minute > 3
 
 
 def test_an_extractor_running_at_start_up_is_ranked_among_its_peers_from_the_first_minute() -> None:

@@ -13,7 +13,6 @@ from models.state import EntityTable
 MIN = 60_000
 HIGH, ODD, LOW = 0.99999, 0.9995, 0.5
 STRONG, WEAK = 3.0, 0.5  # behaviour evidence: extraction at full strength in three behaviours
-SOME = 0.75  # over the sustained run's bar (WEAK), under twice it
 
 
 def run(
@@ -65,61 +64,17 @@ def test_a_steady_entity_just_under_the_flag_line_is_flagged_at_the_end_of_its_r
     cfg = PolicyConfig()
     k = cfg.sustained_strikes
     assert 1 - cfg.sustained_budget < near < cfg.thresholds[1]
-    assert run(cfg, [near, near, LOW] + [near] * k, evidence=SOME) == [(3 + k, "flag")]
+    assert run(cfg, [near, near, LOW] + [near] * k) == [(3 + k, "flag")]
     # a window over the flag line counts towards the run (it is near the line too)
-    assert run(cfg, [near, ODD] + [near] * (k - 2), evidence=SOME) == [(k, "flag")]
+    assert run(cfg, [near, ODD] + [near] * (k - 2)) == [(k, "flag")]
     # a flag only: throttles and suspensions keep their own thresholds
-    assert run(cfg, [near] * 20, evidence=SOME) == [(k, "flag")]
+    assert run(cfg, [near] * 20) == [(k, "flag")]
     # interrupted, the run starts again; turned off, nothing
-    assert run(cfg, ([near] * (k - 1) + [0.99]) * 5, evidence=SOME) == []
+    assert run(cfg, ([near] * (k - 1) + [0.99]) * 5) == []
     assert run(PolicyConfig(sustained_budget=0.0), [near] * 20) == []
     assert run(cfg, [near] * 20, sustained=None) == []  # campaigns: the flag line only
     # its evidence under the bar the caller sets: never for being near the line
     assert run(cfg, [near] * 20, evidence=WEAK, sustained=1.0) == []
-
-
-def test_strong_extraction_near_the_line_is_flagged_after_a_shorter_run() -> None:
-    # Twice the run's evidence bar: the shortest run an ordinary entity makes no more often
-    # than the flag's two strikes (0.005**3 <= 0.001**2), not five windows.
-    near = 0.997
-    cfg = PolicyConfig()
-    assert cfg.sustained_budget**3 <= cfg.flag_budget**cfg.flag_strikes < cfg.sustained_budget**2
-    assert run(cfg, [near] * 20, evidence=2 * WEAK) == [(3, "flag")]
-    assert run(cfg, [near] * 20, evidence=STRONG) == [(3, "flag")]
-    assert run(cfg, [near, near, LOW] + [near] * 3, evidence=STRONG) == [(6, "flag")]
-    # just under twice the bar: the full run
-    assert run(cfg, [near] * 20, evidence=2 * WEAK - 0.01) == [(cfg.sustained_strikes, "flag")]
-    # a looser sustained budget needs a longer short run: 0.019**4 <= 0.001**2 < 0.019**3
-    assert run(PolicyConfig(sustained_budget=0.019), [0.985] * 20, evidence=STRONG) == [(4, "flag")]
-    # strength read as the caller's throttle reads it (an account's address rotation left out)
-    t = EntityTable(n_features=1)
-    rows = t.rows(["x"])
-    got = [
-        (minute, d.action, d.run)
-        for minute in range(1, 8)
-        for d in decide(
-            t, rows, ["x"], np.array([near]), np.array([50.0]), np.array([STRONG]),
-            minute * MIN, cfg, max_level=3, sustained_evidence=WEAK,
-            extraction=np.array([WEAK]),
-        )
-    ]  # fmt: skip
-    assert got == [(cfg.sustained_strikes, "flag", cfg.sustained_strikes)]
-
-
-def test_the_shorter_run_is_never_shorter_than_the_flags_strikes_nor_a_crash() -> None:
-    # A sustained budget at or under what two strikes allow: the run still takes two windows
-    # (the rule adds nothing a flag would not do), not one.
-    cfg = PolicyConfig(flag_budget=0.01, sustained_budget=1e-4)
-    assert run(cfg, [0.99995, LOW, 0.99995, 0.99995], evidence=STRONG) == [(4, "flag")]
-    # budgets of 0 (a flag line of 1.0; the rule off) decide as before
-    assert run(PolicyConfig(flag_budget=0.0), [0.997] * 8, evidence=STRONG) == [(5, "flag")]
-    assert run(PolicyConfig(sustained_budget=0.0), [0.997] * 8, evidence=STRONG) == []
-
-
-def test_a_flag_capped_from_a_throttle_is_not_called_a_sustained_run() -> None:
-    cfg = PolicyConfig(throttle_strikes=1)
-    decisions = _decisions(cfg, [0.99999])
-    assert [(d.action, d.sustained, d.run) for d in decisions] == [("flag", False, 0)]
 
 
 def test_a_sustained_flag_reports_the_threshold_it_crossed() -> None:

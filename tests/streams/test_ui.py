@@ -195,7 +195,7 @@ def test_top_page_links_to_an_account_with_its_charts_reasons_and_links(
     legend = [t.text_content() for t in score.locator("text.lg").all()]
     assert {"score", "flag ≥ 0.999", "throttle ≥ 0.9998", "suspend ≥ 0.99995"} <= set(legend)
     # an account is also flagged for staying near the flag line: that line is drawn too
-    assert "flag: 5 in a row ≥ 0.995 (3 with strong evidence)" in legend
+    assert "flag: 5 in a row ≥ 0.995" in legend
     assert score.locator("g.mark").count() >= 1  # the actions on the score line
     # each action's reasons: feature, value, own and population baseline, contribution
     assert page.locator(".action").count() >= 1
