@@ -46,6 +46,7 @@ import numpy.typing as npt
 
 from models.evidence import (
     ACCOUNT_BEHAVIOURS,
+    ACCOUNT_COLUMN,
     RATES,
     Behaviour,
     lower_bound,
@@ -54,6 +55,7 @@ from models.graph import components
 from models.keys import Keys
 from models.sorting import lexsort
 from models.templates import TemplateIndex
+from models.units import DAY_MS, MINUTE_MS
 from models.windows import ClosedWindow
 
 __all__ = [
@@ -72,10 +74,7 @@ __all__ = [
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
-_MIN = 60_000
-_DAY_MS = 86_400_000
 _WEIGHTS = np.array([b.weight for b in ACCOUNT_BEHAVIOURS])
-_BEHAVIOUR = {b.name: j for j, b in enumerate(ACCOUNT_BEHAVIOURS)}
 
 # Coordination, read on fixed scales like the behaviours of one account: how many accounts act as
 # one (log2 of the members: 0 at 4, 1 at 32, and on without a cap, each eightfold adding as much
@@ -168,14 +167,15 @@ def prompt_set_strength(templates: F64, accounts: F64, share: F64) -> F64:
 class CampaignConfig:
     """How accounts are linked into campaigns and how long links last."""
 
-    horizon_ms: int = 60 * _MIN
-    usage_half_life_ms: float = 30 * _MIN
-    forget_ms: int = 6 * 60 * _MIN  # quiet this long (12 half-lives): dropped, its links are gone
+    horizon_ms: int = 60 * MINUTE_MS
+    usage_half_life_ms: float = 30 * MINUTE_MS
+    # Quiet this long (12 half-lives): dropped, its links are gone.
+    forget_ms: int = 6 * 60 * MINUTE_MS
     templates_per_account: int = 8
     blocks_per_account: int = 4
     prompts_per_summary: int = 16
-    cohort_ms: int = 10 * _MIN
-    cohort_max_age_ms: int = 30 * 24 * 60 * _MIN
+    cohort_ms: int = 10 * MINUTE_MS
+    cohort_max_age_ms: int = 30 * 24 * 60 * MINUTE_MS
     min_members: int = 3
     campaign_evidence: float = 0.5
     max_between_members: float = 0.5
@@ -400,7 +400,7 @@ class CampaignWindows:
         """Pooled evidence apart from the members' accounts being new: what they *do* (a class
         or a hackathon signs up in one burst and shares its exercises, and is new, nothing else).
         """
-        j = _BEHAVIOUR["disposable_account"]
+        j = ACCOUNT_COLUMN["disposable_account"]
         acts = np.delete(self.strength, j, axis=1) @ np.delete(_WEIGHTS, j)
         out: F64 = (
             acts
@@ -1041,19 +1041,19 @@ class CampaignLinker:
         trials = _group_sum(hub, self.trials[rows], n_hubs)
         created = self.created_ms[rows]
         known = created >= 0
-        newness = np.where(known, np.exp(-np.maximum(now_ms - created, 0) / (7 * _DAY_MS)), 0.0)
+        newness = np.where(known, np.exp(-np.maximum(now_ms - created, 0) / (7 * DAY_MS)), 0.0)
         new_sum = np.bincount(hub, newness, minlength=n_hubs).astype(np.float64)
         known_n = np.bincount(hub, known.astype(np.float64), minlength=n_hubs).astype(np.float64)
         share, strength = _pooled(hits, trials, new_sum, known_n)
         # A hub's risk must come from behaviours other than the one its sharing implies: everyone
         # on a proxy pool hops between its blocks, and everyone sending a template sends it again.
         inherent = np.zeros((hub_kind.size, len(ACCOUNT_BEHAVIOURS)), dtype=np.bool_)
-        inherent[hub_kind == _BLOCK, _BEHAVIOUR["address_rotation"]] = True
-        inherent[hub_kind == _TEMPLATE, _BEHAVIOUR["templated_prompts"]] = True
+        inherent[hub_kind == _BLOCK, ACCOUNT_COLUMN["address_rotation"]] = True
+        inherent[hub_kind == _TEMPLATE, ACCOUNT_COLUMN["templated_prompts"]] = True
         # Newness is not extraction: a team onboarded today on one company card shares a card
         # and a creation hour; a hub is risky for what its accounts do, not for how new they are.
-        inherent[hub_kind == _COHORT, _BEHAVIOUR["disposable_account"]] = True
-        inherent[hub_kind == _PAYMENT, _BEHAVIOUR["disposable_account"]] = True
+        inherent[hub_kind == _COHORT, ACCOUNT_COLUMN["disposable_account"]] = True
+        inherent[hub_kind == _PAYMENT, ACCOUNT_COLUMN["disposable_account"]] = True
         strength = np.where(inherent, 0.0, strength)
         sync = SYNCHRONIZED.strength(
             _synchrony(hub, self.seconds[rows], self.last_ms[rows] == now_ms, n_hubs, covered)
@@ -1441,9 +1441,9 @@ class CampaignLinker:
             known = created >= 0
             if known.any():
                 age = np.maximum(now_ms - created[known], 0)
-                new_sum[c] = float(np.exp(-age / (7 * _DAY_MS)).sum())
+                new_sum[c] = float(np.exp(-age / (7 * DAY_MS)).sum())
                 known_n[c] = float(known.sum())
-                new_accounts[c] = float((age < 7 * _DAY_MS).mean())
+                new_accounts[c] = float((age < 7 * DAY_MS).mean())
             coord_share[c, 0] = np.log2(rows.size)
             # Hubs at least two members share, by kind.
             mine = np.isin(acc, position[rows])

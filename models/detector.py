@@ -74,6 +74,7 @@ from models.outputs import (
 )
 from models.policy import Decision, decide
 from models.state import EntityTable
+from models.units import DAY_MS, MINUTE_MS
 from models.windows import ClosedWindow, Windower, WindowStats
 
 __all__ = [
@@ -92,10 +93,8 @@ __all__ = [
     "score_in_order",
 ]
 
-_DAY_MS = 86_400_000
 
 F64 = npt.NDArray[np.float64]
-_MIN = 60_000
 
 
 class _KindModel:
@@ -534,7 +533,7 @@ class Detector:
             out.actions.extend(actions)
         for a in out.actions:
             self.actions_by_level[a.action] = self.actions_by_level.get(a.action, 0) + 1
-        if w.end_ms - self._last_evict_ms >= 60 * _MIN:
+        if w.end_ms - self._last_evict_ms >= 60 * MINUTE_MS:
             self._last_evict_ms = w.end_ms
             for table in self.tables.values():
                 table.evict_idle(w.end_ms, self.config.retention_ms)
@@ -805,7 +804,7 @@ class Detector:
         # learned in a random order, seeded by the window's time of day, to make that mass a
         # fair sample: traffic replayed whole days later is scored exactly as it was.
         learn = np.flatnonzero(ref)
-        np.random.default_rng((self.config.seed, ew.end_ms % _DAY_MS)).shuffle(learn)
+        np.random.default_rng((self.config.seed, ew.end_ms % DAY_MS)).shuffle(learn)
         km.forest.learn_many(m.Xo[learn])
         km.population_update(
             m.X[ref],

@@ -61,10 +61,12 @@ import numpy.typing as npt
 
 from models.sorting import lexsort
 from models.templates import MATCH_BITS
+from models.units import DAY_MS
 from models.windows import ClosedWindow
 
 __all__ = [
     "ACCOUNT_BEHAVIOURS",
+    "ACCOUNT_COLUMN",
     "BLOCK_BEHAVIOURS",
     "RATES",
     "RECENT_PROMPTS",
@@ -84,7 +86,6 @@ __all__ = [
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
-_DAY_MS = 86_400_000
 UNKNOWN_MS = np.iinfo(np.int64).max  # no creation time seen yet
 
 # Two SimHash fingerprints of unrelated prompts differ in 32 +- 4 of 64 bits; the chance that they
@@ -186,6 +187,9 @@ BLOCK_BEHAVIOURS: tuple[Behaviour, ...] = (
         "output_volume", "output tokens in the window / 99th pct of ordinary blocks", 8.0, 32.0, 0.0
     ),
 )
+
+# Each account behaviour's column in a window's shares and strengths.
+ACCOUNT_COLUMN = {b.name: j for j, b in enumerate(ACCOUNT_BEHAVIOURS)}
 
 # Per-request indicators accumulated in EvidenceMemory, in this order (disposable_account and
 # new_account_crowd are not per-request shares and are computed per window).
@@ -585,7 +589,7 @@ def window_evidence(
             known = w.created_ms >= 0
             np.minimum.at(created, g[known], w.created_ms[known])
             memory.created_ms[table_rows] = created
-            age_days = (w.end_ms - created.astype(np.float64)) / _DAY_MS
+            age_days = (w.end_ms - created.astype(np.float64)) / DAY_MS
             with np.errstate(over="ignore"):
                 newness = np.exp(-np.maximum(age_days, 0.0) / 7.0)
             newness = np.where(created == UNKNOWN_MS, np.nan, newness)
@@ -640,10 +644,9 @@ def throttle_evidence(ev: WindowEvidence, volume_p99: float) -> F64:
     >>> throttle_evidence(ev, 10_000.0).tolist(), throttle_evidence(ev, float("nan")).tolist()
     ([1.0, 2.0], [1.0, 1.0])
     """
-    names = [b.name for b in ACCOUNT_BEHAVIOURS]
-    j = names.index("address_rotation")
+    j = ACCOUNT_COLUMN["address_rotation"]
     with np.errstate(invalid="ignore"):
-        past = ev.share[:, names.index("output_volume")] > volume_p99
+        past = ev.share[:, ACCOUNT_COLUMN["output_volume"]] > volume_p99
     rotation = ev.strength[:, j] * ACCOUNT_BEHAVIOURS[j].weight
     out: F64 = ev.absolute - np.where(past, 0.0, rotation)
     return out
@@ -662,7 +665,7 @@ def _new_account_crowd(w: ClosedWindow, g: npt.NDArray[np.int32], n: int) -> tup
     lower bound over the number of such accounts."""
     acct = w.account.astype(np.int64)
     known = w.created_ms >= 0
-    fresh = known & (w.end_ms - w.created_ms < 7 * _DAY_MS)
+    fresh = known & (w.end_ms - w.created_ms < 7 * DAY_MS)
     key = g.astype(np.int64) * max(len(w.accounts), 1) + acct
     _, first = np.unique(key[known], return_index=True)
     idx = np.flatnonzero(known)[first]

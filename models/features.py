@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.sorting import lexsort
+from models.units import DAY_MS
 from models.windows import ClosedWindow
 
 __all__ = [
@@ -40,7 +41,6 @@ I64 = npt.NDArray[np.int64]
 NEAR_DUPLICATE_BITS = 4
 NEW_ACCOUNT_DAYS = 7.0
 MIN_BLOCK_ACCOUNTS = 3
-_DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +263,7 @@ def account_windows(w: ClosedWindow, is_new_model: npt.NDArray[np.bool_]) -> Ent
     created = np.full(n, np.iinfo(np.int64).max)
     known = w.created_ms >= 0
     np.minimum.at(created, g[known], w.created_ms[known])
-    age_days = (w.end_ms - created.astype(np.float64)) / _DAY_MS
+    age_days = (w.end_ms - created.astype(np.float64)) / DAY_MS
     with np.errstate(over="ignore"):
         newness = np.exp(-np.maximum(age_days, 0.0) / NEW_ACCOUNT_DAYS)
     cols["account_newness"] = np.where(created == np.iinfo(np.int64).max, np.nan, newness)
@@ -280,7 +280,7 @@ def block_windows(w: ClosedWindow, is_new_model: npt.NDArray[np.bool_]) -> Entit
 
     # An account is new if any of its events says it was created within NEW_ACCOUNT_DAYS.
     new_acct = np.zeros(len(w.accounts), dtype=np.bool_)
-    fresh = (w.created_ms >= 0) & (w.end_ms - w.created_ms < NEW_ACCOUNT_DAYS * _DAY_MS)
+    fresh = (w.created_ms >= 0) & (w.end_ms - w.created_ms < NEW_ACCOUNT_DAYS * DAY_MS)
     new_acct[w.account[fresh]] = True
     known_acct = np.zeros(len(w.accounts), dtype=np.bool_)
     known_acct[w.account[w.created_ms >= 0]] = True

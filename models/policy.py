@@ -49,11 +49,11 @@ import numpy as np
 import numpy.typing as npt
 
 from models.state import NO_TIME, EntityTable
+from models.units import MINUTE_MS
 
 __all__ = ["ACTIONS", "Decision", "PolicyConfig", "decide", "impose"]
 
 ACTIONS = ("release", "flag", "throttle", "suspend")
-_MIN = 60_000
 _MOST = np.iinfo(np.int16).max  # the enforcement table's run counts are int16, capped here
 
 
@@ -82,11 +82,11 @@ class PolicyConfig:
     suspend_evidence: float = 2.5
     min_campaign_members: int = 5
     release_windows: int = 10
-    min_hold_ms: int = 10 * _MIN
-    cooldown_ms: int = 60 * _MIN
-    flag_ttl_ms: int = 6 * 60 * _MIN
-    throttle_ttl_ms: int = 60 * _MIN
-    suspend_ttl_ms: int = 24 * 60 * _MIN
+    min_hold_ms: int = 10 * MINUTE_MS
+    cooldown_ms: int = 60 * MINUTE_MS
+    flag_ttl_ms: int = 6 * 60 * MINUTE_MS
+    throttle_ttl_ms: int = 60 * MINUTE_MS
+    suspend_ttl_ms: int = 24 * 60 * MINUTE_MS
     max_level_account: int = 3
     max_level_ip_block: int = 2
     allowlist: frozenset[str] = field(default_factory=frozenset)
